@@ -1,0 +1,42 @@
+# trapvisor: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_STAMP := build/.apt-installed
+APT_PACKAGES := gcc binutils qemu-system-x86 bochs bochsbios
+
+.PHONY: demo test setup guests clean bench
+
+setup: $(STAMP) $(APT_STAMP)
+
+$(APT_STAMP):
+	@mkdir -p build
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+guests: setup
+	$(PY) -m trapvisor.guests build-all
+
+demo: guests
+	$(VENV)/bin/trapvisor demo
+
+test: guests
+	$(PY) -m pytest -n 2 --dist loadfile tests
+
+bench: guests
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,3 @@
+from trapvisor.cli import main
+
+raise SystemExit(main())

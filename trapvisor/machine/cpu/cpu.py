@@ -1,0 +1,686 @@
+"""The IA-32 processor: architectural state, memory access, paging, run loop.
+
+This module holds the CPU's state and its two hot paths, memory access and the
+block-dispatch loop.  They are written densely on purpose (local aliases,
+no helper calls on the fast path); everything else (instruction semantics,
+segment loads, interrupt delivery) lives in the sibling modules and is written
+for reading.
+
+Execution model: instructions are decoded once by iced-x86 and compiled into
+Python closures (``translate.py``), grouped into basic blocks keyed by the
+physical address of their first byte.  A block ends at a control transfer, at
+an instruction that changes how later instructions must be translated or
+checked (mode, segment, control-register writes), at a page boundary, or after
+``MAX_BLOCK`` instructions.  Writes to a page that holds decoded code drop
+that page's blocks (self-modifying code, code loaded at run time).  A later
+tier can replace a block's list of closures by one generated function without
+touching the dispatch loop.
+
+Faults are Python exceptions (:class:`CpuFault`) raised from anywhere inside
+an instruction; every instruction performs its stores before it updates
+registers, so a faulting instruction leaves the state as it was (x86 faults
+are restartable, SDM Vol. 3A §6.5).  The loop catches the fault, points EIP at
+the faulting instruction and delivers it through the IDT
+(``interrupts.py``).
+
+The CPU knows nothing of virtual machine monitors.  A monitor (or a test)
+observes it through one explicit interface: ``cpu.exception_hook``, called
+with every exception before it is delivered (return True to claim it), and
+``cpu.io_bus``/``cpu.mmio_bus``/``cpu.intc`` for the platform.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from . import flags as F
+from .constants import (
+    CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, DF_VEC, EFLAGS_RESERVED_1,
+    GP, IF, PDE_PS, PF_P, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
+    PTE_US, SS, SS_VEC, TF, EXCEPTION_NAMES, SEG_NAMES, APIC_BASE_DEFAULT,
+    APIC_BASE_BSP, APIC_BASE_ENABLE,
+)
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+U16, U32 = _U16.unpack_from, _U32.unpack_from
+P16, P32 = _U16.pack_into, _U32.pack_into
+
+MAX_BLOCK = 64
+
+
+class CpuFault(Exception):
+    """An exception raised by an instruction: vector and optional error code."""
+
+    __slots__ = ("vector", "error_code")
+
+    def __init__(self, vector: int, error_code: int | None = None):
+        self.vector = vector
+        self.error_code = error_code
+
+    def __str__(self):
+        name = EXCEPTION_NAMES.get(self.vector, f"vector {self.vector}")
+        return name if self.error_code is None else f"{name}({self.error_code:#x})"
+
+
+class MachineStop(Exception):
+    """The machine cannot go on: triple fault, unimplemented instruction, ..."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Block:
+    """A translated basic block.
+
+    ``ops`` is a tuple of (eip, closure); ``fallthrough`` is the EIP after the
+    block when its last instruction does not set EIP itself, else None.
+    """
+
+    __slots__ = ("eip", "cs32", "ops", "fallthrough", "n", "pages", "ilist")
+
+    def __init__(self, eip, cs32, ops, fallthrough, pages, ilist):
+        self.eip, self.cs32, self.ops, self.fallthrough = eip, cs32, ops, fallthrough
+        self.n = len(ops)
+        self.pages = pages
+        self.ilist = ilist   # decoded iced instructions, for traces and diagnostics
+
+
+class CPU:
+    def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False):
+        self.mem = memory
+        self.ram = memory.ram
+        self.ram_size = memory.size
+        self.code_pages = memory.code_pages
+        memory.on_code_write = self.invalidate_code_page
+        self.io_bus = io_bus
+        self.mmio_bus = mmio_bus
+        self.intc = intc
+        self.clock = clock
+        # A CPU variant in which every sensitive instruction traps at CPL > 0
+        # (the hypothetical virtualizable x86 of the trap-and-emulate issue).
+        self.strict = strict
+
+        self.regs = [0] * 8            # EAX ECX EDX EBX ESP EBP ESI EDI
+        self.eip = 0
+        self.lf = (F.EAGER, 0, 0, 0, 0)  # lazy arithmetic flags
+        self.eflags_rest = EFLAGS_RESERVED_1  # EFLAGS without the six arithmetic bits
+
+        # Segment registers: visible selector and hidden descriptor cache.
+        self.sel = [0] * 6
+        self.base = [0] * 6
+        self.limit = [0xFFFF] * 6
+        self.attr = [0] * 6           # descriptor bits 40..55 (type, S, DPL, P, AVL, L, D/B, G)
+        self.rfast = [False] * 6      # flat, readable: linear address = offset
+        self.wfast = [False] * 6      # flat, writable
+        self.cpl = 0
+        self.cs32 = True
+        self.ss32 = True
+
+        self.gdtr = (0, 0xFFFF)       # (base, limit)
+        self.idtr = (0, 0x3FF)
+        self.ldtr = 0                 # selector
+        self.ldt_base, self.ldt_limit = 0, 0
+        self.tr = 0
+        self.tr_base, self.tr_limit, self.tr_attr = 0, 0, 0
+
+        self.cr0 = CR0_ET
+        self.cr2 = 0
+        self.cr3 = 0
+        self.cr4 = 0
+        self.dr = [0] * 8
+        self.dr[6], self.dr[7] = 0xFFFF0FF0, 0x400
+        self.msr = {}
+        self.apic_base = APIC_BASE_DEFAULT | APIC_BASE_BSP | APIC_BASE_ENABLE
+        self.sysenter_cs = self.sysenter_esp = self.sysenter_eip = 0
+        self.tsc_offset = 0
+
+        self.paging = False
+        self._tlb = ({}, {}, {}, {})  # read-sup, write-sup, read-user, write-user
+        self.tlb_r, self.tlb_w = self._tlb[0], self._tlb[1]
+        self.tlb_global = set()
+
+        self.cache: dict[int, Block] = {}
+        self.page_blocks: dict[int, list[int]] = {}
+
+        self.icount = 0               # instructions retired
+        self.halted = False
+        self.inhibit_irq = False      # one-instruction shadow after STI / MOV SS
+        self.stop: MachineStop | None = None
+        self.exit_code: int | None = None
+        self.exception_hook = None    # fn(cpu, vector, error_code) -> bool (True: handled)
+        self.delivering = None        # vector being delivered (double-fault detection)
+        self.exception_counts = {}
+        self.recent = []              # last EIPs of executed blocks, for diagnostics
+
+        from .translate import Translator
+        self.translator = Translator(self)
+
+    # ------------------------------------------------------------------ flags
+    def get_eflags(self) -> int:
+        return self.eflags_rest | F.arith_flags(self.lf)
+
+    def set_eflags(self, value: int) -> None:
+        """Set EFLAGS with no privilege checks (callers apply POPF/IRET rules)."""
+        from .constants import ARITH_FLAGS
+        self.lf = (F.EAGER, value & ARITH_FLAGS, 0, 0, 0)
+        self.eflags_rest = (value & ~ARITH_FLAGS & 0x3F7FFF) | EFLAGS_RESERVED_1
+
+    @property
+    def iopl(self) -> int:
+        return (self.eflags_rest >> 12) & 3
+
+    # ------------------------------------------------------------ segments
+    def set_segment_cache(self, s: int, sel: int, base: int, limit: int, attr: int) -> None:
+        """Load a segment register's visible and hidden parts (no checks)."""
+        self.sel[s], self.base[s], self.limit[s], self.attr[s] = sel, base, limit, attr
+        present = attr & 0x80
+        typ = attr & 0x1F  # S bit + type
+        flat = present and base == 0 and limit == 0xFFFFFFFF and (sel & ~3 or s == CS)
+        is_code = typ & 0x18 == 0x18
+        is_data = typ & 0x18 == 0x10
+        readable = is_data or (is_code and typ & 2)
+        writable = is_data and typ & 2
+        expand_down = is_data and typ & 4
+        self.rfast[s] = bool(flat and readable and not expand_down)
+        self.wfast[s] = bool(flat and writable and not expand_down)
+        if s == CS:
+            self.cs32 = bool(attr & 0x4000)
+        elif s == SS:
+            self.ss32 = bool(attr & 0x4000)
+
+    def set_cpl(self, cpl: int) -> None:
+        self.cpl = cpl
+        user = 2 if cpl == 3 else 0
+        self.tlb_r, self.tlb_w = self._tlb[user], self._tlb[user + 1]
+
+    def seg_lin(self, s: int, off: int, size: int, write: bool) -> int:
+        """Segment checks (SDM Vol. 3A §5.3-5.5) for a non-flat access; returns the linear address."""
+        attr = self.attr[s]
+        vec = SS_VEC if s == SS else GP
+        if not attr & 0x80 or (self.sel[s] & ~3 == 0 and s != CS and self.cr0 & CR0_PE):
+            raise CpuFault(vec, 0)
+        typ = attr & 0x1F
+        if write:
+            if typ & 0x18 != 0x10 or not typ & 2:
+                raise CpuFault(vec, 0)
+        elif typ & 0x18 == 0x18 and not typ & 2:
+            raise CpuFault(vec, 0)
+        last = off + size - 1
+        limit = self.limit[s]
+        if typ & 0x1C == 0x14:     # expand-down data: valid offsets are (limit, upper]
+            upper = 0xFFFFFFFF if attr & 0x4000 else 0xFFFF
+            if off <= limit or last > upper:
+                raise CpuFault(vec, 0)
+        elif last > limit:
+            raise CpuFault(vec, 0)
+        return (self.base[s] + off) & 0xFFFFFFFF
+
+    # -------------------------------------------------------------- paging
+    def page_walk(self, lin: int, write: bool, user: bool) -> int:
+        """Translate a linear page (32-bit paging, SDM Vol. 3A §4.3); fill the TLB.
+
+        Returns the physical base of the 4 KiB frame.  Raises #PF with CR2 and
+        the error code of SDM Vol. 3A §4.7.  Accessed and dirty bits are set
+        only when the access is allowed (as QEMU does).
+        """
+        ram, ram_size = self.ram, self.ram_size
+        pde_addr = (self.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
+        pde = self.phys_read32(pde_addr)
+        err = (PF_W if write else 0) | (PF_U if user else 0)
+        if not pde & PTE_P:
+            self.cr2 = lin
+            raise CpuFault(PF_VEC, err)
+        wp = self.cr0 & CR0_WP
+        if pde & PDE_PS and self.cr4 & CR4_PSE:
+            allowed = (not user or pde & PTE_US) and (not write or pde & PTE_RW or (not user and not wp))
+            if not allowed:
+                self.cr2 = lin
+                raise CpuFault(PF_VEC, err | PF_P)
+            new = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                self.phys_write32(pde_addr, new)
+            frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
+            is_global = pde & PTE_G and self.cr4 & CR4_PGE
+            rw_ok = bool(pde & PTE_RW or (not user and not wp))
+            dirty = bool(new & PTE_D)
+        else:
+            pte_addr = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
+            pte = self.phys_read32(pte_addr)
+            if not pte & PTE_P:
+                self.cr2 = lin
+                raise CpuFault(PF_VEC, err)
+            us = pde & pte & PTE_US
+            rw = pde & pte & PTE_RW
+            allowed = (not user or us) and (not write or rw or (not user and not wp))
+            if not allowed:
+                self.cr2 = lin
+                raise CpuFault(PF_VEC, err | PF_P)
+            if not pde & PTE_A:
+                self.phys_write32(pde_addr, pde | PTE_A)
+            new = pte | PTE_A | (PTE_D if write else 0)
+            if new != pte:
+                self.phys_write32(pte_addr, new)
+            frame = pte & 0xFFFFF000
+            is_global = pte & PTE_G and self.cr4 & CR4_PGE
+            rw_ok = bool(rw or (not user and not wp))
+            dirty = bool(new & PTE_D)
+        page = lin >> 12
+        ti = 2 if user else 0
+        self._tlb[ti][page] = frame
+        if rw_ok and dirty:
+            self._tlb[ti + 1][page] = frame
+        if is_global:
+            self.tlb_global.add(page)
+        return frame
+
+    def flush_tlb(self, keep_global: bool = True) -> None:
+        g = self.tlb_global if keep_global else ()
+        for t in self._tlb:
+            if g:
+                keep = {p: f for p, f in t.items() if p in g}
+                t.clear()
+                t.update(keep)
+            else:
+                t.clear()
+        if not keep_global:
+            self.tlb_global.clear()
+
+    def invlpg(self, lin: int) -> None:
+        page = lin >> 12
+        for t in self._tlb:
+            t.pop(page, None)
+        self.tlb_global.discard(page)
+
+    def translate_lin(self, lin: int, write: bool, user: bool | None = None) -> int:
+        """Linear to physical address for any access (slow path, explicit privilege)."""
+        if not self.paging:
+            return lin
+        if user is None:
+            user = self.cpl == 3
+        ti = 2 if user else 0
+        frame = self._tlb[ti + (1 if write else 0)].get(lin >> 12)
+        if frame is None:
+            frame = self.page_walk(lin, write, user)
+        return frame | (lin & 0xFFF)
+
+    # ------------------------------------------------- physical memory access
+    def phys_read32(self, pa: int) -> int:
+        if pa + 4 <= self.ram_size:
+            return U32(self.ram, pa)[0]
+        return self.phys_read(pa, 4)
+
+    def phys_write32(self, pa: int, v: int) -> None:
+        if pa + 4 <= self.ram_size:
+            if self.code_pages[pa >> 12]:
+                self.invalidate_code_page(pa >> 12)
+            P32(self.ram, pa, v)
+        else:
+            self.phys_write(pa, 4, v)
+
+    def phys_read(self, pa: int, size: int) -> int:
+        if pa + size <= self.ram_size:
+            return int.from_bytes(self.ram[pa:pa + size], "little")
+        if self.mmio_bus is not None and pa >= self.ram_size:
+            return self.mmio_bus.read(pa, size)
+        return (1 << (8 * size)) - 1
+
+    def phys_write(self, pa: int, size: int, v: int) -> None:
+        if pa + size <= self.ram_size:
+            for p in {pa >> 12, (pa + size - 1) >> 12}:
+                if self.code_pages[p]:
+                    self.invalidate_code_page(p)
+            self.ram[pa:pa + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        elif self.mmio_bus is not None and pa >= self.ram_size:
+            self.mmio_bus.write(pa, size, v)
+
+    # ------------------------------------------------- linear memory access
+    def lin_read(self, lin: int, size: int, user: bool | None = None) -> int:
+        """Read at a linear address; handles page-crossing accesses byte-exactly."""
+        if (lin & 0xFFF) + size > 0x1000:
+            # Translate both pages before touching either (no partial effects).
+            first = 0x1000 - (lin & 0xFFF)
+            pa1 = self.translate_lin(lin, False, user)
+            pa2 = self.translate_lin((lin + first) & 0xFFFFFFFF, False, user)
+            lo = self.phys_read(pa1, first)
+            hi = self.phys_read(pa2, size - first)
+            return lo | (hi << (8 * first))
+        return self.phys_read(self.translate_lin(lin, False, user), size)
+
+    def lin_write(self, lin: int, size: int, v: int, user: bool | None = None) -> None:
+        if (lin & 0xFFF) + size > 0x1000:
+            first = 0x1000 - (lin & 0xFFF)
+            pa1 = self.translate_lin(lin, True, user)
+            pa2 = self.translate_lin((lin + first) & 0xFFFFFFFF, True, user)
+            self.phys_write(pa1, first, v & ((1 << (8 * first)) - 1))
+            self.phys_write(pa2, size - first, v >> (8 * first))
+            return
+        self.phys_write(self.translate_lin(lin, True, user), size, v)
+
+    # Hot path: segment + paging + RAM for the three operand sizes.
+    def rd8(self, s, off):
+        lin = off if self.rfast[s] else self.seg_lin(s, off, 1, False)
+        if self.paging:
+            f = self.tlb_r.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, False, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin < self.ram_size:
+            return self.ram[lin]
+        return self.phys_read(lin, 1)
+
+    def rd16(self, s, off):
+        lin = off if self.rfast[s] else self.seg_lin(s, off, 2, False)
+        if self.paging:
+            if lin & 0xFFF == 0xFFF:
+                return self.lin_read(lin, 2)
+            f = self.tlb_r.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, False, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin + 2 <= self.ram_size:
+            return U16(self.ram, lin)[0]
+        return self.phys_read(lin, 2)
+
+    def rd32(self, s, off):
+        lin = off if self.rfast[s] else self.seg_lin(s, off, 4, False)
+        if self.paging:
+            if lin & 0xFFF > 0xFFC:
+                return self.lin_read(lin, 4)
+            f = self.tlb_r.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, False, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin + 4 <= self.ram_size:
+            return U32(self.ram, lin)[0]
+        return self.phys_read(lin, 4)
+
+    def wr8(self, s, off, v):
+        lin = off if self.wfast[s] else self.seg_lin(s, off, 1, True)
+        if self.paging:
+            f = self.tlb_w.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, True, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin < self.ram_size:
+            if self.code_pages[lin >> 12]:
+                self.invalidate_code_page(lin >> 12)
+            self.ram[lin] = v
+        else:
+            self.phys_write(lin, 1, v)
+
+    def wr16(self, s, off, v):
+        lin = off if self.wfast[s] else self.seg_lin(s, off, 2, True)
+        if lin & 0xFFF == 0xFFF:
+            return self.lin_write(lin, 2, v)
+        if self.paging:
+            f = self.tlb_w.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, True, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin + 2 <= self.ram_size:
+            if self.code_pages[lin >> 12]:
+                self.invalidate_code_page(lin >> 12)
+            P16(self.ram, lin, v)
+        else:
+            self.phys_write(lin, 2, v)
+
+    def wr32(self, s, off, v):
+        lin = off if self.wfast[s] else self.seg_lin(s, off, 4, True)
+        if lin & 0xFFF > 0xFFC:
+            return self.lin_write(lin, 4, v)
+        if self.paging:
+            f = self.tlb_w.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, True, self.cpl == 3)
+            lin = f | (lin & 0xFFF)
+        if lin + 4 <= self.ram_size:
+            if self.code_pages[lin >> 12]:
+                self.invalidate_code_page(lin >> 12)
+            P32(self.ram, lin, v)
+        else:
+            self.phys_write(lin, 4, v)
+
+    def rd(self, s, off, size):
+        return self.rd32(s, off) if size == 4 else self.rd16(s, off) if size == 2 else self.rd8(s, off)
+
+    def wr(self, s, off, size, v):
+        if size == 4:
+            self.wr32(s, off, v)
+        elif size == 2:
+            self.wr16(s, off, v)
+        else:
+            self.wr8(s, off, v)
+
+    # Implicit supervisor-privilege accesses (descriptor tables, TSS): SDM Vol. 3A §4.6.1.
+    def sys_read(self, lin: int, size: int) -> int:
+        return self.lin_read(lin & 0xFFFFFFFF, size, user=False)
+
+    def sys_write(self, lin: int, size: int, v: int) -> None:
+        self.lin_write(lin & 0xFFFFFFFF, size, v, user=False)
+
+    # -------------------------------------------------------------- stack
+    def push32(self, v: int) -> None:
+        if self.ss32:
+            esp = (self.regs[4] - 4) & 0xFFFFFFFF
+            self.wr32(SS, esp, v)
+            self.regs[4] = esp
+        else:
+            sp = (self.regs[4] - 4) & 0xFFFF
+            self.wr32(SS, sp, v)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
+
+    def push16(self, v: int) -> None:
+        if self.ss32:
+            esp = (self.regs[4] - 2) & 0xFFFFFFFF
+            self.wr16(SS, esp, v)
+            self.regs[4] = esp
+        else:
+            sp = (self.regs[4] - 2) & 0xFFFF
+            self.wr16(SS, sp, v)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
+
+    def pop32(self) -> int:
+        if self.ss32:
+            esp = self.regs[4]
+            v = self.rd32(SS, esp)
+            self.regs[4] = (esp + 4) & 0xFFFFFFFF
+        else:
+            sp = self.regs[4] & 0xFFFF
+            v = self.rd32(SS, sp)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + 4) & 0xFFFF)
+        return v
+
+    def pop16(self) -> int:
+        if self.ss32:
+            esp = self.regs[4]
+            v = self.rd16(SS, esp)
+            self.regs[4] = (esp + 2) & 0xFFFFFFFF
+        else:
+            sp = self.regs[4] & 0xFFFF
+            v = self.rd16(SS, sp)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + 2) & 0xFFFF)
+        return v
+
+    # -------------------------------------------------------- control regs
+    def set_cr0(self, value: int) -> None:
+        old = self.cr0
+        self.cr0 = value | CR0_ET
+        if (old ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
+            self.paging = bool(self.cr0 & CR0_PG)
+            self.flush_tlb(keep_global=False)
+
+    def set_cr3(self, value: int) -> None:
+        self.cr3 = value & 0xFFFFFFFF
+        self.flush_tlb(keep_global=True)
+
+    def set_cr4(self, value: int) -> None:
+        old = self.cr4
+        self.cr4 = value
+        if (old ^ value) & (CR4_PSE | CR4_PGE):
+            self.flush_tlb(keep_global=False)
+
+    # -------------------------------------------------------- decode cache
+    def invalidate_code_page(self, page: int) -> None:
+        """A page holding decoded code was written: drop its blocks."""
+        self.code_pages[page] = 0
+        for key in self.page_blocks.pop(page, ()):
+            self.cache.pop(key, None)
+
+    def flush_code_cache(self) -> None:
+        for page in list(self.page_blocks):
+            self.invalidate_code_page(page)
+
+    # -------------------------------------------------------------- running
+    def fetch_block(self) -> Block:
+        eip = self.eip
+        lin = (self.base[CS] + eip) & 0xFFFFFFFF if not self.rfast[CS] else eip
+        if not self.rfast[CS]:
+            # Code segment limit check on the first byte (SDM Vol. 3A §5.3).
+            if eip > self.limit[CS]:
+                raise CpuFault(GP, 0)
+        if self.paging:
+            f = self.tlb_r.get(lin >> 12)
+            if f is None:
+                f = self.page_walk(lin, False, self.cpl == 3)
+            pa = f | (lin & 0xFFF)
+        else:
+            pa = lin
+        blk = self.cache.get(pa)
+        if blk is None or blk.eip != eip or blk.cs32 != self.cs32:
+            blk = self.translator.translate(eip, lin, pa)
+        return blk
+
+    def run(self, max_instructions: int | None = None) -> None:
+        """Run until the machine stops (debug exit, triple fault, ...) or the budget is spent."""
+        limit = self.icount + max_instructions if max_instructions is not None else 1 << 62
+        clock = self.clock
+        while self.stop is None and self.exit_code is None and self.icount < limit:
+            if self.halted:
+                if not self.idle():
+                    return
+                continue
+            if self.intc is not None and self.eflags_rest & IF and not self.inhibit_irq \
+                    and self.intc.interrupt_pending():
+                self.deliver_external_interrupt()
+                if self.stop is not None:
+                    break
+            budget = limit - self.icount
+            if clock is not None:
+                deadline = clock.next_deadline()
+                if deadline < clock.NEVER:
+                    budget = min(budget, clock.instructions_until(deadline))
+            self.execute(budget)
+            if clock is not None:
+                clock.run_due()
+
+    def execute(self, budget: int) -> None:
+        """The dispatch loop: run blocks until ``budget`` instructions have retired.
+
+        The interrupt check happens between blocks, so an interrupt that
+        becomes pending waits at most one block (a few instructions).
+        """
+        end = self.icount + budget
+        while self.icount < end:
+            if self.eflags_rest & TF:
+                self.single_step()
+                if self.stop is not None or self.halted or self.exit_code is not None:
+                    return
+                continue
+            self.inhibit_irq = False
+            blk = ip = None
+            try:
+                blk = self.fetch_block()
+                for ip, fn in blk.ops:
+                    fn()
+            except CpuFault as fault:
+                if ip is not None:
+                    # Retire the instructions before the faulting one; restart it.
+                    for i, (eip, _) in enumerate(blk.ops):
+                        if eip == ip:
+                            self.icount += i
+                            break
+                    self.eip = ip
+                self.raise_exception(fault.vector, fault.error_code)
+                if self.stop is not None or self.exit_code is not None:
+                    return
+                continue
+            self.icount += blk.n
+            if blk.fallthrough is not None:
+                self.eip = blk.fallthrough
+            if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq:
+                return
+            if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
+                return
+
+    def single_step(self) -> None:
+        """Execute one instruction with EFLAGS.TF set, then raise #DB (SDM Vol. 3A §17.3.1.4)."""
+        from .constants import DB
+        blk = None
+        try:
+            blk = self.fetch_block()
+            ip, fn = blk.ops[0]
+            fn()
+            self.icount += 1
+            if blk.n == 1 and blk.fallthrough is not None:
+                self.eip = blk.fallthrough
+            elif blk.n > 1:
+                self.eip = blk.ops[1][0]
+        except CpuFault as fault:
+            if blk is not None:
+                self.eip = blk.ops[0][0]
+            self.raise_exception(fault.vector, fault.error_code)
+            return
+        self.dr[6] |= 0x4000  # BS
+        self.raise_exception(DB, None)
+
+    def idle(self) -> bool:
+        """HLT: wait for an interrupt.  Returns False if none can ever come."""
+        clock = self.clock
+        while True:
+            if self.intc is not None and self.eflags_rest & IF and self.intc.interrupt_pending():
+                self.halted = False
+                self.deliver_external_interrupt()
+                return True
+            if clock is None or not clock.skip_to_next_deadline():
+                self.stop = MachineStop(
+                    "halted forever",
+                    "HLT with no interrupt that could wake the CPU "
+                    f"(IF={int(bool(self.eflags_rest & IF))}, no timer armed)")
+                return False
+            clock.run_due()
+            if not self.eflags_rest & IF:
+                # Interrupts off: a pending interrupt cannot wake HLT (only NMI/SMI/reset could).
+                if self.intc is not None and self.intc.interrupt_pending():
+                    self.stop = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
+                    return False
+
+    def deliver_external_interrupt(self) -> None:
+        vector = self.intc.acknowledge()
+        if vector is None:
+            return
+        from .interrupts import deliver_event, raise_exception
+        try:
+            deliver_event(self, vector, None, kind="external")
+        except CpuFault as f:
+            raise_exception(self, f.vector, f.error_code)
+
+    def raise_exception(self, vector: int, error_code) -> None:
+        from .interrupts import raise_exception
+        raise_exception(self, vector, error_code)
+
+    # --------------------------------------------------------- diagnostics
+    def state_dump(self) -> str:
+        r = self.regs
+        names = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
+        lines = ["  ".join(f"{n}={v:08x}" for n, v in zip(names[:4], r[:4])),
+                 "  ".join(f"{n}={v:08x}" for n, v in zip(names[4:], r[4:])),
+                 f"EIP={self.eip:08x}  EFLAGS={self.get_eflags():08x}  CPL={self.cpl}",
+                 "  ".join(f"{SEG_NAMES[i]}={self.sel[i]:04x}" for i in range(6)),
+                 f"CR0={self.cr0:08x}  CR2={self.cr2:08x}  CR3={self.cr3:08x}  CR4={self.cr4:08x}",
+                 f"GDTR={self.gdtr[0]:08x}/{self.gdtr[1]:04x}  IDTR={self.idtr[0]:08x}/{self.idtr[1]:04x}"
+                 f"  LDTR={self.ldtr:04x}  TR={self.tr:04x}",
+                 f"instructions={self.icount}"]
+        return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Decode once, run many times: iced-x86 instructions compiled into blocks.
+
+Translation reads the bytes of a basic block from guest physical memory,
+decodes them with iced-x86 (we do not write an x86 decoder), and asks the
+compile function registered for each mnemonic (``registry.py``) for a
+closure.  The block is cached by the physical address of its first byte; its
+page is marked in ``memory.code_pages`` so that a later store to that page
+drops it (``CPU.invalidate_code_page``).
+
+An instruction that straddles a page boundary is translated on its own and
+not cached (its bytes depend on two page mappings).
+"""
+
+from __future__ import annotations
+
+import iced_x86 as iced
+
+from .constants import UD
+from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
+from .operands import Unsupported
+from .registry import END, HANDLERS, JUMP, NORMAL
+from . import ops_integer, ops_control, ops_string, ops_system  # noqa: F401  (register handlers)
+
+_FORMATTER = iced.Formatter(iced.FormatterSyntax.INTEL)
+
+
+def disassemble(ins) -> str:
+    return _FORMATTER.format(ins)
+
+
+class Translator:
+    def __init__(self, cpu):
+        self.cpu = cpu
+        self.blocks_translated = 0
+
+    def translate(self, eip: int, lin: int, pa: int) -> Block:
+        cpu = self.cpu
+        bitness = 32 if cpu.cs32 else 16
+        ipmask = 0xFFFFFFFF if cpu.cs32 else 0xFFFF
+        if pa >= cpu.ram_size:
+            raise MachineStop("fetch outside RAM",
+                              f"instruction fetch from physical address {pa:#x} (EIP {eip:#x}), outside RAM")
+        page_end = min((pa | 0xFFF) + 1, cpu.ram_size)
+        data = bytes(cpu.ram[pa:page_end])
+        decoder = iced.Decoder(bitness, data, ip=eip)
+        ops, ilist = [], []
+        ip = eip
+        fallthrough = None
+        cacheable = True
+        while True:
+            ins = decoder.decode()
+            if ins.code == iced.Code.INVALID:
+                if decoder.last_error == iced.DecoderError.NO_MORE_BYTES:
+                    if ops:
+                        fallthrough = ip
+                        break
+                    ins = self._decode_cross_page(eip, lin, data, bitness)
+                    cacheable = False
+                if ins.code == iced.Code.INVALID:
+                    ops.append((ip, _raise_ud))
+                    ilist.append(ins)
+                    break
+            fn, kind = self.compile(ins)
+            ops.append((ip, fn))
+            ilist.append(ins)
+            ip = ins.next_ip & ipmask
+            if kind == JUMP:
+                break
+            if kind == END or len(ops) >= MAX_BLOCK or not cacheable:
+                fallthrough = ip
+                break
+        blk = Block(eip, cpu.cs32, tuple(ops), fallthrough, (pa >> 12,), ilist)
+        self.blocks_translated += 1
+        if cacheable:
+            page = pa >> 12
+            cpu.cache[pa] = blk
+            cpu.page_blocks.setdefault(page, []).append(pa)
+            cpu.code_pages[page] = 1
+        return blk
+
+    def _decode_cross_page(self, eip, lin, head: bytes, bitness):
+        """Decode one instruction whose bytes run into the next page (may raise #PF there)."""
+        cpu = self.cpu
+        need = 15 - len(head)
+        nxt = (lin + len(head)) & 0xFFFFFFFF
+        tail = bytes(cpu.lin_read((nxt + i) & 0xFFFFFFFF, 1) for i in range(need))
+        return iced.Decoder(bitness, head + tail, ip=eip).decode()
+
+    def compile(self, ins):
+        handler = HANDLERS.get(ins.mnemonic)
+        if handler is None:
+            return _unimplemented(self.cpu, ins), JUMP
+        try:
+            return handler(self.cpu, ins)
+        except Unsupported:
+            return _unimplemented(self.cpu, ins), JUMP
+
+
+def _raise_ud():
+    raise CpuFault(UD)
+
+
+def _unimplemented(cpu, ins):
+    text = disassemble(ins)
+    ip = ins.ip
+
+    def stop():
+        raw = b""
+        try:
+            raw = bytes(cpu.lin_read((cpu.base[1] + ip + i) & 0xFFFFFFFF, 1) for i in range(ins.len))
+        except CpuFault:
+            pass
+        cpu.eip = ip
+        cpu.stop = MachineStop(
+            "instruction not implemented",
+            f"at {ip:#010x}: {raw.hex(' ')}  {text}")
+    return stop
