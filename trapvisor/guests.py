@@ -68,6 +68,7 @@ BASE_CFLAGS = [
     "-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie",
     "-fno-stack-protector", "-nostdlib", "-fno-builtin",
     "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
+    "-fno-tree-loop-distribute-patterns",   # no memset() calls from loops
     "-mno-sse", "-mno-sse2", "-mno-mmx", "-mno-80387", "-mgeneral-regs-only",
     "-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
 ]
