@@ -113,6 +113,9 @@ class ISA:
         # Hints a monitor may use (see recipe_vmm): a partition alignment the
         # monitor should respect.  Default 1 = none.
         self.partition_alignment = 1
+        # Prose an ISA may carry for the theorem report: why a monitor works
+        # although a theorem's condition fails ("full" / "hybrid").
+        self.notes: dict[str, str] = {}
 
     # -- defining ---------------------------------------------------------
     def instruction(self, signature: str, *, opcode: int | None = None, doc: str | None = None):
@@ -162,6 +165,7 @@ class ISA:
         for ins in self.instructions:
             new.add(ins.signature, ins.semantics, opcode=ins.opcode, doc=ins.doc)
         new.partition_alignment = self.partition_alignment
+        new.notes = dict(self.notes)
         return new
 
     # -- looking up -------------------------------------------------------

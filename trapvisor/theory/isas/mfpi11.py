@@ -28,3 +28,10 @@ ISA_ = base(
 def rdmode(c, a):
     """E[a] := 1 in supervisor mode, 0 in user mode.  Unprivileged."""
     c.store(a, 1 if c.mode is Mode.S else 0)
+
+ISA_.notes["hybrid"] = (
+    "RDMODE is mode sensitive, which the definitions count as user sensitive (one of the two states "
+    "compared is in user mode).  But a hybrid monitor runs only virtual-user code directly, in real "
+    "user mode, where RDMODE answers 'user' exactly as on the bare machine; virtual-supervisor code is "
+    "interpreted and sees the virtual mode."
+)

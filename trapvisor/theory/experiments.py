@@ -1,0 +1,326 @@
+"""Measuring the recipe-built monitor against Popek & Goldberg's three properties.
+
+Popek & Goldberg 1974 (CACM 17(7)), "the monitor": a VMM must have
+
+* **equivalence** -- a program under the monitor behaves as on the bare
+  machine, except for timing and resource availability.  Measured here by
+  running the same program both ways for the same number of instructions
+  and comparing the guest's final state, seen through the VM map, with the
+  bare run's final state.  On a mismatch the run is replayed in lock step to
+  find the first instruction after which the two differ: that program,
+  state and instruction are the witness.
+* **resource control** -- no program can affect the resources available to
+  it.  Measured by the bare hardware's audit (``recipe_vmm.BareHardware``):
+  any access outside the running guest's partition, or any change of M or R
+  without a trap, is a violation.
+* **efficiency** -- all innocuous instructions run directly.  Measured as the
+  share of guest instructions the real machine executed directly.
+
+Programs are random memory images: mostly instruction words of the ISA
+(every opcode equally likely, operands mostly inside the guest's storage),
+some small data and some PSW words, a trap handler PSW in ``E[1]``; half start
+in supervisor mode, as a guest operating system would, half in user mode.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from trapvisor.theory.isa import ISA, Instance, Program
+from trapvisor.theory.machine import PSW, Machine, Mode, Reloc, State
+from trapvisor.theory.recipe_vmm import CP_WORDS, BareHardware, RecipeVMM, Violation, _align, bare_hardware_for
+
+S, U = Mode.S, Mode.U
+GUEST_WORDS = 8
+STEPS = 60
+
+
+@dataclass
+class GuestImage:
+    """A program for a bare machine of ``len(image)`` words and the PSW it starts from."""
+
+    image: tuple[int, ...]
+    start: PSW
+    name: str = "random program"
+
+    @classmethod
+    def from_program(cls, program: Program) -> "GuestImage":
+        return cls(program.image, program.start, program.source)
+
+    def listing(self, isa: ISA) -> list[str]:
+        out = []
+        for addr, word in enumerate(self.image):
+            if addr == 1:
+                text = f".psw {isa.fmt.unpack_psw(word)}"
+            elif addr == 0:
+                text = f".word {word}"
+            else:
+                text = isa.disassemble(word)
+            out.append(f"{addr:3}: {word:#08x}  {text}")
+        return out
+
+
+def random_image(isa: ISA, rng: random.Random, size: int = GUEST_WORDS) -> GuestImage:
+    fmt = isa.fmt
+    E = [0] * size
+    E[1] = fmt.pack_psw(PSW(S, rng.randrange(2, size), Reloc(0, size - 1)))
+
+    def operand() -> int:
+        return rng.randrange(size) if rng.random() < 0.9 else rng.randrange(size, size + 3)
+
+    for i in range(2, size):
+        r = rng.random()
+        if r < 0.75:
+            ins = rng.choice(isa.instructions)
+            E[i] = isa.encode(Instance(ins, tuple(operand() for _ in ins.operands)))
+        elif r < 0.9:
+            E[i] = rng.randrange(4)
+        else:
+            l = rng.randrange(3)
+            E[i] = fmt.pack_psw(PSW(rng.choice((S, U)), rng.randrange(size), Reloc(l, rng.randrange(size - l))))
+    # Half start as an operating system would (supervisor mode), half as a
+    # user program (user mode), so that both modes get exercised directly.
+    return GuestImage(tuple(E), PSW(rng.choice((S, U)), 2, Reloc(0, size - 1)))
+
+
+def bare_run(isa: ISA, guest: GuestImage, steps: int) -> tuple[State, list]:
+    m = Machine(isa, len(guest.image))
+    return m.run(State(guest.image, guest.start.M, guest.start.P, guest.start.R), steps)
+
+
+# ---------------------------------------------------------------------------
+# a stack of monitors
+
+
+@dataclass
+class Stack:
+    """Bare hardware, ``1 + nesting`` monitors, guests on the innermost."""
+
+    bare: BareHardware
+    monitors: list[RecipeVMM]
+
+    @property
+    def top(self) -> RecipeVMM:
+        return self.monitors[-1]
+
+
+def build_stack(isa: ISA, guest_sizes: list[int], *, nesting: int = 0, hybrid: bool = False) -> Stack:
+    bare = bare_hardware_for(isa, guest_sizes, nesting)
+    cp_words = _align(CP_WORDS, isa.partition_alignment)
+    monitors = [RecipeVMM(isa, bare, hybrid=hybrid)]
+    for level in range(1, nesting + 1):
+        monitors.append(monitors[-1].create_nested(bare.q - level * cp_words))
+    return Stack(bare, monitors)
+
+
+@dataclass
+class Divergence:
+    """Where equivalence breaks: the program, the step and the two states."""
+
+    guest: GuestImage
+    step: int  # 1-based: the state after this many instructions differs
+    instruction: str
+    before: State  # the bare machine just before that instruction
+    bare_after: State
+    vmm_after: State
+    violations: list[Violation]
+
+    def lines(self, isa: ISA) -> list[str]:
+        out = [f"program ({self.guest.name}):", *("  " + l for l in self.guest.listing(isa))]
+        out += [
+            f"start PSW {self.guest.start}",
+            f"step {self.step}: {self.instruction}",
+            f"  state before : {self.before}",
+            f"  bare machine : {self.bare_after}",
+            f"  under VMM    : {self.vmm_after}",
+        ]
+        diff = [f"{n}: bare {a} vs VMM {b}" for n, a, b in _differences(self.bare_after, self.vmm_after)]
+        out.append("  differs in   : " + "; ".join(diff))
+        for v in self.violations[:3]:
+            out.append(f"  resource control: {v}")
+        return out
+
+    def to_json(self, isa: ISA) -> dict:
+        js = lambda s: {"E": list(s.E), "M": str(s.M), "P": s.P, "R": [s.R.l, s.R.b]}  # noqa: E731
+        return {
+            "program": list(self.guest.image), "listing": self.guest.listing(isa),
+            "start": str(self.guest.start), "step": self.step, "instruction": self.instruction,
+            "before": js(self.before), "bare_after": js(self.bare_after), "vmm_after": js(self.vmm_after),
+            "violations": [str(v) for v in self.violations],
+        }
+
+
+def _differences(a: State, b: State) -> list[tuple[str, object, object]]:
+    out = [(f"E[{i}]", x, y) for i, (x, y) in enumerate(zip(a.E, b.E)) if x != y]
+    for name in ("M", "P", "R"):
+        if getattr(a, name) != getattr(b, name):
+            out.append((name, getattr(a, name), getattr(b, name)))
+    return out
+
+
+@dataclass
+class GuestRun:
+    final: State
+    guest_steps: int
+    direct: int  # executed directly by the real machine
+    interpreted: Counter
+    reflected: Counter
+    violations: list[Violation]
+
+
+def run_virtualized(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> GuestRun:
+    stack = build_stack(isa, [len(guest.image)], nesting=nesting, hybrid=hybrid)
+    cp = stack.top
+    vm = cp.create_vm(guest.image, guest.start)
+    final = cp.run_guest(vm, steps)
+    interpreted: Counter = Counter()
+    reflected: Counter = Counter()
+    for m in stack.monitors:
+        for v in m.vms:
+            interpreted.update(v.interpreted)
+            reflected.update(v.reflected)
+    return GuestRun(final, vm.guest_steps, stack.bare.direct, vm.interpreted, vm.reflected, stack.bare.violations)
+
+
+def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
+    """Replay bare and virtualized runs in lock step; the first differing state."""
+    m = Machine(isa, len(guest.image))
+    state = State(guest.image, guest.start.M, guest.start.P, guest.start.R)
+    stack = build_stack(isa, [len(guest.image)], nesting=nesting, hybrid=hybrid)
+    cp = stack.top
+    vm = cp.create_vm(guest.image, guest.start)
+    for n in range(1, steps + 1):
+        ex = m.step(state)
+        cp.run_vm(vm, 1)
+        got = cp.guest_state(vm)
+        if got != ex.after:
+            name = str(ex.instance) if ex.instance else f"(fetch: {ex.trap} trap)"
+            if ex.trap:
+                name += f"  [bare machine: {ex.trap} trap]"
+            return Divergence(guest, n, name, state, ex.after, got, list(stack.bare.violations))
+        if ex.after == state:
+            break
+        state = ex.after
+    return None
+
+
+@dataclass
+class EquivalenceReport:
+    isa: str
+    mode: str  # "full", "hybrid", ...
+    nesting: int
+    programs: int
+    steps: int
+    passed: int
+    guest_steps: int
+    direct: int
+    interpreted: Counter
+    reflected: Counter
+    violations: int
+    programs_with_violations: int
+    first_failure: Divergence | None
+    first_violation: Violation | None
+    seconds: float
+    failures: list[int] = field(default_factory=list)  # indexes of failing programs
+
+    @property
+    def equivalent(self) -> bool:
+        return self.passed == self.programs
+
+    @property
+    def efficiency(self) -> float:
+        return self.direct / self.guest_steps if self.guest_steps else 0.0
+
+    def to_json(self, isa: ISA) -> dict:
+        return {
+            "isa": self.isa, "monitor": self.mode, "nesting": self.nesting, "programs": self.programs,
+            "steps_per_program": self.steps, "equivalent": self.passed, "diverged": self.programs - self.passed,
+            "guest_instructions": self.guest_steps, "executed_directly": self.direct,
+            "efficiency": round(self.efficiency, 4), "interpreted": dict(self.interpreted),
+            "reflected_traps": dict(self.reflected), "resource_violations": self.violations,
+            "programs_with_resource_violations": self.programs_with_violations,
+            "first_failure": self.first_failure.to_json(isa) if self.first_failure else None,
+            "first_violation": str(self.first_violation) if self.first_violation else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def equivalence(
+    isa: ISA,
+    programs: int = 200,
+    *,
+    steps: int = STEPS,
+    seed: int = 0,
+    hybrid: bool = False,
+    nesting: int = 0,
+    size: int = GUEST_WORDS,
+) -> EquivalenceReport:
+    """Run ``programs`` random programs bare and under the monitor; compare."""
+    t0 = time.perf_counter()
+    rng = random.Random(seed)
+    passed = gsteps = direct = nviol = nviol_prog = 0
+    interpreted: Counter = Counter()
+    reflected: Counter = Counter()
+    first: Divergence | None = None
+    first_violation: Violation | None = None
+    failures = []
+    for n in range(programs):
+        guest = random_image(isa, rng, size)
+        guest.name = f"random program #{n}, seed {seed}"
+        bare, _ = bare_run(isa, guest, steps)
+        run = run_virtualized(isa, guest, steps, hybrid=hybrid, nesting=nesting)
+        gsteps += run.guest_steps
+        direct += run.direct
+        interpreted.update(run.interpreted)
+        reflected.update(run.reflected)
+        if run.violations:
+            nviol += len(run.violations)
+            nviol_prog += 1
+            first_violation = first_violation or run.violations[0]
+        if run.final == bare:
+            passed += 1
+        else:
+            failures.append(n)
+            if first is None:
+                first = find_divergence(isa, guest, steps, hybrid=hybrid, nesting=nesting)
+    mode = "hybrid" if hybrid else "full"
+    return EquivalenceReport(isa.name, mode, nesting, programs, steps, passed, gsteps, direct, interpreted,
+                             reflected, nviol, nviol_prog, first, first_violation, time.perf_counter() - t0, failures)
+
+
+@dataclass
+class TwoVMReport:
+    programs: int
+    passed: int
+    violations: int
+    switches: int
+
+
+def two_vms(isa: ISA, pairs: int = 50, *, steps: int = STEPS, quantum: int = 7, seed: int = 1,
+            hybrid: bool = False) -> TwoVMReport:
+    """Host two guests at once, interleaved every ``quantum`` instructions."""
+    rng = random.Random(seed)
+    passed = violations = switches = 0
+    for _ in range(pairs):
+        guests = [random_image(isa, rng), random_image(isa, rng)]
+        stack = build_stack(isa, [len(g.image) for g in guests], hybrid=hybrid)
+        cp = stack.top
+        vms = [cp.create_vm(g.image, g.start) for g in guests]
+        done = [False, False]
+        remaining = [steps, steps]
+        while not all(done):
+            for i, vm in enumerate(vms):
+                if done[i]:
+                    continue
+                r = cp.run_vm(vm, min(quantum, remaining[i]))
+                switches += 1
+                remaining[i] -= r.steps
+                done[i] = r.fixpoint or remaining[i] <= 0
+        for g, vm in zip(guests, vms):
+            if cp.guest_state(vm) == bare_run(isa, g, steps)[0]:
+                passed += 1
+        violations += len(stack.bare.violations)
+    return TwoVMReport(2 * pairs, passed, violations, switches)
