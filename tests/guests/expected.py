@@ -124,3 +124,15 @@ SELFTESTS = ["kalloc", "vm", "sched-order", "elf", "cmdline", "fmt", "timer"]
 
 def selftest() -> int:
     return zlib.crc32("".join(f"selftest {t} ok\n" for t in SELFTESTS).encode())
+
+
+# workload=protect: (check, exit status = 128 + the vector that killed it)
+PROTECT = [
+    ("read-kernel-memory", 142), ("write-page-zero", 142), ("cli", 141),
+    ("out", 141), ("hlt", 141), ("mov-from-cr3", 141), ("int-kernel-gate", 141),
+    ("ud2", 134), ("divide-uncaught", 128),
+]
+
+
+def protect(n: int) -> int:
+    return zlib.crc32(words(*[s for _, s in PROTECT]) * n)

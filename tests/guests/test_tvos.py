@@ -84,6 +84,27 @@ def test_selftest(tvos):
     assert run.lines[1:-1] == [f"selftest {t} ok" for t in expected.SELFTESTS]
 
 
+def test_protect_ring3_cannot_do_kernel_things(tvos):
+    run = boot(tvos, "protect", 2)
+    assert result_of(run, "protect", 2) == expected.protect(2)
+    reports = [ln for ln in run.lines if ln.startswith("protect ")]
+    assert reports == [f"protect {name} status={status} trapped"
+                       for name, status in expected.PROTECT]
+    kills = [ln for ln in run.lines if ln.startswith("tvos: pid ")]
+    assert len(kills) == 2 * len(expected.PROTECT)
+    assert kills[0].startswith("tvos: pid 2 killed: page fault at eip 0x")
+    assert kills[0].endswith(", address 0x00100000")
+    assert re.fullmatch(r"tvos: pid 4 killed: general protection at eip 0x8[0-9a-f]{7}", kills[2])
+
+
+def test_panic_path_prints_cause_and_exit_value_2(tvos):
+    run = boot(tvos, "panic")
+    assert run.exit_value == 2
+    assert run.lines[-1].startswith(
+        "tvos: panic: page fault (trap 14, error 0x2) in kernel at eip 0x")
+    assert run.lines[-1].endswith("cr2 0x00000000")
+
+
 @pytest.mark.parametrize("workload, n", [("mixed", 4), ("probe", 1), ("ctxswitch", 500)])
 def test_two_runs_are_byte_identical(tvos, workload, n):
     first = boot(tvos, workload, n)

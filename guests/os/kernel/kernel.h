@@ -119,6 +119,7 @@ extern const int nworkloads;
 /* kwork.c, probe.c, selftest.c: kernel-mode workloads */
 u32 kwork_io(u32 iterations);
 u32 kwork_crwrite(u32 iterations);
+u32 kwork_panic(u32 iterations);
 u32 probe_run(u32 iterations);
 u32 selftest_run(u32 iterations);
 

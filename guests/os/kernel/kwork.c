@@ -44,3 +44,13 @@ u32 kwork_crwrite(u32 iterations)
     cpu_write_cr0(base);
     return crc32_final(crc);
 }
+
+/* panic: exercise the panic path on purpose.  A kernel write to virtual
+ * page 0 (left unmapped by vm_init) page-faults in ring 0, which trap()
+ * reports through panic(): the run ends with EXIT_PANIC. */
+u32 kwork_panic(u32 iterations)
+{
+    (void)iterations;
+    *(volatile u32 *)0 = 0xdead;
+    return 0;
+}

@@ -221,7 +221,11 @@ int proc_wait(int pid, int *status)
 
 void proc_kill_current(u32 trapno, u32 addr)
 {
-    kprintf("tvos: pid %d killed: %s at eip 0x%08x, address 0x%08x\n",
-            current->pid, trap_name(trapno), current->tf->eip, addr);
+    if (trapno == T_PGFLT)
+        kprintf("tvos: pid %d killed: %s at eip 0x%08x, address 0x%08x\n",
+                current->pid, trap_name(trapno), current->tf->eip, addr);
+    else
+        kprintf("tvos: pid %d killed: %s at eip 0x%08x\n",
+                current->pid, trap_name(trapno), current->tf->eip);
     proc_exit(128 + (int)trapno);
 }

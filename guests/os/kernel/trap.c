@@ -89,7 +89,7 @@ void trap(struct trapframe *tf)
             return;
         if (tf->trapno == T_DIVIDE && deliver_divide_error(tf))
             return;
-        proc_kill_current(tf->trapno, tf->trapno == T_PGFLT ? cpu_read_cr2() : tf->eip);
+        proc_kill_current(tf->trapno, tf->trapno == T_PGFLT ? cpu_read_cr2() : 0);
     }
     panic("%s (trap %u, error 0x%x) in kernel at eip 0x%08x, cr2 0x%08x",
           trap_name(tf->trapno), tf->trapno, tf->err, tf->eip, cpu_read_cr2());

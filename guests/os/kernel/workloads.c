@@ -16,6 +16,8 @@ const struct workload workloads[] = {
     { "crwrite",   WL_KERNEL, 10000,  kwork_crwrite },
     { "probe",     WL_KERNEL, 1,      probe_run },
     { "selftest",  WL_KERNEL, 1,      selftest_run },
+    { "protect",   WL_USER,   1,      NULL },
+    { "panic",     WL_KERNEL, 1,      kwork_panic },
 };
 const int nworkloads = ARRAY_SIZE(workloads);
 

@@ -12,6 +12,7 @@ static const struct { const char *name; u32 (*run)(u32); } table[] = {
     { "forkwait", w_forkwait },
     { "divzero", w_divzero },
     { "mixed", w_mixed },
+    { "protect", w_protect },
 };
 
 int main(const char *workload, u32 iterations)

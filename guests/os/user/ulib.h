@@ -33,6 +33,7 @@ u32 w_ptemod(u32 n);
 u32 w_forkwait(u32 n);
 u32 w_divzero(u32 n);
 u32 w_mixed(u32 n);
+u32 w_protect(u32 n);
 
 /* Fold a word into a running CRC-32 (for checksums). */
 static inline u32 fold(u32 crc, u32 v) { return crc32_update(crc, &v, 4); }

@@ -146,6 +146,58 @@ u32 w_divzero(u32 n)
     return crc32_final(fold(crc, n));
 }
 
+/* ---- protect: what ring 3 must not be able to do ---- */
+
+/* Each check runs in a fresh child that should be killed by the kernel;
+ * its exit status is 128 + the vector that killed it. */
+static void bad_read_kernel(void) { (void)*(volatile u32 *)0x00100000; }
+static void bad_write_null(void) { *(volatile u32 *)0 = 1; }
+static void bad_cli(void) { __asm__ volatile("cli"); }
+static void bad_out(void) { __asm__ volatile("outb %%al, $0x80" : : "a"(0)); }
+static void bad_hlt(void) { __asm__ volatile("hlt"); }
+static void bad_cr3(void) { u32 v; __asm__ volatile("movl %%cr3, %0" : "=r"(v)); }
+static void bad_int(void) { __asm__ volatile("int $0x81"); }   /* DPL-0 gate */
+static void bad_ud2(void) { __asm__ volatile("ud2"); }
+static void bad_div(void) { __asm__ volatile("divl %%ecx" : : "a"(1), "d"(0), "c"(0)); }
+
+static const struct { const char *name; void (*run)(void); int status; } checks[] = {
+    { "read-kernel-memory", bad_read_kernel, 128 + 14 },
+    { "write-page-zero", bad_write_null, 128 + 14 },
+    { "cli", bad_cli, 128 + 13 },
+    { "out", bad_out, 128 + 13 },
+    { "hlt", bad_hlt, 128 + 13 },
+    { "mov-from-cr3", bad_cr3, 128 + 13 },
+    { "int-kernel-gate", bad_int, 128 + 13 },
+    { "ud2", bad_ud2, 128 + 6 },
+    { "divide-uncaught", bad_div, 128 + 0 },
+};
+
+u32 w_protect(u32 n)
+{
+    u32 crc = CRC32_INIT;
+    for (u32 i = 0; i < n; i++) {
+        for (u32 k = 0; k < ARRAY_SIZE(checks); k++) {
+            int pid = fork();
+            if (pid < 0)
+                fail("protect: fork failed");
+            if (pid == 0) {
+                checks[k].run();
+                exit(0);     /* not reached if the kernel stopped it */
+            }
+            int status = -1;
+            wait(pid, &status);
+            if (i == 0)
+                printf("protect %s status=%d %s\n", checks[k].name, status,
+                       status == checks[k].status ? "trapped" : "NOT-TRAPPED");
+            if (status != checks[k].status)
+                fail("protect: %s gave status %d, expected %d", checks[k].name,
+                     status, checks[k].status);
+            crc = fold(crc, (u32)status);
+        }
+    }
+    return crc32_final(crc);
+}
+
 /* ---- mixed: several processes at once, preempted by the timer ---- */
 
 static const struct { const char *name; u32 (*run)(u32); u32 scale; } workers[] = {
