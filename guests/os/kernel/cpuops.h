@@ -9,6 +9,10 @@
  * those two files -- and nothing else -- with hypercalls, the way Linux's
  * paravirt_ops lets one kernel binary run on bare metal or on Xen.
  *
+ * Trap entry and exit (saving the frame, loading the kernel's segments,
+ * IRET) belong to the layer too: a paravirtual kernel enters and leaves
+ * through its hypervisor's callbacks instead.
+ *
  * The one deliberate exception is probe.c: the sensitivity probe exists to
  * execute the sensitive-but-unprivileged instructions themselves.
  */
@@ -56,6 +60,7 @@ void cpu_outb(u16 port, u8 v);
 struct context { u32 edi, esi, ebx, ebp, eip; };
 void cpu_set_kernel_stack(u32 esp0);
 void cpu_switch_context(struct context **save, struct context *next);
+void cpu_trap_entry(void);               /* asm: vector stubs jump here; calls trap() */
 void cpu_trap_return(void);              /* asm label: pops a trapframe, IRET */
 
 #endif

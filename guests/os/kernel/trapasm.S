@@ -3,22 +3,22 @@
  * Each vector's stub makes the stack look the same: the CPU has pushed
  * EIP, CS, EFLAGS (plus ESP, SS when coming from ring 3, and an error code
  * for some exceptions); the stub pushes a dummy error code where the CPU
- * did not, then the vector number.  alltraps saves the rest (struct
- * trapframe in x86.h), switches to the kernel's data segments and calls
- * trap(tf).  Returning goes through cpu_trap_return (CPU-ops layer). */
+ * did not, then the vector number, and jumps to cpu_trap_entry (CPU-ops
+ * layer), which saves the rest as a struct trapframe (x86.h), loads the
+ * kernel's segments and calls trap(tf). */
 
 .macro VEC_NOERR n
     .globl vector\n
 vector\n:
     pushl $0
     pushl $\n
-    jmp alltraps
+    jmp cpu_trap_entry
 .endm
 .macro VEC_ERR n
     .globl vector\n
 vector\n:
     pushl $\n
-    jmp alltraps
+    jmp cpu_trap_entry
 .endm
 
     .text
@@ -31,23 +31,6 @@ vector\n:
 .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,128,129
     VEC_NOERR \n
 .endr
-
-alltraps:
-    pushl %ds
-    pushl %es
-    pushl %fs
-    pushl %gs
-    pushal
-    movw $0x10, %ax             /* KDATA_SEL */
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %fs
-    movw %ax, %gs
-    cld
-    pushl %esp                  /* trap(struct trapframe *tf) */
-    call trap
-    addl $4, %esp
-    jmp cpu_trap_return
 
 /* The vectors the IDT uses, in one table for trap_init(); 0 = none. */
     .section .rodata
