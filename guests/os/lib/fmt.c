@@ -99,9 +99,18 @@ u32 crc32_update(u32 crc, const void *data, u32 len)
     return crc;
 }
 
+/* memset and memcpy work a word at a time when they can: zeroing a page
+ * is the most frequent loop in the kernel, and on a simulated CPU every
+ * instruction counts. */
 void *memset(void *dst, int c, size_t n)
 {
     u8 *d = dst;
+    if ((((u32)d | n) & 3) == 0) {
+        u32 v = (u8)c * 0x01010101u;
+        for (u32 *w = dst; n; n -= 4)
+            *w++ = v;
+        return dst;
+    }
     while (n--)
         *d++ = (u8)c;
     return dst;
@@ -111,6 +120,13 @@ void *memcpy(void *dst, const void *src, size_t n)
 {
     u8 *d = dst;
     const u8 *s = src;
+    if ((((u32)d | (u32)s | n) & 3) == 0) {
+        u32 *dw = dst;
+        const u32 *sw = src;
+        for (; n; n -= 4)
+            *dw++ = *sw++;
+        return dst;
+    }
     while (n--)
         *d++ = *s++;
     return dst;
