@@ -176,6 +176,8 @@ def run_virtualized(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = F
     cp = stack.top
     vm = cp.create_vm(guest.image, guest.start)
     final = cp.run_guest(vm, steps)
+    if any(m.lost_control for m in stack.monitors):
+        stack.bare.violations.append(_lost(next(m for m in stack.monitors if m.lost_control), final))
     interpreted: Counter = Counter()
     reflected: Counter = Counter()
     for m in stack.monitors:
@@ -183,6 +185,10 @@ def run_virtualized(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = F
             interpreted.update(v.interpreted)
             reflected.update(v.reflected)
     return GuestRun(final, vm.guest_steps, stack.bare.direct, vm.interpreted, vm.reflected, stack.bare.violations)
+
+
+def _lost(cp: RecipeVMM, state: State) -> Violation:
+    return Violation(f"monitor lost control: {cp.lost_control}", "-", state, state)
 
 
 def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
@@ -194,8 +200,10 @@ def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = F
     vm = cp.create_vm(guest.image, guest.start)
     for n in range(1, steps + 1):
         ex = m.step(state)
-        cp.run_vm(vm, 1)
+        r = cp.run_vm(vm, 1)
         got = cp.guest_state(vm)
+        if r.lost_control:
+            stack.bare.violations.append(_lost(cp, state))
         if got != ex.after:
             name = str(ex.instance) if ex.instance else f"(fetch: {ex.trap} trap)"
             if ex.trap:

@@ -84,6 +84,7 @@ class RunResult:
     steps: int
     trapped: bool = False
     fixpoint: bool = False
+    lost_control: bool = False
 
 
 @dataclass
@@ -283,6 +284,7 @@ class RecipeVMM:
         # {v_i}: one generic interpreter routine per instruction of the ISA.
         self.interpreters = {ins.opcode: self._make_interpreter(ins.mnemonic) for ins in isa.instructions}
         self.dispatches = 0
+        self.lost_control: str | None = None  # set if a trap stops reaching D
         # The CP's storage: the new PSW in E[1] sends every trap to D.
         self.home_psw = PSW(S, DISPATCHER, Reloc(0, hw.q - 1))
         hw.write(1, isa.fmt.pack_psw(self.home_psw))
@@ -380,6 +382,8 @@ class RecipeVMM:
         as soon as a trap has been reflected into the VM: that is the inner
         CP's dispatcher being entered.
         """
+        if self.lost_control:
+            return RunResult(0, lost_control=True)
         region = region or vm.region
         self._switch_to(vm)
         steps = 0
@@ -403,6 +407,9 @@ class RecipeVMM:
                 self.hw.set_psw(PSW(U, vm.P, self.allocator.real_reloc(vm)))
                 vm.saved_psw = self.hw.get_psw()
             r = self.hw.run(budget - steps, region)
+            if r.lost_control:
+                self.lost_control = self.lost_control or "the hardware below lost control"
+                return RunResult(steps + r.steps, lost_control=True)
             steps += r.steps
             vm.guest_steps += r.steps
             vm.direct += r.steps
@@ -418,8 +425,11 @@ class RecipeVMM:
             vm.P = old.P
             vm.saved_psw = None
             landed = self.hw.get_psw()
-            if landed != self.home_psw:  # pragma: no cover - E[1] is outside every partition
-                raise RuntimeError(f"trap did not reach the dispatcher: {landed}")
+            if landed != self.home_psw:
+                # E[1] is outside every partition, so only a guest that escaped
+                # its partition can have changed it: the CP has lost control.
+                self.lost_control = f"a trap went to {landed} instead of the dispatcher {self.home_psw}"
+                return RunResult(steps, lost_control=True)
             ex = self.dispatch(vm)
             vm.guest_steps += 1
             if ex.trapped and stop_at_trap:
