@@ -1,0 +1,37 @@
+"""Kernel loaders: put a guest image in memory and say how it starts.
+
+* ``multiboot.py``: Multiboot 0.6.96 kernels (ELF or a.out kludge) with
+  modules and the Multiboot information structure, as ``qemu -kernel``;
+* ``elf.py``: plain ELF32 i386 executables at their physical addresses;
+* ``raw.py``: a raw binary at a given address.
+
+Each returns a :class:`~.boot_state.BootState` (entry point, registers, the
+flat segments and the GDT placed in memory).  :func:`load_kernel` picks the
+loader from the file's contents.  Bad input is a one-line ``UserError``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...errors import UserError
+from .boot_state import BootState, SegmentState, read_file
+from .elf import is_elf, load_elf
+from .multiboot import find_header, load_multiboot
+from .raw import load_raw, load_raw_bytes
+
+__all__ = ["BootState", "SegmentState", "load_kernel", "load_multiboot", "load_elf",
+           "load_raw", "load_raw_bytes"]
+
+
+def load_kernel(memory, path, *, cmdline: str = "", modules=()) -> BootState:
+    """Load ``path`` as Multiboot if it has a Multiboot header, else as plain ELF."""
+    data = read_file(path, "kernel")
+    if find_header(data) is not None:
+        return load_multiboot(memory, path, cmdline=cmdline, modules=modules)
+    if is_elf(data):
+        if modules:
+            raise UserError(f"{os.path.basename(str(path))} is not a Multiboot kernel: "
+                            f"it cannot take modules")
+        return load_elf(memory, path)
+    raise UserError(f"{os.path.basename(str(path))} is neither a Multiboot kernel nor an ELF file")
