@@ -183,6 +183,11 @@ def install_tables(memory, *, hard_disks: int = 0) -> None:
     memory.write(MP_FLOATING_POINTER_ADDR, mp_floating_pointer(MP_CONFIG_TABLE_ADDR))
 
 
+def install(memory, *, hard_disks: int = 0) -> None:
+    """Alias of :func:`install_tables`."""
+    install_tables(memory, hard_disks=hard_disks)
+
+
 def program_devices(devices) -> None:
     """Leave the devices as a PC BIOS does before it boots an OS (SeaBIOS-like).
 

@@ -77,6 +77,11 @@ class PcDevices:
     debug_exit: IsaDebugExit
     post: PostCodePort
 
+    @property
+    def intc(self) -> PcInterruptSource | None:
+        """The CPU-facing interrupt source (alias of ``interrupts``)."""
+        return self.interrupts
+
     def close(self) -> None:
         """Release host resources (the disk image, the serial poll timer)."""
         self.uart.close()

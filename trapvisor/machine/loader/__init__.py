@@ -20,7 +20,7 @@ from .elf import is_elf, load_elf
 from .multiboot import find_header, load_multiboot
 from .raw import load_raw, load_raw_bytes
 
-__all__ = ["BootState", "SegmentState", "load_kernel", "load_multiboot", "load_elf",
+__all__ = ["BootState", "SegmentState", "load_any", "load_kernel", "load_multiboot", "load_elf",
            "load_raw", "load_raw_bytes"]
 
 
@@ -35,3 +35,11 @@ def load_kernel(memory, path, *, cmdline: str = "", modules=()) -> BootState:
                             f"it cannot take modules")
         return load_elf(memory, path)
     raise UserError(f"{os.path.basename(str(path))} is neither a Multiboot kernel nor an ELF file")
+
+
+def load_any(memory, path, *, cmdline: str = "", modules=(), raw_load: int | None = None,
+             raw_entry: int | None = None) -> BootState:
+    """``raw_load`` given: a raw binary there; else :func:`load_kernel`."""
+    if raw_load is not None:
+        return load_raw(memory, path, raw_load, raw_entry)
+    return load_kernel(memory, path, cmdline=cmdline, modules=modules)

@@ -155,6 +155,14 @@ class BootState:
     path: str | None = None
 
     @property
+    def code_selector(self) -> int:
+        return self.segments["cs"].selector
+
+    @property
+    def data_selector(self) -> int:
+        return self.segments["ds"].selector
+
+    @property
     def eip(self) -> int:
         return self.entry
 
