@@ -479,9 +479,10 @@ def compile_mov_sreg(cpu, ins):
 
     def mov_sreg():
         strict_trap(cpu)
-        D.load_data_segment(cpu, s, src())
+        D.load_data_segment(cpu, s, src() & 0xFFFF)   # MOV Sreg, r32 uses the low 16 bits
         if s == SS:
             cpu.inhibit_irq = True   # the next instruction (normally MOV ESP) runs shadowed
+            cpu.ss_shadow = True     # ... and a single-step trap waits for it too
     return mov_sreg, END
 
 
@@ -531,6 +532,7 @@ def compile_pop_sreg(cpu, ins):
             raise
         if s == SS:
             cpu.inhibit_irq = True
+            cpu.ss_shadow = True
     return pop_sreg, END
 
 
@@ -957,3 +959,40 @@ def c_sysexit(cpu, ins):
         regs[4] = regs[1]
         cpu.eip = regs[2]
     return sysexit, JUMP
+
+
+# ------------------------------------------------------------- x87 and WAIT
+# This CPU has no x87 unit (CPUID.1:EDX.FPU = 0); what it implements is the
+# part of the x87 interface the system architecture defines: the #NM checks
+# (SDM Vol. 3A §2.5, Table 2-2).  An x87 instruction raises #NM when CR0.EM
+# or CR0.TS is set; WAIT/FWAIT raises #NM when CR0.MP and CR0.TS are both
+# set and is otherwise a no-op (there is never an unmasked x87 exception
+# pending).  FNOP with EM = TS = 0 is a no-op; any other x87 instruction with
+# EM = TS = 0 stops the machine as not implemented.
+_X87 = [getattr(M, n) for n in dir(M) if n.startswith("F") and n not in (
+    "FEMMS", "FXSAVE", "FXSAVE64", "FXRSTOR", "FXRSTOR64")]
+
+
+@handles(*_X87)
+def c_x87(cpu, ins):
+    from .constants import CR0_EM, CR0_TS, NM
+    from .translate import _unimplemented
+    nop = ins.mnemonic == M.FNOP
+    missing = None if nop else _unimplemented(cpu, ins)
+
+    def x87():
+        if cpu.cr0 & (CR0_EM | CR0_TS):
+            raise CpuFault(NM)
+        if missing is not None:
+            missing()
+    return x87, (NORMAL if nop else JUMP)
+
+
+@handles(M.WAIT)
+def c_wait(cpu, ins):
+    from .constants import CR0_MP, CR0_TS, NM
+
+    def wait():
+        if cpu.cr0 & CR0_MP and cpu.cr0 & CR0_TS:
+            raise CpuFault(NM)
+    return wait, NORMAL

@@ -1,0 +1,151 @@
+"""The ``trapvisor`` command line.
+
+Subcommands:
+  run KERNEL        boot a kernel (a file, or ``guest:NAME`` for a bundled guest)
+  guests            list the bundled guests
+  info              what this host offers (KVM: hardware-assisted or software)
+  theory ...        the Popek-Goldberg theory as executable code
+  demo              the main job on the bundled default guest
+
+Every user error is one line on stderr and a non-zero exit status; a guest's
+failure (triple fault, unimplemented instruction) is reported as what the
+guest did, with a register dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'128M' -> bytes.  A bare number is MiB, as QEMU's -m takes it."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in "KMG" else ""
+    num = t[:-1] if unit else t
+    try:
+        value = int(num)
+    except ValueError:
+        raise UserError(f"bad memory size {text!r}: expected e.g. 128M, 1G or 64 (MiB)") from None
+    size = value * (_UNITS[unit] if unit else 1 << 20)
+    if size < (2 << 20) or size > (3 << 30) or size % 4096:
+        raise UserError(f"bad memory size {text!r}: must be between 2 MiB and 3 GiB, a multiple of 4 KiB")
+    return size
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="boot a kernel on the simulated PC (or on KVM)")
+    p.add_argument("kernel", help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME")
+    p.add_argument("--memory", "-m", default="128M", help="guest RAM (default 128M)")
+    p.add_argument("--append", default="", help="kernel command line")
+    p.add_argument("--module", action="append", default=[], help="Multiboot module (repeatable)")
+    p.add_argument("--initrd", default=None, help="initial ramdisk (Linux bzImage, --accel kvm)")
+    p.add_argument("--disk", default=None, help="disk image for the ATA primary master")
+    p.add_argument("--serial", default="stdio", help="stdio | file:PATH | null (default stdio)")
+    p.add_argument("--max-instructions", type=int, default=None, help="stop after N guest instructions")
+    p.add_argument("--trace", default=None, help="write an event trace (JSON lines) to FILE")
+    p.add_argument("--accel", choices=("sim", "kvm"), default="sim", help="sim (default) or kvm")
+    p.add_argument("--cpu", choices=("standard", "strict"), default="standard",
+                   help="strict: every sensitive instruction traps at CPL>0")
+    p.add_argument("--raw-load", default=None, metavar="ADDR",
+                   help="load KERNEL as a raw binary at ADDR (hex) and start there")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--stop-after-output", default=None, metavar="REGEX",
+                   help="stop the VM once the console output matches REGEX (--accel kvm)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    memory = parse_size(args.memory)
+    if args.accel == "kvm":
+        from .kvm.runner import run_kvm_from_args
+        return run_kvm_from_args(args, memory)
+    from .machine.pc import run_from_args
+    return run_from_args(args, memory)
+
+
+def cmd_guests(args) -> int:
+    from .guests import list_guests
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="bundled guests (run with: trapvisor run guest:NAME)")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("what it is")
+    table.add_column("workloads")
+    for g in list_guests():
+        table.add_row(g.name, g.kind, g.description, ", ".join(g.workloads) or "-")
+    Console().print(table)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .kvm.hostinfo import probe_kvm
+    try:
+        from .kvm.hostinfo import format_info
+    except ImportError:  # pragma: no cover
+        format_info = None
+    info = probe_kvm()
+    lines = format_info(info) if format_info else [repr(info)]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trapvisor", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    sub.add_parser("guests", help="list the bundled guests").set_defaults(func=cmd_guests)
+    sub.add_parser("info", help="what this host offers (KVM kind)").set_defaults(func=cmd_info)
+    d = sub.add_parser("demo", help="run the main job on the bundled default guest")
+    d.set_defaults(func=cmd_demo)
+    try:
+        from .theory.cli import add_theory_parser
+        add_theory_parser(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    pass
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # argparse already printed one usage line
+        return int(e.code or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"trapvisor: error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"trapvisor: hint: {e.hint}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("\ntrapvisor: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as e:  # the theory package's own user errors, guest build errors
+        name = type(e).__name__
+        if name in ("TheoryError", "GuestBuildError"):
+            print(f"trapvisor: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
