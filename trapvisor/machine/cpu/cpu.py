@@ -148,6 +148,8 @@ class CPU:
         self.icount = 0               # instructions retired
         self.halted = False
         self.inhibit_irq = False      # one-instruction shadow after STI / MOV SS
+        self.ss_shadow = False        # set by MOV SS / POP SS: #DB waits one instruction
+        self.sw_int_delivered = False  # set when INT n/INT3/INTO entered a handler
         self.stop: MachineStop | None = None
         self.exit_code: int | None = None
         self.exception_hook = None    # fn(cpu, vector, error_code) -> bool (True: handled)
@@ -616,9 +618,16 @@ class CPU:
                 return
 
     def single_step(self) -> None:
-        """Execute one instruction with EFLAGS.TF set, then raise #DB (SDM Vol. 3A §17.3.1.4)."""
+        """Execute one instruction with EFLAGS.TF set, then raise #DB (SDM Vol. 3A §17.3.1.4).
+
+        No trap follows an INT n/INT3/INTO that entered its handler (the gate
+        cleared TF on the way in).  After MOV SS or POP SS the trap is held
+        for one more instruction (SDM Vol. 3A §6.8.3): the next one is
+        stepped with the trap still pending, and one #DB follows both.
+        """
         from .constants import DB
         blk = None
+        self.ss_shadow = self.sw_int_delivered = False
         try:
             blk = self.fetch_block()
             ip, fn = blk.ops[0]
@@ -632,6 +641,8 @@ class CPU:
             if blk is not None:
                 self.eip = blk.ops[0][0]
             self.raise_exception(fault.vector, fault.error_code)
+            return
+        if self.sw_int_delivered or self.ss_shadow:
             return
         self.dr[6] |= 0x4000  # BS
         self.raise_exception(DB, None)

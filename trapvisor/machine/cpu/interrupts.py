@@ -126,6 +126,10 @@ def deliver_event(cpu, vector: int, error_code, kind: str) -> None:
         clear |= IF
     cpu.eflags_rest &= ~clear
     cpu.halted = False
+    if kind == "software":
+        # INT n/INT3/INTO entered its handler: no single-step trap follows
+        # the instruction (CPU.single_step).
+        cpu.sw_int_delivered = True
 
 
 def _push_frame(cpu, ssd, ss_base, esp, words, gate32, new_cpl):
