@@ -1,0 +1,483 @@
+"""``trapvisor run --accel kvm``: a PC whose CPU is KVM and whose devices are the project's.
+
+:class:`KvmMachine` puts together guest RAM (an mmap KVM maps into the
+guest), a VM with the in-kernel irqchip and PIT when the host has them, one
+vCPU with the CPUID policy for this host, and the *same* buses and device
+objects the simulated PC builds (``machine.platform.build_devices``).  The
+exit loop runs KVM_RUN, decodes each exit into a typed value
+(``exits.decode_exit``), hands it to the one handler (``exits.handle_exit``),
+and accounts it in the shared event format (``trapvisor.events``).
+
+A periodic SIGALRM (every :data:`TICK_SECONDS`) makes KVM_RUN return with
+EINTR so that device timers (the UART's input poll), the time limit and a
+guest halted for good are noticed even while the vCPU sleeps in the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import termios
+import time
+import tty
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from ..events import EXIT, Event, EventLog
+from . import exits, ioctls
+from .cpuid import guest_cpuid
+from .diagnose import explain_emulation_failure, register_dump
+from .entry_state import apply_cpu_entry, entry_from_boot_state
+from .exits import (CONTINUE, STOP, WAIT, HltExit, IntrExit, IoExit, MmioExit, Outcome,
+                    decode_exit, handle_exit)
+from .guestmem import MAX_RAM_BYTES, KvmGuestMemory
+from .hostinfo import KvmHostInfo, probe_kvm
+
+TICK_SECONDS = 0.002
+CTRL_A = 0x01
+
+
+@dataclass
+class RunResult:
+    """What a KVM run ended with.  ``exit_status`` is what ``trapvisor run`` exits with."""
+    exit_code: int | None                 # the guest's isa-debug-exit code, if it wrote one
+    stop_reason: str                      # why the VM stopped, in words
+    problem: bool = False                 # the guest died (fault, KVM error) rather than asked to stop
+    detail: list = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    summary: list = field(default_factory=list)
+    events: EventLog | None = None
+    output: bytes = b""
+    exit_status: int = 0
+    host: KvmHostInfo | None = None
+
+
+class StopRequest(Exception):
+    pass
+
+
+class KvmMachine:
+    """One VM with one vCPU, wired to the project's device models."""
+
+    def __init__(self, memory_bytes: int, *, serial_out=None, serial_in=None, disk=None,
+                 irqchip: bool = True, host: KvmHostInfo | None = None, trace_file=None,
+                 keep_events: bool = False, stop_after_output: str | None = None,
+                 escape_char: bool = False):
+        from ..machine import bios
+        from ..machine.bus import IoBus, MmioBus
+        from ..machine.clock import HostClock
+        from ..machine.irq import IrqRouter
+        from ..machine.platform import build_devices
+        from .vm import KvmIrqSink, KvmSystem, KvmVm
+
+        self.host = host or probe_kvm()
+        require_usable_kvm(self.host)
+        if memory_bytes > MAX_RAM_BYTES:
+            raise UserError(f"--memory {memory_bytes >> 20} MiB is more than the {MAX_RAM_BYTES >> 20} MiB "
+                            "trapvisor maps below the PCI hole under KVM")
+        self.system = self.memory = self.vm = self.vcpu = self.devices = None
+        self._user_out = serial_out or (lambda data: None)
+        self._user_in = serial_in
+        self.output = bytearray()
+        self._stop_regex = re.compile(stop_after_output.encode(), re.M) if stop_after_output else None
+        self._escape = escape_char
+        self._escape_armed = False
+        self.stop: Outcome | None = None
+        self.exit_code: int | None = None
+        self.notes: list[str] = []
+        self.events = EventLog(keep=keep_events, trace_file=trace_file)
+        self.io_ports: Counter = Counter()
+        self.guest_ns = 0
+        self.handler_ns = 0
+        self.exit_count = 0
+        self.boot_kind = "multiboot"
+        try:
+            self.system = KvmSystem()
+            self.memory = KvmGuestMemory(memory_bytes)
+            self.vm = KvmVm(self.system, self.memory, irqchip=irqchip)
+            self.vcpu = self.vm.create_vcpu(0)
+            policy = guest_cpuid(self.system.supported_cpuid(), software_kvm=not self.host.hardware_assisted)
+            self.vcpu.set_cpuid(policy.entries)
+            self.cpuid_hidden = policy.hidden
+            self.io_bus, self.mmio_bus, self.irq = IoBus(), MmioBus(), IrqRouter()
+            self.clock = HostClock()
+            in_kernel = self.vm.has_irqchip and self.vm.has_pit
+            self.devices = build_devices(
+                self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
+                serial_out=self._serial_out, serial_in=self._serial_in if serial_in else None,
+                disk=disk, on_exit=self._on_exit, on_reset=self._on_reset,
+                in_kernel_irqchip=in_kernel, rtc_start=None)
+            if in_kernel:
+                self.irq.connect(KvmIrqSink(self.vm))
+            bios.install(self.memory, hard_disks=1 if disk else 0)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- device callbacks ------------------------------------------------------
+    def _on_exit(self, code: int) -> None:
+        self.exit_code = code
+        self.stop = Outcome(STOP, stop_reason=f"guest wrote to isa-debug-exit: exit code {code}")
+
+    def _on_reset(self) -> None:
+        self.stop = Outcome(STOP, stop_reason="reset: the guest asked for a system reset")
+
+    def _serial_out(self, data: bytes) -> None:
+        self.output += data
+        self._user_out(data)
+        if self._stop_regex is not None and self.stop is None and self._stop_regex.search(self.output):
+            self.stop = Outcome(STOP, stop_reason=f"console output matched {self._stop_regex.pattern.decode()!r}")
+
+    def _serial_in(self) -> bytes:
+        data = self._user_in()
+        if not data or not self._escape:
+            return data
+        # Ctrl-A x quits, as in QEMU's -nographic console; Ctrl-A Ctrl-A sends one Ctrl-A.
+        out = bytearray()
+        for b in data:
+            if self._escape_armed:
+                self._escape_armed = False
+                if b in (ord("x"), ord("X")):
+                    self.stop = Outcome(STOP, stop_reason="quit from the console (Ctrl-A x)")
+                    break
+                out.append(b)
+            elif b == CTRL_A:
+                self._escape_armed = True
+            else:
+                out.append(b)
+        return bytes(out)
+
+    # -- loading ---------------------------------------------------------------
+    def load(self, kernel: str, *, cmdline: str = "", modules=(), initrd: str | None = None,
+             linux_entry: str = "auto") -> None:
+        from .boot_linux import is_bzimage, load_linux
+        from ..machine.loader import load_kernel
+        from ..machine.loader.elf import is_elf
+        from ..machine.loader.multiboot import find_header
+        data = _read_head(kernel)
+        if is_bzimage(data):
+            boot = load_linux(self.memory, kernel, initrd=initrd, cmdline=cmdline,
+                              software_kvm=not self.host.hardware_assisted, entry=linux_entry)
+            self.boot_kind = "linux"
+            self.notes.extend(boot.notes)
+            apply_cpu_entry(self.vcpu, boot.entry)
+            return
+        if initrd:
+            raise UserError(f"--initrd is for a Linux bzImage; {os.path.basename(kernel)} is not one")
+        if find_header(data) is None and not is_elf(data):
+            raise UserError(f"{os.path.basename(kernel)} is neither a Multiboot kernel nor a Linux bzImage",
+                            hint="give a Multiboot (ELF or a.out-kludge) kernel, a bzImage, or guest:NAME")
+        boot = load_kernel(self.memory, kernel, cmdline=cmdline, modules=list(modules))
+        apply_cpu_entry(self.vcpu, entry_from_boot_state(boot))
+
+    # -- running -----------------------------------------------------------------
+    def run(self, *, max_seconds: float | None = None) -> RunResult:
+        start = time.perf_counter()
+        deadline = start + max_seconds if max_seconds else None
+        interrupted = False
+        ticking = _start_ticks()
+        try:
+            self._loop(deadline)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.stop = Outcome(STOP, stop_reason="interrupted (Ctrl-C)")
+        finally:
+            _stop_ticks(ticking)
+        seconds = time.perf_counter() - start
+        return self._result(seconds, interrupted)
+
+    def _loop(self, deadline: float | None) -> None:
+        vcpu, page = self.vcpu, self.vcpu.run_page
+        io_bus, mmio_bus, clock = self.io_bus, self.mmio_bus, self.clock
+        userspace_irqchip = not self.vm.has_irqchip
+        perf = time.perf_counter_ns
+        account = self._account
+        while self.stop is None:
+            if userspace_irqchip:
+                self._offer_interrupt()
+            t0 = perf()
+            rc = vcpu.run()
+            t1 = perf()
+            if rc == 0:
+                ex = decode_exit(page, vcpu.exit_reason())
+            elif rc in (-ioctls.EINTR, -ioctls.EAGAIN):
+                ex = IntrExit()
+            else:
+                raise UserError(f"KVM_RUN failed: {os.strerror(-rc)}")
+            outcome = handle_exit(ex, io_bus, mmio_bus)
+            if outcome.reply is not None:
+                off = ex.data_offset if type(ex) is IoExit else ioctls.RUN_UNION + 8
+                page[off:off + len(outcome.reply)] = outcome.reply
+            if outcome.action is not CONTINUE:
+                if outcome.action == WAIT:
+                    self._wait_for_interrupt()
+                else:
+                    self._stop_on_fault(ex, outcome)
+            clock.run_due()
+            t2 = perf()
+            self.guest_ns += t1 - t0
+            account(ex, t1, t2)
+            if type(ex) is IntrExit:
+                if deadline is not None and time.perf_counter() >= deadline and self.stop is None:
+                    self.stop = Outcome(STOP, stop_reason="time limit")
+                if self.stop is None and not userspace_irqchip:
+                    self._check_halted_for_good()
+
+    def _account(self, ex, t1: int, t2: int) -> None:
+        """Count and time one exit; with --trace, log it in the shared event format."""
+        self.exit_count += 1
+        ns = t2 - t1
+        self.handler_ns += ns
+        reason = ex.reason
+        log = self.events
+        if type(ex) is IoExit:
+            self.io_ports[(ex.port, "out" if ex.is_write else "in")] += 1
+        if log.trace_file is None and not log.keep:
+            key = (EXIT, reason)
+            log.counts[key] += 1
+            log.duration_ns[key] += ns
+            return
+        if type(ex) is IoExit:
+            detail = exits.io_detail(ex)
+        elif type(ex) is MmioExit:
+            detail = {"address": ex.address, "size": ex.size, "direction": "write" if ex.is_write else "read"}
+        else:
+            detail = {}
+        log.log(Event("kvm", EXIT, reason, guest_eip=self.vcpu.get_regs().rip, detail=detail, duration_ns=ns))
+
+    # -- interrupts without an in-kernel irqchip -----------------------------------
+    def _offer_interrupt(self) -> None:
+        """Userspace PIC: inject when the guest can take it, else ask for an interrupt window."""
+        intc = self.devices.interrupts
+        if intc is None or not intc.interrupt_pending():
+            self.vcpu.request_interrupt_window(False)
+            return
+        if self.vcpu.ready_for_interrupt_injection():
+            self.vcpu.inject_interrupt(intc.acknowledge())
+            self.vcpu.request_interrupt_window(False)
+        else:
+            self.vcpu.request_interrupt_window(True)
+
+    def _wait_for_interrupt(self) -> None:
+        """A HLT exit (userspace irqchip): sleep until the next device timer is due."""
+        intc = self.devices.interrupts
+        if not self.vcpu.get_regs().rflags & 0x200:
+            self.stop = Outcome(STOP, stop_reason="halted forever: HLT with interrupts disabled",
+                                problem=self.boot_kind != "linux")
+            return
+        while self.stop is None and not (intc is not None and intc.interrupt_pending()):
+            deadline = self.clock.next_deadline()
+            if deadline >= self.clock.NEVER:
+                self.stop = Outcome(STOP, stop_reason="halted forever: HLT and no timer armed", problem=True)
+                return
+            delay = (deadline - self.clock.now_ns()) / 1e9
+            if delay > 0:
+                time.sleep(min(delay, 0.05))
+            self.clock.run_due()
+
+    def _check_halted_for_good(self) -> None:
+        """In-kernel irqchip: a vCPU in HLT with IF=0 will never run again (Linux's power-off halt)."""
+        if self.vcpu.is_halted() and not self.vcpu.get_regs().rflags & 0x200:
+            if self.boot_kind == "linux":
+                self.stop = Outcome(STOP, stop_reason="power off: the guest halted with interrupts disabled")
+            else:
+                self.stop = Outcome(STOP, stop_reason="halted forever: HLT with interrupts disabled",
+                                    problem=True)
+
+    # -- faults ------------------------------------------------------------------------
+    def _stop_on_fault(self, ex, outcome: Outcome) -> None:
+        detail: list[str] = []
+        reason = outcome.stop_reason
+        if type(ex) is exits.InternalErrorExit and ex.suberror == ioctls.KVM_INTERNAL_ERROR_EMULATION:
+            line, more = explain_emulation_failure(self.vcpu, self.memory, self.host, ex.insn_bytes)
+            reason = line
+            detail.extend(more)
+            detail.append(f"KVM reported: {outcome.stop_reason}")
+        if outcome.problem:
+            detail.extend(register_dump(self.vcpu))
+        self.stop = Outcome(STOP, stop_reason=reason, problem=outcome.problem, detail={"lines": detail})
+
+    # -- the end ----------------------------------------------------------------------
+    def _result(self, seconds: float, interrupted: bool) -> RunResult:
+        stop = self.stop or Outcome(STOP, stop_reason="stopped")
+        if interrupted:
+            status = 130
+        elif self.exit_code is not None:
+            status = self.exit_code
+        elif stop.problem:
+            status = 4
+        elif stop.stop_reason == "time limit":
+            status = 3
+        else:
+            status = 0
+        res = RunResult(self.exit_code, stop.stop_reason, stop.problem, list(stop.detail.get("lines", [])),
+                        seconds, interrupted, [], self.events, bytes(self.output), status, self.host)
+        res.summary = self.summary(res)
+        return res
+
+    def summary(self, res: RunResult) -> list[str]:
+        what = f"exit code {res.exit_code}" if res.exit_code is not None else res.stop_reason
+        chip = ("in-kernel irqchip and PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2)" if self.vm.has_irqchip
+                else "userspace PIC/PIT/APIC models (no in-kernel irqchip)")
+        lines = [
+            f"trapvisor: {what}; {self.exit_count:,} VM exits in {res.seconds:.2f} s "
+            f"(in KVM_RUN {self.guest_ns / 1e9:.2f} s, handling exits {self.handler_ns / 1e9:.3f} s)",
+            f"trapvisor: {self.host.label}: {self.host.reason}",
+            f"trapvisor: devices: {chip}; the rest are trapvisor's own models",
+        ]
+        if self.cpuid_hidden:
+            lines.append("trapvisor: CPUID features hidden from the guest (software KVM cannot emulate them): "
+                         + " ".join(self.cpuid_hidden))
+        lines.extend(f"trapvisor: {n}" for n in self.notes)
+        rows = self.events.by_reason()
+        if rows:
+            lines.append(f"  {'exit reason':<28}{'count':>10}{'total ms':>12}{'us/exit':>10}")
+            for _kind, reason, n, ns, _cyc in rows:
+                lines.append(f"  {reason:<28}{n:>10,}{ns / 1e6:>12.2f}{ns / 1e3 / max(n, 1):>10.1f}")
+            top = self.io_ports.most_common(6)
+            if top:
+                lines.append("  I/O exits by port: " + ", ".join(f"{p:#x} {d} {n:,}" for (p, d), n in top))
+        return lines
+
+    def close(self) -> None:
+        """Close the vCPU and VM fds and /dev/kvm, then unmap guest RAM."""
+        if self.devices is not None:
+            self.devices.close()
+            self.devices = None
+        if self.vm is not None:
+            self.vm.close()
+            self.vm_closed = True
+        if self.system is not None:
+            self.system.close()
+        if self.memory is not None:
+            self.memory.close()
+
+
+def require_usable_kvm(host: KvmHostInfo) -> None:
+    if not host.available:
+        raise UserError(f"--accel kvm: {host.message} ({host.problem})", hint=host.hint)
+
+
+def _read_head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 16)
+    except IsADirectoryError:
+        raise UserError(f"kernel {path} is a directory, not a file") from None
+    except OSError as e:
+        raise UserError(f"cannot read kernel {path}: {e.strerror or e}") from None
+
+
+# -- the periodic kick ------------------------------------------------------------------
+def _start_ticks():
+    """SIGALRM every TICK_SECONDS so KVM_RUN returns (EINTR) even while the vCPU sleeps."""
+    try:
+        old = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    except ValueError:          # not the main thread: no ticks (timers then run only on exits)
+        return None
+    signal.setitimer(signal.ITIMER_REAL, TICK_SECONDS, TICK_SECONDS)
+    return old
+
+
+def _stop_ticks(old) -> None:
+    if old is None:
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+# -- the one-call API --------------------------------------------------------------------
+def run_kvm(kernel_path, *, memory_bytes: int, cmdline: str = "", modules=(), initrd=None, disk=None,
+            serial_spec: str = "stdio", max_seconds: float | None = None,
+            stop_after_output: str | None = None, trace_file=None, serial_out=None,
+            irqchip: bool = True, linux_entry: str = "auto", keep_events: bool = False) -> RunResult:
+    """Boot ``kernel_path`` (Multiboot or bzImage, or guest:NAME) under KVM and run it to the end.
+
+    ``serial_out`` (a callable taking bytes) overrides ``serial_spec`` for the
+    console output.  ``trace_file`` is a path or an open text file.  Raises
+    UserError for anything the user can fix; guest faults are in the result.
+    """
+    from ..guests import resolve_kernel
+    from ..machine.platform import parse_serial
+    kernel = str(resolve_kernel(str(kernel_path)))
+    if not os.path.exists(kernel):
+        raise UserError(f"{kernel}: no such file")
+    backend = parse_serial(serial_spec)
+    out = serial_out if serial_out is not None else backend.out
+    serial_in = backend.input if serial_out is None else None
+    raw = _RawTerminal(serial_spec == "stdio" and serial_in is not None and serial_out is None)
+    trace, own_trace = trace_file, False
+    if isinstance(trace_file, (str, os.PathLike)):
+        try:
+            trace, own_trace = open(trace_file, "w"), True
+        except OSError as e:
+            raise UserError(f"cannot write trace file {trace_file}: {e.strerror}") from None
+    machine = None
+    try:
+        machine = KvmMachine(memory_bytes, serial_out=out, serial_in=serial_in, disk=disk, irqchip=irqchip,
+                             trace_file=trace, keep_events=keep_events,
+                             stop_after_output=stop_after_output, escape_char=raw.enabled)
+        machine.load(kernel, cmdline=cmdline, modules=modules, initrd=initrd, linux_entry=linux_entry)
+        raw.enter()
+        return machine.run(max_seconds=max_seconds)
+    finally:
+        raw.restore()
+        if machine is not None:
+            machine.close()
+        if own_trace:
+            trace.close()
+        backend.close()
+
+
+class _RawTerminal:
+    """The terminal in raw mode while the guest owns the console; always restored."""
+
+    def __init__(self, wanted: bool):
+        self.fd = None
+        self.saved = None
+        self.enabled = False
+        if wanted:
+            try:
+                fd = sys.stdin.fileno()
+                if os.isatty(fd):
+                    self.fd, self.enabled = fd, True
+            except (AttributeError, OSError, ValueError):
+                pass
+
+    def enter(self) -> None:
+        if self.enabled and self.saved is None:
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd, termios.TCSANOW)
+            sys.stderr.write("trapvisor: console in raw mode; Ctrl-A x quits\r\n")
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            self.saved = None
+
+
+def run_kvm_from_args(args, memory: int) -> int:
+    """``trapvisor run --accel kvm``: run, print the summary on stderr, return the exit status."""
+    res = run_kvm(args.kernel, memory_bytes=memory, cmdline=args.append, modules=args.module,
+                  initrd=args.initrd, disk=args.disk, serial_spec=args.serial,
+                  max_seconds=args.max_seconds, stop_after_output=args.stop_after_output,
+                  trace_file=args.trace, linux_entry=getattr(args, "linux_entry", "auto"))
+    print_result(res, quiet=getattr(args, "quiet", False))
+    return res.exit_status
+
+
+def print_result(res: RunResult, *, quiet: bool = False, file=None) -> None:
+    err = file or sys.stderr
+    if res.output and not res.output.endswith(b"\n"):
+        print(file=err)
+    if res.problem or res.interrupted:
+        print(f"trapvisor: guest stopped: {res.stop_reason}", file=err)
+        for line in res.detail:
+            print(f"  {line}", file=err)
+    if not quiet:
+        for line in res.summary:
+            print(line, file=err)
