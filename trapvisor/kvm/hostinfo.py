@@ -36,6 +36,7 @@ class KvmHostInfo:
     reason: str = ""
     modules: list[str] = field(default_factory=list)
     capabilities: dict[str, int] = field(default_factory=dict)
+    legacy_paging: bool | None = None  # can a 32-bit guest turn on paging? (None: not probed)
 
     @property
     def label(self) -> str:
@@ -124,7 +125,43 @@ def probe_kvm(device: str = KVM_DEVICE) -> KvmHostInfo:
                             f"{device} lacks capability {', '.join('KVM_CAP_' + m for m in missing)}",
                             "this KVM is too old or too limited for trapvisor; use --accel sim",
                             api_version=version, capabilities=caps, **common)
-    return KvmHostInfo(available=True, api_version=version, capabilities=caps, **common)
+    return KvmHostInfo(available=True, api_version=version, capabilities=caps,
+                       legacy_paging=probe_legacy_paging(device), **common)
+
+
+def probe_legacy_paging(device: str = KVM_DEVICE) -> bool | None:
+    """Does this KVM accept CR0.PG outside long mode (32-bit paging, as paging-timer uses)?
+
+    Measured on kvm_pvm: KVM_SET_SREGS silently drops CR0.PG unless EFER.LME
+    is set, and a guest's own MOV to CR0 setting PG raises #GP.  A throwaway
+    VM answers the question in a few milliseconds.
+    """
+    from .guestmem import KvmGuestMemory
+    from .vm import KvmSystem, KvmVm
+    try:
+        system = KvmSystem(device)
+    except Exception:
+        return None
+    mem = vm = None
+    try:
+        mem = KvmGuestMemory(1 << 20)
+        vm = KvmVm(system, mem, irqchip=False)
+        vcpu = vm.create_vcpu(0)
+        vcpu.set_cpuid(system.supported_cpuid())
+        mem.write(0x1000, b"".join((i << 22 | 0x83).to_bytes(4, "little") for i in range(1024)))
+        s = vcpu.get_sregs()
+        s.cs.db = s.ds.db = 1
+        s.cr3, s.cr4, s.cr0 = 0x1000, 0x10, 0x8000_0011     # PSE, PG|ET|PE
+        vcpu.set_sregs(s)
+        return bool(vcpu.get_sregs().cr0 & 0x8000_0000)
+    except OSError:
+        return False
+    finally:
+        if vm is not None:
+            vm.close()
+        system.close()
+        if mem is not None:
+            mem.close()
 
 
 def format_info(info: KvmHostInfo) -> list[str]:
@@ -143,6 +180,10 @@ def format_info(info: KvmHostInfo) -> list[str]:
     if info.capabilities:
         caps = ", ".join(f"{k}={v}" for k, v in info.capabilities.items())
         lines.append(f"  capabilities: {caps}")
+    if info.legacy_paging is not None:
+        lines.append("  32-bit paging (CR0.PG outside long mode): "
+                     + ("supported" if info.legacy_paging else
+                        "NOT supported (KVM drops CR0.PG; a guest's MOV to CR0 faults with #GP)"))
     if info.available and not info.hardware_assisted:
         lines.append("  note: guests run through KVM's instruction emulator here: ring-0 guests work "
                      "(slowly); ring 3, SSE3+/AVX/XSAVE and some other instructions fail")

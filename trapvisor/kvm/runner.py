@@ -333,6 +333,9 @@ class KvmMachine:
             lines.append("trapvisor: CPUID features hidden from the guest (software KVM cannot emulate them): "
                          + " ".join(self.cpuid_hidden))
         lines.extend(f"trapvisor: {n}" for n in self.notes)
+        if self.boot_kind != "linux" and self.host.legacy_paging is False:
+            lines.append("trapvisor: note: this host's KVM does not support 32-bit paging (CR0.PG outside long "
+                         "mode); a 32-bit guest that turns paging on gets #GP")
         rows = self.events.by_reason()
         if rows:
             lines.append(f"  {'exit reason':<28}{'count':>10}{'total ms':>12}{'us/exit':>10}")
@@ -394,11 +397,12 @@ def _stop_ticks(old) -> None:
 def run_kvm(kernel_path, *, memory_bytes: int, cmdline: str = "", modules=(), initrd=None, disk=None,
             serial_spec: str = "stdio", max_seconds: float | None = None,
             stop_after_output: str | None = None, trace_file=None, serial_out=None,
-            irqchip: bool = True, linux_entry: str = "auto", keep_events: bool = False) -> RunResult:
+            serial_in=None, irqchip: bool = True, linux_entry: str = "auto", keep_events: bool = False) -> RunResult:
     """Boot ``kernel_path`` (Multiboot or bzImage, or guest:NAME) under KVM and run it to the end.
 
     ``serial_out`` (a callable taking bytes) overrides ``serial_spec`` for the
-    console output.  ``trace_file`` is a path or an open text file.  Raises
+    console output, ``serial_in`` (a callable returning the bytes available
+    now) for its input.  ``trace_file`` is a path or an open text file.  Raises
     UserError for anything the user can fix; guest faults are in the result.
     """
     from ..guests import resolve_kernel
@@ -408,8 +412,10 @@ def run_kvm(kernel_path, *, memory_bytes: int, cmdline: str = "", modules=(), in
         raise UserError(f"{kernel}: no such file")
     backend = parse_serial(serial_spec)
     out = serial_out if serial_out is not None else backend.out
-    serial_in = backend.input if serial_out is None else None
-    raw = _RawTerminal(serial_spec == "stdio" and serial_in is not None and serial_out is None)
+    raw = _RawTerminal(serial_spec == "stdio" and serial_in is None and serial_out is None
+                       and backend.input is not None)
+    if serial_in is None and serial_out is None:
+        serial_in = backend.input
     trace, own_trace = trace_file, False
     if isinstance(trace_file, (str, os.PathLike)):
         try:

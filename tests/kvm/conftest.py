@@ -1,0 +1,23 @@
+import pytest
+
+from trapvisor.kvm.hostinfo import probe_kvm
+
+
+@pytest.fixture(scope="session")
+def kvm_host():
+    info = probe_kvm()
+    if not info.available:
+        pytest.skip(f"no usable KVM: {info.message}")
+    return info
+
+
+def multiboot_image(code: bytes, load: int = 0x100000) -> bytes:
+    """A minimal a.out-kludge Multiboot kernel: header at 0, data at +0x40, code at +0x20."""
+    import struct
+    magic, flags = 0x1BADB002, 0x00010000
+    header = struct.pack("<8I", magic, flags, (-(magic + flags)) & 0xFFFFFFFF,
+                         load, load, 0, 0, load + 0x20)
+    image = bytearray(0x80)
+    image[:len(header)] = header
+    image[0x20:0x20 + len(code)] = code
+    return bytes(image)
