@@ -75,6 +75,12 @@ def test_mp_configuration_table(mem):
     assert (4, 1, 0, 0, 0, 0xFF, 1) in local       # NMI -> LINT1
 
 
+def test_real_mode_ivt_points_at_a_dummy_iret(mem):
+    for v in (0, 0x08, 0x10, 0xFF):
+        assert mem.read_u32(4 * v) == 0xF000FF53
+    assert mem.read(0xFFF53, 1) == b"\xcf"
+
+
 def test_bios_data_area(mem):
     assert mem.read_u16(0x400) == 0x3F8
     assert mem.read_u16(0x413) == 639

@@ -4,6 +4,10 @@ trapvisor runs no BIOS code: kernels are loaded directly (``loader/``), as
 ``qemu -kernel`` does.  The state a BIOS would have left, and that kernels
 look for, is put in place here:
 
+* the real-mode interrupt vector table (0x0-0x3FF): every vector points to
+  F000:FF53, where an IRET stands, the dummy handler's address in the IBM
+  PC/AT BIOS that SeaBIOS keeps and fills the table with (SeaBIOS then points
+  some vectors at real services; trapvisor has none, so all stay dummy);
 * the BIOS data area (IBM PC/AT Technical Reference, "BIOS Data Area"):
   0x400 COM1-COM4 base ports, 0x40E the EBDA segment, 0x410 equipment word,
   0x413 base memory size in KiB, 0x475 number of hard disks;
@@ -38,6 +42,13 @@ from .devices.lapic import LAPIC_BASE, APIC_VERSION_VALUE
 from .devices.uart16550 import COM1_BASE
 
 # -- layout -------------------------------------------------------------------
+IVT_BASE = 0x0
+IVT_ENTRIES = 256
+DUMMY_HANDLER_SEGMENT = 0xF000
+DUMMY_HANDLER_OFFSET = 0xFF53
+DUMMY_HANDLER_ADDR = (DUMMY_HANDLER_SEGMENT << 4) + DUMMY_HANDLER_OFFSET   # 0xFFF53
+IRET_OPCODE = 0xCF
+
 BDA_BASE = 0x400
 BDA_COM_PORTS = 0x400
 BDA_EBDA_SEGMENT = 0x40E
@@ -166,10 +177,13 @@ def e820_map(memory_size: int) -> list[tuple[int, int, int]]:
 
 
 def install_tables(memory, *, hard_disks: int = 0) -> None:
-    """Write the BIOS data area, the EBDA and the MP tables into guest memory."""
+    """Write the IVT, the BIOS data area, the EBDA and the MP tables into guest memory."""
     if memory.size < BIOS_AREA_END:
         raise UserError(f"the PC needs at least 1 MiB of RAM for its BIOS area "
                         f"(memory is {memory.size // 1024} KiB)")
+    # Real-mode IVT: all vectors to the dummy IRET handler
+    memory.write(IVT_BASE, struct.pack("<HH", DUMMY_HANDLER_OFFSET, DUMMY_HANDLER_SEGMENT) * IVT_ENTRIES)
+    memory.write(DUMMY_HANDLER_ADDR, bytes([IRET_OPCODE]))
     # BIOS data area
     memory.write(BDA_COM_PORTS, struct.pack("<4H", COM1_BASE, 0, 0, 0))
     memory.write_u16(BDA_EBDA_SEGMENT, EBDA_BASE >> 4)

@@ -289,11 +289,15 @@ def parse_serial(spec: str) -> SerialBackend:
     * ``null``: output discarded, no input.
     """
     if spec == "stdio":
-        out = _FdWriter(sys.stdout.fileno() if hasattr(sys.stdout, "fileno") else 1)
+        try:
+            outfd = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            outfd = 1
         try:
             infd = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):
             infd = None
+        out = _FdWriter(outfd)
         return SerialBackend(out, _FdReader(infd) if infd is not None else None)
     if spec == "null":
         return SerialBackend(_discard, None)
