@@ -159,3 +159,11 @@ def test_any_guest_input_is_safe(ops):
         uart.feed(feed)
     bus.read(COM1, 4)
     bus.write(COM1, 2, 0xFFFF)
+
+
+def test_broken_backend_does_not_reach_the_guest():
+    def broken(data):
+        raise BrokenPipeError
+    uart = Uart16550(None, broken)
+    uart.io_write(COM1, 1, 0x41)
+    assert uart.dropped == 1

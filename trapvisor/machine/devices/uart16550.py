@@ -136,6 +136,7 @@ class Uart16550:
         self.pending_input: deque[int] = deque()
         self.rx_fifo: deque[int] = deque()
         self.transmitted = 0
+        self.dropped = 0
         self.received = 0
         self._irq_level = False
         self._poll_timer = None
@@ -196,7 +197,11 @@ class Uart16550:
             self._refill()
         else:
             self.transmitted += 1
-            self._out(bytes((byte,)))
+            try:
+                self._out(bytes((byte,)))
+            except OSError:
+                self.dropped += 1           # a closed pipe or socket: the line is dead, not the guest
+
 
     # -- interrupts ------------------------------------------------------------
     def _iir(self) -> int:
