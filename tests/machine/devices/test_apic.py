@@ -222,7 +222,7 @@ def test_sub_dword_access():
     assert bus.read(L + 0x80, 4) == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 0xFFF), st.sampled_from([1, 2, 4]),
                           st.integers(0, 0xFFFFFFFF), st.integers(0, 23), st.integers(0, 50_000)),
                 max_size=60))

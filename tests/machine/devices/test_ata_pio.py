@@ -199,7 +199,7 @@ def test_read_only_image_rejects_writes(image):
     assert set_lba_bus.read(0x1F7, 1) & 0x01
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0x1F0, 0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F6, 0x1F7, 0x3F6]),
                           st.sampled_from([1, 2, 4]), st.integers(0, 0xFFFFFFFF), st.booleans()),
                 max_size=80))

@@ -160,7 +160,7 @@ def test_nmi_disable_bit_and_cmos_ram():
     assert bus.read(0x70, 1) == 0xFF
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.booleans(), st.integers(0, 3 * S)),
                 max_size=50))
 def test_any_guest_input_is_safe(ops):

@@ -187,7 +187,7 @@ def test_word_access_splits_into_bytes():
     assert bus.read(0x21, 1) == 0xFF
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x22]),
                           st.integers(0, 255), st.booleans(), st.integers(0, 15)), max_size=60))
 def test_any_guest_input_is_safe(ops):

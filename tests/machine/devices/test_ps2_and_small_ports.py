@@ -112,7 +112,7 @@ def test_port92_fast_reset_and_a20():
     assert resets == [1] and p.a20
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0x60, 0x64]), st.integers(0, 255), st.booleans()), max_size=80))
 def test_kbc_any_guest_input_is_safe(ops):
     kbc, bus, rec, resets = make_kbc()

@@ -146,7 +146,7 @@ def test_input_source_is_polled_by_a_clock_timer():
     assert tl.clock.next_deadline() == tl.clock.NEVER
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 255), st.booleans(), st.binary(max_size=3)),
                 max_size=60))
 def test_any_guest_input_is_safe(ops):
