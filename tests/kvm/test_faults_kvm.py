@@ -1,0 +1,96 @@
+"""Bad input and guest faults under KVM: one clear message, fds closed."""
+import os
+import signal
+import threading
+
+import pytest
+
+from trapvisor.errors import UserError
+from trapvisor.kvm.hostinfo import KvmHostInfo
+from trapvisor.kvm.runner import KvmMachine, run_kvm
+
+from .conftest import multiboot_image
+
+MEM = 16 << 20
+
+
+def write_kernel(tmp_path, code: bytes):
+    p = tmp_path / "k.bin"
+    p.write_bytes(multiboot_image(code))
+    return str(p)
+
+
+def fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_neither_multiboot_nor_bzimage(kvm_host, tmp_path):
+    p = tmp_path / "junk"
+    p.write_bytes(b"\x90" * 20000)
+    with pytest.raises(UserError, match="neither a Multiboot kernel nor a Linux bzImage"):
+        run_kvm(str(p), memory_bytes=MEM, serial_out=lambda b: None)
+
+
+def test_unusable_kvm_is_one_clear_line():
+    host = KvmHostInfo(available=False, problem="absent", message="/dev/kvm does not exist",
+                       hint="load a KVM module or run with --accel sim")
+    with pytest.raises(UserError) as e:
+        KvmMachine(MEM, host=host)
+    assert "/dev/kvm does not exist" in str(e.value) and "\n" not in str(e.value)
+    assert "--accel sim" in e.value.hint
+
+
+def test_initrd_too_large(kvm_host, tmp_path):
+    from .test_boot_linux_unit import fake_bzimage
+    k = tmp_path / "bzImage"
+    k.write_bytes(fake_bzimage())
+    big = tmp_path / "initrd"
+    with open(big, "wb") as f:
+        f.truncate(20 << 20)
+    before = fds()
+    with pytest.raises(UserError, match="does not fit in guest memory"):
+        run_kvm(str(k), memory_bytes=32 << 20, initrd=str(big), serial_out=lambda b: None,
+                linux_entry="bzimage")
+    assert fds() <= before
+
+
+def test_triple_fault_dumps_registers(kvm_host, tmp_path):
+    # lidt [null descriptor]; ud2  ->  #UD, #GP, #DF through an empty IDT: shutdown.
+    code = bytes([0x0F, 0x01, 0x1D]) + (0x100040).to_bytes(4, "little") + bytes([0x0F, 0x0B])
+    before = fds()
+    res = run_kvm(write_kernel(tmp_path, code), memory_bytes=MEM, serial_out=lambda b: None, max_seconds=30)
+    assert res.problem and res.exit_status == 4
+    assert "triple fault" in res.stop_reason or "KVM could not run" in res.stop_reason
+    assert any(line.startswith("RIP=") for line in res.detail)
+    assert fds() <= before
+
+
+def test_emulation_failure_is_decoded(kvm_host, tmp_path):
+    if kvm_host.hardware_assisted:
+        pytest.skip("int3 is an emulation failure only on software KVM")
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0xCC])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=30)
+    assert res.problem
+    assert "`int3`" in res.stop_reason and "0x100021" in res.stop_reason
+    assert "software" in res.stop_reason
+    assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.detail)
+
+
+def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
+    kernel = write_kernel(tmp_path, bytes([0xEB, 0xFE]))          # jmp .
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    before = fds()
+    timer.start()
+    try:
+        res = run_kvm(kernel, memory_bytes=MEM, serial_out=lambda b: None, max_seconds=30)
+    finally:
+        timer.cancel()
+    assert res.interrupted and res.exit_status == 130 and "interrupted" in res.stop_reason
+    assert fds() <= before
+
+
+def test_time_limit(kvm_host, tmp_path):
+    res = run_kvm(write_kernel(tmp_path, bytes([0xEB, 0xFE])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=0.5)
+    assert res.stop_reason == "time limit" and res.exit_status == 3
+    assert any("KVM_EXIT_INTR" in line for line in res.summary)
