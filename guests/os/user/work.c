@@ -9,7 +9,7 @@
 /* ---- compute: CRC-32 (table driven) over pseudo-random data ---- */
 
 #define COMPUTE_BUF (64 * 1024)
-static u8 compute_buf[COMPUTE_BUF];
+static u8 *compute_buf;     /* from the heap, so fork() has less to copy */
 static u32 crc_table[256];
 
 /* n rounds; each fills 64 KiB from a xorshift generator and CRCs it, so
@@ -17,6 +17,11 @@ static u32 crc_table[256];
  * system calls inside the loop. */
 u32 w_compute(u32 n)
 {
+    if (!compute_buf) {
+        compute_buf = sbrk(COMPUTE_BUF);
+        if (compute_buf == (void *)-1)
+            fail("compute: sbrk failed");
+    }
     for (u32 i = 0; i < 256; i++) {
         u32 c = i;
         for (int k = 0; k < 8; k++)
