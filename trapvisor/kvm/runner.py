@@ -487,3 +487,11 @@ def print_result(res: RunResult, *, quiet: bool = False, file=None) -> None:
     if not quiet:
         for line in res.summary:
             print(line, file=err)
+
+
+def add_kvm_arguments(parser) -> None:
+    """Options of ``trapvisor run`` that only --accel kvm uses, beyond those cli.py already has
+    (--initrd, --max-seconds, --stop-after-output, --trace)."""
+    parser.add_argument("--linux-entry", choices=("auto", "bzimage", "vmlinux"), default="auto",
+                        help="Linux under KVM: enter the bzImage (it decompresses itself) or a vmlinux "
+                             "trapvisor decompressed on the host; auto = vmlinux on software KVM")
