@@ -78,13 +78,19 @@ def test_emulation_failure_is_decoded(kvm_host, tmp_path):
 
 def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
     kernel = write_kernel(tmp_path, bytes([0xEB, 0xFE]))          # jmp .
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     before = fds()
-    timer.start()
+    m = KvmMachine(MEM, serial_out=lambda b: None)
     try:
-        res = run_kvm(kernel, memory_bytes=MEM, serial_out=lambda b: None, max_seconds=30)
+        m.load(kernel)
+        # SIGINT with Python's default handler, as a terminal's Ctrl-C, while the vCPU runs.
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            res = m.run(max_seconds=60)
+        finally:
+            timer.cancel()
     finally:
-        timer.cancel()
+        m.close()
     assert res.interrupted and res.exit_status == 130 and "interrupted" in res.stop_reason
     assert fds() <= before
 

@@ -320,7 +320,8 @@ class KvmMachine:
         return res
 
     def summary(self, res: RunResult) -> list[str]:
-        what = f"exit code {res.exit_code}" if res.exit_code is not None else res.stop_reason
+        what = (f"exit code {res.exit_code}" if res.exit_code is not None
+                else "guest stopped (see above)" if res.problem else res.stop_reason)
         chip = ("in-kernel irqchip and PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2)" if self.vm.has_irqchip
                 else "userspace PIC/PIT/APIC models (no in-kernel irqchip)")
         lines = [
