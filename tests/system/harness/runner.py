@@ -25,9 +25,11 @@ of the snippet's region (when paging is on) and the non-zero 32-byte lines
 of the GDT, LDT, both TSSs, the data page, the top of every stack and the
 test pages.
 
-EFLAGS.RF is masked in the dump: Intel sets it in the EFLAGS image pushed
-for a fault (SDM Vol. 3A §17.3.1.1) and QEMU does not; it has no effect on
-the later execution of these snippets (no instruction breakpoints).
+EFLAGS.RF is cleared in every saved frame before the recorder looks at it
+(unless ``Case.keep_rf``): Intel sets it in the EFLAGS image pushed for a
+fault (SDM Vol. 3A §17.3.1.1) and QEMU does not; it has no effect on the
+later execution of these snippets (no instruction breakpoints).  The cases
+with ``keep_rf`` check it against Bochs.
 
 Command line (see docs/system-differential.md)::
 
@@ -189,6 +191,7 @@ class Case:
     extra: str = ""
     data: str = ""
     setup: str = ""
+    keep_rf: bool = False      # show EFLAGS.RF in saved frames (kernel.c masks it otherwise)
     # Known QEMU-vs-Intel difference: Bochs decides (see docs/system-differential.md).
     qemu_differs: str | None = None
     topic: str = ""
@@ -211,6 +214,7 @@ class Case:
             opt(self.iomap_base), opt(self.tss_limit),
             *io[:8],
             self.esp,
+            int(self.keep_rf),
             0x454E4443,
         ]
 
@@ -259,7 +263,10 @@ def case_source(case: Case) -> str:
     for a, b, vec in ent1 + ent2:
         lines.append(f"    .long .Lr{a}, .Lr{b}, {vec:#x}, 0, 0, 0")
     lines += ["    .long 0, 0, 0, 0, 0, 0", ""]
-    lines += ['    .section .snippet, "ax"', *body, *end, *extra, f".Lr{n2}:", "    ud2"]
+    # Call-gate targets must override the harness's weak defaults.
+    globs = sorted(set(re.findall(r"^\s*(cgt\d)\s*:", case.body + "\n" + case.extra, re.M)))
+    lines += ['    .section .snippet, "ax"', *[f"    .globl {g}" for g in globs]]
+    lines += [*body, *end, *extra, f".Lr{n2}:", "    ud2"]
     lines += ["", '    .section .snippet_data, "aw"', case.data, ""]
     lines += ["    .text", "    .globl case_setup", "case_setup:", case.setup, "    ret", ""]
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ import struct
 
 from . import flags as F
 from .constants import (
-    CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, DF_VEC, EFLAGS_RESERVED_1,
+    AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, DF_VEC, EFLAGS_RESERVED_1,
     GP, IF, PDE_PS, PF_P, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
     PTE_US, SS, SS_VEC, TF, EXCEPTION_NAMES, SEG_NAMES, APIC_BASE_DEFAULT,
     APIC_BASE_BSP, APIC_BASE_ENABLE,
@@ -116,6 +116,7 @@ class CPU:
         self.rfast = [False] * 6      # flat, readable: linear address = offset
         self.wfast = [False] * 6      # flat, writable
         self.cpl = 0
+        self.ac_on = False            # alignment checking active (update_ac)
         self.cs32 = True
         self.ss32 = True
 
@@ -169,6 +170,7 @@ class CPU:
         from .constants import ARITH_FLAGS
         self.lf = (F.EAGER, value & ARITH_FLAGS, 0, 0, 0)
         self.eflags_rest = (value & ~ARITH_FLAGS & 0x3F7FFF) | EFLAGS_RESERVED_1
+        self.update_ac()
 
     @property
     def iopl(self) -> int:
@@ -180,7 +182,8 @@ class CPU:
         self.sel[s], self.base[s], self.limit[s], self.attr[s] = sel, base, limit, attr
         present = attr & 0x80
         typ = attr & 0x1F  # S bit + type
-        flat = present and base == 0 and limit == 0xFFFFFFFF and (sel & ~3 or s == CS)
+        flat = present and base == 0 and limit == 0xFFFFFFFF and (sel & ~3 or s == CS) \
+            and (s == CS or not self.ac_on)
         is_code = typ & 0x18 == 0x18
         is_data = typ & 0x18 == 0x10
         readable = is_data or (is_code and typ & 2)
@@ -197,6 +200,19 @@ class CPU:
         self.cpl = cpl
         user = 2 if cpl == 3 else 0
         self.tlb_r, self.tlb_w = self._tlb[user], self._tlb[user + 1]
+        self.update_ac()
+
+    def update_ac(self) -> None:
+        """Alignment checking is on at CPL 3 with CR0.AM and EFLAGS.AC (SDM Vol. 3A
+        §6.15, #AC).  While it is on, the data segments take the slow path
+        (``seg_lin``), which checks the alignment; call after any change of
+        CR0, EFLAGS.AC or CPL."""
+        on = bool(self.cr0 & CR0_AM and self.eflags_rest & AC and self.cpl == 3)
+        if on != self.ac_on:
+            self.ac_on = on
+            for s in range(6):
+                if s != CS:
+                    self.set_segment_cache(s, self.sel[s], self.base[s], self.limit[s], self.attr[s])
 
     def seg_lin(self, s: int, off: int, size: int, write: bool) -> int:
         """Segment checks (SDM Vol. 3A §5.3-5.5) for a non-flat access; returns the linear address."""
@@ -218,7 +234,10 @@ class CPU:
                 raise CpuFault(vec, 0)
         elif last > limit:
             raise CpuFault(vec, 0)
-        return (self.base[s] + off) & 0xFFFFFFFF
+        lin = (self.base[s] + off) & 0xFFFFFFFF
+        if self.ac_on and lin & (size - 1) and s != CS:
+            raise CpuFault(AC_VEC, 0)     # misaligned data access (update_ac)
+        return lin
 
     # -------------------------------------------------------------- paging
     def page_walk(self, lin: int, write: bool, user: bool) -> int:
@@ -513,6 +532,7 @@ class CPU:
         if (old ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
             self.paging = bool(self.cr0 & CR0_PG)
             self.flush_tlb(keep_global=False)
+        self.update_ac()
 
     def set_cr3(self, value: int) -> None:
         self.cr3 = value & 0xFFFFFFFF

@@ -154,11 +154,16 @@ def load_cs(cpu, sel: int, d: int, cpl: int) -> None:
 
 def invalidate_outer_segments(cpu) -> None:
     """After a return to an outer ring, null DS/ES/FS/GS that the new CPL may not use
-    (SDM Vol. 2 RET/IRET: data or non-conforming code with DPL < CPL)."""
+    (SDM Vol. 2 RET/IRET: data or non-conforming code with DPL < CPL).  A register
+    that already holds a null selector is set to 0 as well (the pseudo-code tests
+    "SegmentSelector = NULL OR ..."; Bochs does the same, QEMU keeps a null FS/GS
+    with its RPL: docs/system-differential.md)."""
     from .constants import DS, ES, FS, GS
     for s in (ES, DS, FS, GS):
         attr = cpu.attr[s]
         if cpu.sel[s] & ~3 == 0:
+            if cpu.sel[s]:
+                load_null(cpu, s, 0)
             continue
         dpl = (attr >> 5) & 3
         is_code = attr & 0x18 == 0x18
@@ -172,8 +177,12 @@ def tss_stack(cpu, dpl: int, ext: int = 0) -> tuple[int, int]:
     if not cpu.tr_attr & 0x80:
         raise CpuFault(TS, (cpu.tr & 0xFFFC) | ext)
     if cpu.tr_attr & 0x8:   # 32-bit TSS
+        # The SS:ESP slot is 8 bytes; the whole slot must be inside the TSS
+        # limit.  (The SDM's INT n pseudo-code says "+ 5" for the protected-
+        # mode path but "+ 7" for the virtual-8086 path; QEMU and Bochs both
+        # check 8 bytes, and so do we: docs/system-differential.md.)
         off = 4 + dpl * 8
-        if off + 5 > cpu.tr_limit:
+        if off + 7 > cpu.tr_limit:
             raise CpuFault(TS, (cpu.tr & 0xFFFC) | ext)
         esp = cpu.sys_read(cpu.tr_base + off, 4)
         ss = cpu.sys_read(cpu.tr_base + off + 4, 2)
@@ -184,6 +193,24 @@ def tss_stack(cpu, dpl: int, ext: int = 0) -> tuple[int, int]:
         esp = cpu.sys_read(cpu.tr_base + off, 2)
         ss = cpu.sys_read(cpu.tr_base + off + 2, 2)
     return ss, esp
+
+
+def check_stack_room(ssd: int, ss: int, esp: int, nbytes: int, ext: int = 0) -> int:
+    """The new ESP after pushing ``nbytes`` below ``esp`` on the stack segment
+    ``ssd`` (selector ``ss``), or #SS(ss + EXT) if they do not fit inside the
+    segment's limit (expand-down segments included): SDM Vol. 2 INT n and
+    CALL, "new stack does not have room"."""
+    mask = 0xFFFFFFFF if d_attr(ssd) & 0x4000 else 0xFFFF
+    new = (esp - nbytes) & mask
+    last = (new + nbytes - 1) & mask
+    limit = d_limit(ssd)
+    if d_is_data(ssd) and d_type(ssd) & 4:     # expand-down: valid offsets are (limit, mask]
+        bad = new <= limit or last <= limit
+    else:
+        bad = new > limit or last > limit
+    if bad:
+        raise CpuFault(SS_VEC, (ss & 0xFFFC) | ext)
+    return new
 
 
 def check_new_stack(cpu, ss: int, dpl: int, ext: int = 0) -> int:

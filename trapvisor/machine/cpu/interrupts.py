@@ -22,6 +22,13 @@ from . import descriptors as D
 from . import flags as F
 
 
+# Fault-class exceptions (SDM Vol. 3A §6.5, Table 6-1): the saved EFLAGS has
+# RF set, so that IRET to the faulting instruction does not retrigger an
+# instruction breakpoint (SDM Vol. 3A §17.3.1.1).  (#DB is a fault only for
+# instruction breakpoints, which this CPU does not implement.)
+FAULT_VECTORS = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19})
+
+
 def raise_exception(cpu, vector: int, error_code) -> None:
     """Deliver an exception raised by an instruction, with double/triple-fault rules."""
     cpu.exception_counts[vector] = cpu.exception_counts.get(vector, 0) + 1
@@ -39,7 +46,7 @@ def raise_exception(cpu, vector: int, error_code) -> None:
     cpu.delivering = vector
     try:
         deliver_event(cpu, vector, error_code if vector in ERROR_CODE_VECTORS else None,
-                      kind="exception")
+                      kind="exception", push_rf=vector in FAULT_VECTORS)
     except CpuFault as f:
         raise_exception(cpu, f.vector, f.error_code)
     finally:
@@ -55,7 +62,7 @@ def _name(vector, err):
     return n if err is None else f"{n}({err:#x})"
 
 
-def deliver_event(cpu, vector: int, error_code, kind: str) -> None:
+def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False) -> None:
     """Transfer control through IDT entry ``vector`` (protected mode).
 
     ``cpu.eip`` must already be the return address: the faulting instruction
@@ -99,7 +106,7 @@ def deliver_event(cpu, vector: int, error_code, kind: str) -> None:
     if offset > D.d_limit(d):
         raise CpuFault(GP, ext)
     conforming = D.d_type(d) & 4
-    eflags = cpu.get_eflags()
+    eflags = cpu.get_eflags() | (RF if push_rf else 0)
     old_cs, old_eip = cpu.sel[CS], cpu.eip
     new_cpl = cpu.cpl if conforming else dpl
     if new_cpl < cpu.cpl:
@@ -110,7 +117,7 @@ def deliver_event(cpu, vector: int, error_code, kind: str) -> None:
         words = [old_ss, old_esp, eflags, old_cs, old_eip]
         if error_code is not None:
             words.append(error_code)
-        _push_frame(cpu, ssd, D.d_base(ssd), esp, words, gate32, new_cpl)
+        _push_frame(cpu, ssd, ss, esp, words, gate32, ext)
         D.set_accessed(cpu, ss, ssd)
         cpu.set_segment_cache(SS, (ss & ~3) | new_cpl, D.d_base(ssd), D.d_limit(ssd), D.d_attr(ssd) | 1)
         cpu.regs[4] = cpu.new_esp
@@ -132,22 +139,18 @@ def deliver_event(cpu, vector: int, error_code, kind: str) -> None:
         cpu.sw_int_delivered = True
 
 
-def _push_frame(cpu, ssd, ss_base, esp, words, gate32, new_cpl):
+def _push_frame(cpu, ssd, ss, esp, words, gate32, ext):
     """Write the frame on the inner stack with supervisor privilege; sets cpu.new_esp.
 
-    Every slot is checked against the new SS limit before anything is written
-    (a fault leaves the old stack untouched).
+    The whole frame is checked against the new SS limit before anything is
+    written (#SS(new SS selector + EXT), SDM Vol. 2 INT n: "new stack does
+    not have room"); a fault leaves the old stack untouched.
     """
     size = 4 if gate32 else 2
     ss32 = bool(D.d_attr(ssd) & 0x4000)
     mask = 0xFFFFFFFF if ss32 else 0xFFFF
-    total = size * len(words)
-    new = (esp - total) & mask
-    limit = D.d_limit(ssd)
-    expand_down = D.d_type(ssd) & 4
-    for off in (new, (new + total - 1) & mask):
-        if (expand_down and off <= limit) or (not expand_down and off > limit):
-            raise CpuFault(12, 0)   # #SS(0) on the new stack... error code is the SS selector per SDM
+    new = D.check_stack_room(ssd, ss, esp, size * len(words), ext)
+    ss_base = D.d_base(ssd)
     p = new
     for w in reversed(words):
         cpu.sys_write(ss_base + p, size, w & ((1 << (8 * size)) - 1))
@@ -222,14 +225,14 @@ def iret(cpu, size: int) -> None:
         if not D.d_present(ssd):
             raise CpuFault(12, new_ss & 0xFFFC)
         D.load_cs(cpu, new_cs, d, rpl)
-        set_flags_by_privilege(cpu, new_flags, old_cpl, size)
+        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=False)
         D.set_accessed(cpu, new_ss, ssd)
         D.load_cache(cpu, SS, new_ss, ssd)
         regs[4] = new_esp if cpu.ss32 else (regs[4] & 0xFFFF0000) | (new_esp & 0xFFFF)
         D.invalidate_outer_segments(cpu)
     else:
         D.load_cs(cpu, new_cs, d, rpl)
-        set_flags_by_privilege(cpu, new_flags, old_cpl, size)
+        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=False)
         regs[4] = (sp + 3 * size) & mask if cpu.ss32 else (regs[4] & 0xFFFF0000) | ((sp + 3 * size) & 0xFFFF)
     cpu.eip = new_eip
 
@@ -248,8 +251,13 @@ def set_flags_by_privilege(cpu, value: int, cpl: int, size: int, keep_rf: bool =
         changeable &= 0xFFFF
     new = (cur & ~changeable) | (value & changeable)
     if keep_rf:
-        new = (new & ~RF) | (value & RF)   # IRET restores RF (SDM Vol. 3A §17.3.1.1)
+        new = (new & ~RF) | (value & RF)
     else:
-        new &= ~RF                          # POPF clears it
+        # POPF clears RF.  IRET loads it (SDM Vol. 3A §17.3.1.1), but RF only
+        # suppresses instruction breakpoints (which this CPU does not have)
+        # until the next instruction completes, and the processor clears it
+        # then; no later frame can show it, so IRET clears it here too.
+        new &= ~RF
     cpu.lf = (F.EAGER, new & ARITH_FLAGS, 0, 0, 0)
     cpu.eflags_rest = (new & ~ARITH_FLAGS) | EFLAGS_RESERVED_1
+    cpu.update_ac()

@@ -666,11 +666,8 @@ def _through_call_gate(cpu, gsel, g, call, ret_eip):
         ss32 = bool(D.d_attr(ssd) & 0x4000)
         nmask = 0xFFFFFFFF if ss32 else 0xFFFF
         words = [old_ss, old_esp] + list(reversed(params)) + [cpu.sel[CS], ret_eip]
-        p = (esp - size * len(words)) & nmask
-        newsp = p
+        p = newsp = D.check_stack_room(ssd, ss, esp, size * len(words))
         limit = D.d_limit(ssd)
-        if newsp + size * len(words) - 1 > limit and not D.d_type(ssd) & 4:
-            raise CpuFault(SS_VEC, ss & 0xFFFC)
         for w in reversed(words):
             cpu.sys_write(ss_base + p, size, w & ((1 << (8 * size)) - 1))
             p = (p + size) & nmask
