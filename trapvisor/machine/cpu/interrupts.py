@@ -33,7 +33,8 @@ def raise_exception(cpu, vector: int, error_code) -> None:
     """Deliver an exception raised by an instruction, with double/triple-fault rules."""
     cpu.exception_counts[vector] = cpu.exception_counts.get(vector, 0) + 1
     hook = cpu.exception_hook
-    if hook is not None and hook(cpu, vector, error_code):
+    if hook is not None and hook(cpu, vector, error_code if vector in ERROR_CODE_VECTORS else None,
+                                 "exception"):
         return
     prev = cpu.delivering
     if prev is not None:
@@ -68,6 +69,9 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
     ``cpu.eip`` must already be the return address: the faulting instruction
     for a fault, the next instruction for a trap, INT n or an interrupt.
     """
+    hook = cpu.exception_hook
+    if hook is not None and kind != "exception" and hook(cpu, vector, error_code, kind):
+        return
     if not cpu.cr0 & CR0_PE:
         raise MachineStop("real mode", "interrupt delivery in real mode is not supported")
     ext = 1 if kind in ("external", "exception") and kind != "software" else 0
@@ -172,8 +176,10 @@ def _push_frame_current(cpu, words, gate32):
     regs[4] = new if cpu.ss32 else (esp & 0xFFFF0000) | new
 
 
-def software_interrupt(cpu, vector: int, next_eip: int) -> None:
-    """INT n / INT3 / INTO: a trap; the return address is the next instruction."""
+def software_interrupt(cpu, vector: int, next_eip: int, ip: int | None = None) -> None:
+    """INT n / INT3 / INTO: a trap; the return address is the next instruction.
+    ``cpu.event_ip`` keeps the address of the INT instruction itself for a monitor."""
+    cpu.event_ip = ip
     cpu.eip = next_eip
     deliver_event(cpu, vector, None, kind="software")
 

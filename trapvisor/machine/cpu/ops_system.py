@@ -747,16 +747,17 @@ def far_return(cpu, size: int, extra: int) -> None:
 def c_int(cpu, ins):
     op = ins.mnemonic
     nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)
+    ip = ins.ip
     if op == M.INT:
         vector = ins.immediate8
 
         def int_n():
             strict_trap(cpu)
-            software_interrupt(cpu, vector, nxt)
+            software_interrupt(cpu, vector, nxt, ip)
         return int_n, JUMP
     if op == M.INT3:
         def int3():
-            software_interrupt(cpu, BP, nxt)
+            software_interrupt(cpu, BP, nxt, ip)
         return int3, JUMP
     if op == M.INT1:
         def int1():
@@ -767,7 +768,7 @@ def c_int(cpu, ins):
 
     def into():
         if F.arith_flags(cpu.lf) & 0x800:
-            software_interrupt(cpu, OF_VEC, nxt)
+            software_interrupt(cpu, OF_VEC, nxt, ip)
         else:
             cpu.eip = nxt
     return into, JUMP
@@ -778,6 +779,9 @@ def c_iret(cpu, ins):
     size = 4 if ins.mnemonic == M.IRETD else 2
 
     def iret_():
+        # IRET changes CPL and IF without trapping: control sensitive, so the
+        # strict (virtualizable) CPU traps it outside ring 0.
+        strict_trap(cpu)
         iret(cpu, size)
     return iret_, JUMP
 
@@ -929,6 +933,7 @@ def c_cpuid(cpu, ins):
 @handles(M.SYSENTER)
 def c_sysenter(cpu, ins):
     def sysenter():
+        strict_trap(cpu)
         cs = cpu.sysenter_cs
         if not cpu.cr0 & CR0_PE or cs & ~3 == 0:
             raise CpuFault(GP, 0)

@@ -86,6 +86,25 @@ class Translator:
         tail = bytes(cpu.lin_read((nxt + i) & 0xFFFFFFFF, 1) for i in range(need))
         return iced.Decoder(bitness, head + tail, ip=eip).decode()
 
+    def decode_one(self, eip: int):
+        """Decode the instruction at CS:eip afresh from guest memory (no cache).
+
+        Used by interpreter routines of a VMM, which must see the bytes as they
+        are now.  Fetch faults (#PF, #GP for the CS limit) are raised as on a
+        real fetch; bytes of the next page are read only if the instruction
+        really extends into it.
+        """
+        cpu = self.cpu
+        bitness = 32 if cpu.cs32 else 16
+        lin = (cpu.base[1] + eip) & 0xFFFFFFFF
+        room = min(15, 0x1000 - (lin & 0xFFF))
+        head = bytes(cpu.lin_read((lin + i) & 0xFFFFFFFF, 1) for i in range(room))
+        ins = iced.Decoder(bitness, head, ip=eip).decode()
+        if ins.code == iced.Code.INVALID and room < 15:
+            tail = bytes(cpu.lin_read((lin + room + i) & 0xFFFFFFFF, 1) for i in range(15 - room))
+            ins = iced.Decoder(bitness, head + tail, ip=eip).decode()
+        return ins
+
     def compile(self, ins):
         handler = HANDLERS.get(ins.mnemonic)
         if handler is None:

@@ -1,0 +1,137 @@
+"""Shadow descriptor tables and ring compression.
+
+Under trap-and-emulate the guest kernel runs at ring 1 of the host CPU
+(ring compression; guest ring 3 stays at ring 3).  The host CPU therefore
+uses the monitor's own tables, never the guest's:
+
+* the **shadow GDT**: the guest's descriptors copied into the monitor region,
+  with every code/data descriptor of DPL 0 given DPL 1, so the deprivileged
+  kernel can load its own segments; plus the monitor's TSS in the last slot;
+* the **monitor IDT**: every vector leads to the monitor (in this model, the
+  CPU's ``exception_hook``), which reflects the event into the guest through
+  the guest's own IDT and TSS;
+* the **monitor TSS**: with no I/O permission bitmap, so every IN/OUT from
+  ring 1 or 3 traps (#GP) to the monitor.
+
+Selectors and descriptor privilege levels are translated between the guest's
+view (the virtual CPU) and the host's by :func:`compress_selector` and
+friends.  What ring compression cannot hide, x86's sensitive but
+unprivileged instructions reveal: PUSH CS shows RPL 1, SGDT shows the shadow
+GDT's base, STR shows the monitor's TSS selector (Robin & Irvine 2000;
+../shared/reference/virtualization.md §2).
+"""
+
+from __future__ import annotations
+
+from ..machine.cpu.descriptors import d_limit
+from .allocator import MONITOR_GDT, MONITOR_IDT, MONITOR_TSS, MONITOR_WINDOW
+
+GDT_LIMIT = 0xFFFF                 # the shadow GDT always spans 8192 slots
+MONITOR_TSS_SELECTOR = 0xFFF8      # the last GDT slot: the monitor's own TSS
+MONITOR_TSS_LIMIT = 0x67           # a bare 32-bit TSS, no I/O permission bitmap
+MONITOR_IDT_LIMIT = 0x7FF
+
+
+def compress_selector(sel: int) -> int:
+    """Guest selector -> host selector: RPL 0 becomes RPL 1 (the kernel runs at ring 1)."""
+    return sel | 1 if sel & 3 == 0 and sel & ~3 else sel
+
+
+def decompress_selector(sel: int) -> int:
+    return sel & ~3 if sel & 3 == 1 else sel
+
+
+def compress_attr(attr: int) -> int:
+    """Descriptor attribute bits (40..55): a code/data DPL of 0 becomes 1."""
+    if attr & 0x10 and (attr >> 5) & 3 == 0:
+        return attr | (1 << 5)
+    return attr
+
+
+def decompress_attr(attr: int) -> int:
+    if attr & 0x10 and (attr >> 5) & 3 == 1:
+        return attr & ~(3 << 5)
+    return attr
+
+
+def truncate_limit(base: int, limit: int, attr: int) -> int:
+    """Cut an expand-up code/data segment's limit below the monitor window."""
+    if attr & 0x10 and not (attr & 0x1C == 0x14) and base < MONITOR_WINDOW \
+            and base + limit >= MONITOR_WINDOW:
+        return MONITOR_WINDOW - 1 - base
+    return limit
+
+
+def compress_descriptor(d: int) -> int:
+    """A guest descriptor as the shadow GDT holds it: DPL 0 -> 1, limit truncated."""
+    if not (d >> 44) & 1:
+        return d                                    # system descriptors are copied as they are
+    if (d >> 45) & 3 == 0:                          # code/data of DPL 0
+        d |= 1 << 45
+    from ..machine.cpu.descriptors import d_attr, d_base
+    base, limit, attr = d_base(d), d_limit(d), d_attr(d)
+    new = truncate_limit(base, limit, attr)
+    if new != limit:
+        g = (new >> 12) if attr & 0x8000 else new   # back to the descriptor's granularity
+        d = (d & ~0xFFFF & ~(0xF << 48)) | (g & 0xFFFF) | (((g >> 16) & 0xF) << 48)
+    return d
+
+
+def tss_descriptor(base: int, limit: int) -> int:
+    """A present, available 32-bit TSS descriptor of DPL 0 (SDM Vol. 3A §7.2.2)."""
+    d = (limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (0x89 << 40) \
+        | (((limit >> 16) & 0xF) << 48) | (((base >> 24) & 0xFF) << 56)
+    return d
+
+
+class ShadowDescriptors:
+    """The host's GDT, IDT and TSS for one VM, kept in step with the guest's GDT."""
+
+    def __init__(self, host_cpu, host_memory, vcpu, trace_frame=None):
+        self.host = host_cpu
+        self.mem = host_memory
+        self.vcpu = vcpu
+        self.trace_frame = trace_frame      # fn(guest_frame, tag): write-protect a guest page
+        self.rebuilds = 0
+
+    def install(self) -> None:
+        """Point the host CPU at the monitor's tables (done once per VM entry)."""
+        self.rebuild()
+        h = self.host
+        # I/O map base beyond the TSS limit: no bitmap, so every IN/OUT below
+        # IOPL traps (SDM Vol. 1 §18.5.2).  Left at 0 it would overlay the TSS's
+        # own zero bytes and open ports 0-0x33F to the guest.
+        self.mem.write_u16(MONITOR_TSS + 0x66, 0xFFFF)
+        h.idtr = (MONITOR_WINDOW + MONITOR_IDT, MONITOR_IDT_LIMIT)
+        h.tr, h.tr_base, h.tr_limit, h.tr_attr = (MONITOR_TSS_SELECTOR, MONITOR_WINDOW + MONITOR_TSS,
+                                                  MONITOR_TSS_LIMIT, 0x8B)
+        h.ldtr, h.ldt_base, h.ldt_limit = 0, 0, 0
+
+    def rebuild(self) -> None:
+        """Copy the guest's GDT into the shadow GDT with ring compression applied."""
+        from ..machine.cpu.cpu import CpuFault
+        self.rebuilds += 1
+        ram = self.mem.ram
+        ram[MONITOR_GDT:MONITOR_GDT + GDT_LIMIT + 1] = bytes(GDT_LIMIT + 1)
+        base, limit = self.vcpu.gdtr
+        n = min((limit + 1) // 8, 8191)
+        for i in range(1, n):
+            try:
+                d = self.vcpu.sys_read(base + 8 * i, 8)
+            except CpuFault:
+                continue           # a GDT page the guest has not mapped: leave the slot empty
+            ram[MONITOR_GDT + 8 * i:MONITOR_GDT + 8 * i + 8] = compress_descriptor(d).to_bytes(8, "little")
+        tss = tss_descriptor(MONITOR_WINDOW + MONITOR_TSS, MONITOR_TSS_LIMIT) | (2 << 40)  # busy: the host's TR
+        off = MONITOR_GDT + MONITOR_TSS_SELECTOR
+        ram[off:off + 8] = tss.to_bytes(8, "little")
+        self.host.gdtr = (MONITOR_WINDOW + MONITOR_GDT, GDT_LIMIT)
+        # Trace the guest's GDT pages so that a guest store into its GDT reaches us.
+        if self.trace_frame is not None and limit:
+            for lin in range(base & ~0xFFF, base + limit + 1, 0x1000):
+                try:
+                    gpa = self.vcpu.translate_lin(lin & 0xFFFFFFFF, False, user=False)
+                except CpuFault:
+                    continue
+                self.trace_frame(gpa & ~0xFFF, ("gdt",))
+        if self.vcpu.ldtr & ~3:
+            self.host.ldtr = self.vcpu.ldtr   # guest LDTs are not shadowed (none of our guests use one)

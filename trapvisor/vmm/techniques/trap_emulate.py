@@ -1,0 +1,262 @@
+"""``trap-emulate``: the guest kernel runs directly at ring 1; what traps is emulated.
+
+The classic technique (Popek & Goldberg 1974; ../shared/reference/
+virtualization.md §1-2).  The host CPU executes the guest's instructions
+itself, with the guest kernel deprivileged to ring 1 (ring compression; the
+guest's ring 3 stays ring 3), on the monitor's shadow GDT and IDT
+(``shadow_descriptors.py``) and shadow page tables (``shadow_paging.py``).
+Every event the host CPU would deliver through its IDT goes to the monitor's
+dispatcher instead (:meth:`TrapEmulate.dispatch`):
+
+* #GP and the other faults: the instruction is re-executed by an interpreter
+  routine on the virtual CPU with the guest's privileges: a privileged
+  instruction of the guest kernel (CLI, MOV CR3, LGDT, IN/OUT, HLT...) takes
+  effect on the virtual machine; a genuine guest fault is delivered through
+  the guest's IDT;
+* #PF: the allocator's shadow paging fills the shadow (hidden fault), or
+  reflects the fault to the guest, or emulates a store into a traced page;
+* INT n: emulated on the virtual CPU (gate checks against the virtual CPL);
+* device interrupts of the VM are injected when the virtual IF allows.
+
+On the standard IA-32 CPU this is *not* a correct monitor: the sensitive but
+unprivileged instructions (POPF, PUSHF, SGDT, PUSH CS, LAR, ...) execute at
+ring 1 without trapping and see the host's state.  With ``--cpu strict`` the
+host CPU traps every sensitive instruction outside ring 0, Popek and
+Goldberg's condition holds, and the guest sees exactly what it sees natively.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...events import EXIT, INJECT, TRAP, Event, EventLog
+from ...machine.bus import IoBus, MmioBus
+from ...machine.cpu import CPU, MachineStop
+from ...machine.cpu.constants import (
+    CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, EXCEPTION_NAMES, IF, PF_VEC,
+)
+from ...machine.cpu.cpu import CpuFault
+from ...machine.memory import PhysicalMemory
+from ..allocator import Allocator
+from ..costmodel import CostModel
+from ..interpreter import SystemState, pull, push
+from ..shadow_descriptors import ShadowDescriptors
+from ..shadow_paging import EMULATE, FILLED, REFLECTED, ShadowPaging
+from ..vm import VM
+from .base import TechniqueResult
+
+# Faults whose instruction is re-executed on the virtual CPU (SDM Vol. 3A Table 6-1:
+# these are faults, reported on the instruction, so re-execution is exact).
+REEXECUTE = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 16, 17})
+HOST_CR0 = CR0_PE | CR0_PG | CR0_WP | CR0_ET | CR0_NE
+
+# Returned to the monitor's run loop from inside the host CPU's loop.
+YIELD = MachineStop("monitor", "return to the monitor's run loop")
+
+
+class TrapEmulate:
+    name = "trap-emulate"
+
+    def __init__(self, kernel: str, *, cmdline: str = "", memory_bytes: int, costs: CostModel,
+                 strict: bool = False, serial_out=None, keep_events: bool = False,
+                 trace_file=None):
+        self.costs = costs
+        self.strict = strict
+        host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
+        self.alloc = Allocator(host_mem)
+        # The host CPU has no devices of its own: every port is the monitor's, none is reachable.
+        self.host = CPU(host_mem, IoBus(), MmioBus(), None, None, strict=strict)
+        self.vm = vm = VM(self.alloc, memory_bytes, serial_out=serial_out)
+        vm.load_kernel(kernel, cmdline=cmdline)
+        vcpu = vm.vcpu
+        host = self.host
+        vm.instructions = lambda: host.icount + vcpu.icount
+        # Stores by the virtual CPU must drop the host's decoded code of that page.
+        base_page = vm.partition.base >> 12
+        vcpu.invalidate_code_page = lambda page: host.invalidate_code_page(page + base_page)
+        vm.memory.on_code_write = vcpu.invalidate_code_page
+        self.shadow = ShadowPaging(self.alloc, host, vm)
+        self.descriptors = ShadowDescriptors(host, host_mem, vcpu, trace_frame=self.shadow.trace)
+        self.shadow.vm_shadow_gdt_changed = self.descriptors.rebuild
+        guest_invlpg = vcpu.invlpg
+
+        def invlpg(lin):
+            guest_invlpg(lin)
+            self.shadow.invalidate_page(lin)
+            self.charge(TRAP, "shadow invlpg", self.costs.shadow_update, log=False)
+        vcpu.invlpg = invlpg
+        host.exception_hook = self.dispatch
+        self.shadow.reset()
+        host.set_cr0(HOST_CR0)
+        self.descriptors.install()
+        push(vcpu, host)
+        self.log = EventLog(keep=keep_events, trace_file=trace_file)
+        self.extra_cycles = 0
+        self.interpreted_count = 0
+
+    # -- accounting ------------------------------------------------------------
+    def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
+               detail=None) -> None:
+        self.extra_cycles += cycles
+        if not log:
+            return
+        if ins is not None and self.log.keep:
+            from ...machine.cpu.translate import disassemble
+            ev = Event(self.name, kind, reason, eip, b"", disassemble(ins), detail or {}, cycles)
+        else:
+            ev = Event(self.name, kind, reason, eip, b"", "", detail or {}, cycles)
+        self.log.log(ev)
+
+    # -- the dispatcher -------------------------------------------------------------
+    def dispatch(self, host, vector: int, error_code, kind: str) -> bool:
+        """Every event of the host CPU arrives here (the monitor's IDT)."""
+        vm, vcpu, costs = self.vm, self.vm.vcpu, self.costs
+        if kind == "exception" and vector == PF_VEC:
+            vcpu.set_cpl(0 if host.cpl == 1 else host.cpl)
+            lin = host.cr2
+            write = bool(error_code & 2)
+            outcome = self.shadow.handle_fault(lin, write)
+            if outcome == FILLED:
+                self.charge(TRAP, "#PF hidden (shadow fill)", costs.trap_roundtrip + costs.shadow_fill,
+                            host.eip, detail={"address": lin})
+                return True
+            pull(host, vcpu)
+            if outcome == REFLECTED:
+                vcpu.cr2 = lin
+                vcpu.raise_exception(PF_VEC, self.shadow.guest_error)
+                self.charge(TRAP, "#PF reflected to guest", costs.trap_roundtrip + costs.interpreter_routine,
+                            host.eip, detail={"address": lin})
+            else:
+                gpa = self.shadow.last_gpa
+                traced = write and gpa is not None and (gpa & ~0xFFF) in self.shadow.traced
+                self.interpret("#PF " + ("traced store" if traced else "MMIO/emulated access"))
+                if traced:
+                    self.shadow.traced_write(gpa)
+                    self.extra_cycles += costs.shadow_update
+        elif kind == "software":
+            pull(host, vcpu)
+            vcpu.eip = host.event_ip
+            self.interpret(f"INT {vector:#x}")
+        elif kind == "exception" and vector in REEXECUTE:
+            pull(host, vcpu)
+            self.interpret(EXCEPTION_NAMES.get(vector, str(vector)))
+        elif kind == "exception":
+            pull(host, vcpu)
+            vcpu.raise_exception(vector, error_code)
+            self.charge(TRAP, f"{EXCEPTION_NAMES.get(vector, vector)} reflected",
+                        costs.trap_roundtrip + costs.interpreter_routine, host.eip)
+        else:
+            return True   # no external interrupts reach the host: the VM's devices are virtual
+        self.inject_pending()
+        push(vcpu, host)
+        if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None:
+            host.stop = YIELD
+        return True
+
+    def interpret(self, why: str) -> None:
+        """Run one interpreter routine: the instruction at the virtual EIP, on the virtual CPU."""
+        vcpu = self.vm.vcpu
+        before = SystemState(vcpu)
+        eip = vcpu.eip
+        try:
+            ins = vcpu.translator.decode_one(eip)
+            mnemonic = _mnemonic(ins)
+        except CpuFault:
+            ins, mnemonic = None, "?"
+        icount = vcpu.icount
+        vcpu.step()
+        self.interpreted_count += vcpu.icount - icount
+        self.charge(TRAP, f"{why}: {mnemonic}", self.costs.trap_roundtrip + self.costs.interpreter_routine,
+                    eip, ins)
+        self.after_interpret(before)
+
+    def after_interpret(self, before: SystemState) -> None:
+        """The allocator's turn: react to changes of the VM's resources."""
+        vcpu = self.vm.vcpu
+        if vcpu.cr3 != before.cr3 or (vcpu.cr0 ^ before.cr0) & (CR0_PG | CR0_WP) \
+                or (vcpu.cr4 ^ before.cr4) & (CR4_PSE | CR4_PGE):
+            self.shadow.reset()
+            self.charge(TRAP, "shadow flush (CR3/CR0/CR4 load)", self.costs.shadow_flush, log=False)
+        if vcpu.gdtr != before.gdtr or vcpu.tr != before.tr or vcpu.ldtr != before.ldtr:
+            self.descriptors.rebuild()
+
+    def inject_pending(self) -> None:
+        """Deliver a pending interrupt of the VM's devices if the virtual IF allows it."""
+        vm, vcpu = self.vm, self.vm.vcpu
+        if vcpu.eflags_rest & IF and not vcpu.inhibit_irq and vm.devices.intc.interrupt_pending():
+            vcpu.halted = False
+            vcpu.deliver_external_interrupt()
+            self.charge(INJECT, "interrupt injected", self.costs.inject_interrupt, vcpu.eip)
+
+    # -- the run loop -----------------------------------------------------------------
+    def run(self, max_instructions: int) -> TechniqueResult:
+        host, vm, vcpu, clock = self.host, self.vm, self.vm.vcpu, self.vm.clock
+        t0 = time.perf_counter()
+        reason = None
+        try:
+            while True:
+                if vm.exit_code is not None:
+                    break
+                if vcpu.stop is not None:
+                    reason = vcpu.stop
+                    break
+                total = vm.instructions()
+                if total >= max_instructions:
+                    reason = MachineStop("instruction limit", "")
+                    break
+                if vcpu.halted:
+                    if not vcpu.eflags_rest & IF:
+                        reason = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
+                        break
+                    if vm.devices.intc.interrupt_pending():
+                        pull(host, vcpu)
+                        self.inject_pending()
+                        push(vcpu, host)
+                        continue
+                    if not clock.skip_to_next_deadline():
+                        reason = MachineStop("halted forever", "HLT with no timer armed")
+                        break
+                    clock.run_due()
+                    continue
+                if vcpu.eflags_rest & IF and vm.devices.intc.interrupt_pending():
+                    pull(host, vcpu)
+                    vcpu.inhibit_irq = False
+                    self.inject_pending()
+                    push(vcpu, host)
+                    if vcpu.stop is not None:
+                        continue
+                budget = max_instructions - total
+                deadline = clock.next_deadline()
+                if deadline < clock.NEVER:
+                    budget = min(budget, clock.instructions_until(deadline))
+                host.run(budget)
+                if host.stop is YIELD:
+                    host.stop = None
+                elif host.stop is not None:
+                    reason = host.stop
+                    break
+                clock.run_due()
+        except MachineStop as stop:
+            reason = stop
+        seconds = time.perf_counter() - t0
+        direct = host.icount
+        total = direct + vcpu.icount
+        cycles = direct * self.costs.direct_instruction + self.extra_cycles
+        return TechniqueResult(
+            self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
+            reason.reason if reason else None, reason.detail if reason else "",
+            total, direct, cycles, seconds, self.log)
+
+
+def _mnemonic(ins) -> str:
+    from ...machine.cpu.translate import disassemble
+    text = disassemble(ins)
+    return text.split(" ")[0] if text else "?"
+
+
+def run_trap_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
+                     costs: CostModel, strict: bool = False, serial_out=None,
+                     keep_events: bool = False, trace_file=None) -> TechniqueResult:
+    te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=memory_bytes, costs=costs, strict=strict,
+                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file)
+    return te.run(max_instructions)

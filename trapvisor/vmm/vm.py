@@ -1,0 +1,88 @@
+"""A virtual machine: a memory partition, a virtual CPU and its own devices.
+
+The virtual CPU (``vm.vcpu``) is the guest's view of its processor: virtual
+CPL, IF, IOPL, CR0/CR2/CR3/CR4, GDTR/IDTR/LDTR/TR, as the guest believes
+them to be.  It is a full :class:`~trapvisor.machine.cpu.CPU` over the VM's
+guest-physical memory, which is what lets interpreter routines be generic:
+emulating a guest instruction means executing it on the virtual CPU, with
+the guest's privileges, its descriptor tables and its page tables.
+
+Each VM has its own instances of the PC's device models (UART, PIT, PIC,
+APIC, CMOS, ATA disk, debug exit), on its own buses, driven by its own
+virtual clock: guest time advances with guest instructions, whoever executes
+them, so a guest's timers fire at the same guest instruction count natively
+and under every technique.
+"""
+
+from __future__ import annotations
+
+import io
+
+from ..machine import bios
+from ..machine.bus import IoBus, MmioBus
+from ..machine.clock import VirtualClock
+from ..machine.cpu import CPU, MachineStop
+from ..machine.cpu.constants import CR0_PE, CS, DS, ES, FS, GS, SS
+from ..machine.irq import IrqRouter
+from ..machine.platform import build_devices
+from .allocator import Allocator, Partition
+
+NS_PER_INSTRUCTION = 10   # same guest time per instruction as the bare PC (machine/pc.py)
+
+
+class VM:
+    def __init__(self, allocator: Allocator, memory_bytes: int, *, name: str = "vm0",
+                 serial_out=None, disk=None):
+        self.name = name
+        self.partition: Partition = allocator.allocate_partition(memory_bytes)
+        self.memory = allocator.guest_memory(self.partition)
+        self.console = io.BytesIO()
+        self.io_bus = IoBus()
+        self.mmio_bus = MmioBus()
+        self.irq = IrqRouter()
+        # Instructions the guest has executed, directly or interpreted; set by the technique.
+        self.instructions = lambda: 0
+        self.clock = VirtualClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
+        out = serial_out if serial_out is not None else self.console.write
+        if serial_out is not None:
+            def out(data, _user=serial_out, _mine=self.console.write):
+                _mine(data)
+                _user(data)
+        self.devices = build_devices(self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
+                                     serial_out=out, disk=disk, on_exit=self._on_exit,
+                                     on_reset=self._on_reset)
+        bios.install(self.memory)
+        self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock)
+        self.exit_code: int | None = None
+        self.stop: MachineStop | None = None
+
+    def _on_exit(self, code: int) -> None:
+        self.exit_code = code
+        self.vcpu.exit_code = code
+
+    def _on_reset(self) -> None:
+        self.stop = MachineStop("reset", "the guest asked for a system reset")
+        self.vcpu.stop = self.stop
+
+    def load_kernel(self, path: str, cmdline: str = "", modules=()) -> None:
+        """Load a kernel into guest memory and put the virtual CPU in its entry state."""
+        from ..machine.loader import load_any
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules))
+        cpu = self.vcpu
+        cpu.cr0 |= CR0_PE
+        cpu.set_segment_cache(CS, boot.code_selector, 0, 0xFFFFFFFF, 0xC09B)
+        for s in (DS, ES, FS, GS, SS):
+            cpu.set_segment_cache(s, boot.data_selector, 0, 0xFFFFFFFF, 0xC093)
+        cpu.set_cpl(0)
+        cpu.gdtr = (boot.gdt_base, boot.gdt_limit)
+        for i, name in enumerate(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")):
+            cpu.regs[i] = boot.registers.get(name, 0) & 0xFFFFFFFF
+        cpu.set_eflags(0x2)
+        cpu.eip = boot.entry
+
+    @property
+    def output(self) -> bytes:
+        return self.console.getvalue()
+
+    def interrupt_pending(self) -> bool:
+        return self.devices.intc.interrupt_pending()
