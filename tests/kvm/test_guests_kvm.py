@@ -89,3 +89,18 @@ def test_fds_are_closed_after_a_run(kvm_host):
     before = set(os.listdir("/proc/self/fd"))
     kvm("hello")
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_cli_accel_kvm_matches_accel_sim(kvm_host):
+    import subprocess
+    import sys
+    runs = {}
+    for accel in ("sim", "kvm"):
+        p = subprocess.run([sys.executable, "-m", "trapvisor", "run", "guest:hello", "--accel", accel,
+                            "-m", "32M"], capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+        runs[accel] = p
+    assert runs["kvm"].stdout == runs["sim"].stdout and b"Hello from trapvisor" in runs["kvm"].stdout
+    assert runs["kvm"].returncode == runs["sim"].returncode == 1
+    err = runs["kvm"].stderr.decode()
+    assert "exit code 1" in err and "KVM_EXIT_IO" in err
+    assert ("NOT hardware-assisted" in err) == (not kvm_host.hardware_assisted)

@@ -27,7 +27,7 @@ def linux():
 def test_debian_kernel_early_boot(kvm_host, linux):
     out = []
     res = run_kvm(linux.kernel, memory_bytes=256 << 20, initrd=str(linux.initrd), cmdline=CMDLINE,
-                  serial_out=out.append, stop_after_output=EARLY, max_seconds=170)
+                  serial_out=out.append, stop_after_output=EARLY, max_seconds=240)
     text = b"".join(out).decode(errors="replace")
     assert "Linux version 6." in text, text[-2000:]
     assert f"Command line: {CMDLINE}" in text
