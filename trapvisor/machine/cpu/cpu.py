@@ -31,6 +31,7 @@ with every exception before it is delivered (return True to claim it), and
 
 from __future__ import annotations
 
+import os
 import struct
 
 from . import flags as F
@@ -47,6 +48,11 @@ U16, U32 = _U16.unpack_from, _U32.unpack_from
 P16, P32 = _U16.pack_into, _U32.pack_into
 
 MAX_BLOCK = 64
+
+
+def _blockgen():
+    from . import blockgen
+    return blockgen
 
 
 class CpuFault(Exception):
@@ -77,15 +83,25 @@ class Block:
 
     ``ops`` is a tuple of (eip, closure); ``fallthrough`` is the EIP after the
     block when its last instruction does not set EIP itself, else None.
+
+    ``gen`` is the block-translation tier's function for the whole block
+    (``blockgen.py``), made once the block has run ``blockgen.HOT`` times
+    (``hits`` counts; negative: the block cannot have one).  ``gen(end)`` runs
+    the block (or, for a loop back to itself, as many iterations as the
+    dispatch loop would), updates EIP and the instruction count itself and
+    returns True; it returns False without doing anything when the CPU is not
+    in the context it was generated for.
     """
 
-    __slots__ = ("eip", "cs32", "ops", "fallthrough", "n", "pages", "ilist")
+    __slots__ = ("eip", "cs32", "ops", "fallthrough", "n", "pages", "ilist", "gen", "hits")
 
     def __init__(self, eip, cs32, ops, fallthrough, pages, ilist):
         self.eip, self.cs32, self.ops, self.fallthrough = eip, cs32, ops, fallthrough
         self.n = len(ops)
         self.pages = pages
         self.ilist = ilist   # decoded iced instructions, for traces and diagnostics
+        self.gen = None
+        self.hits = 0
 
 
 class CPU:
@@ -598,13 +614,21 @@ class CPU:
             if clock is not None:
                 clock.run_due()
 
+    # The block-translation tier (blockgen.py): on unless TRAPVISOR_NO_BLOCKGEN=1;
+    # tests flip it per CPU to run both tiers.
+    block_tier = os.environ.get("TRAPVISOR_NO_BLOCKGEN", "") in ("", "0")
+    fault_index = 0    # set by a generated block function on a fault: the faulting instruction
+
     def execute(self, budget: int) -> None:
         """The dispatch loop: run blocks until ``budget`` instructions have retired.
 
         The interrupt check happens between blocks, so an interrupt that
-        becomes pending waits at most one block (a few instructions).
+        becomes pending waits at most one block (a few instructions).  A block
+        with a generated function (block tier) runs it; the others run their
+        closures and count towards getting one.
         """
         end = self.icount + budget
+        tier = self.block_tier
         while self.icount < end:
             if self.eflags_rest & TF:
                 self.single_step()
@@ -612,13 +636,28 @@ class CPU:
                     return
                 continue
             self.inhibit_irq = False
-            blk = ip = None
+            blk = ip = gen = None
             try:
                 blk = self.fetch_block()
-                for ip, fn in blk.ops:
-                    fn()
+                gen = blk.gen if tier else None
+                if gen is None and tier and blk.hits >= 0:
+                    blk.hits += 1
+                    if blk.hits >= _blockgen().HOT:
+                        gen = self._compile_block(blk)
+                if gen is None or not gen(end):
+                    gen = None
+                    for ip, fn in blk.ops:
+                        fn()
+                    self.icount += blk.n
+                    if blk.fallthrough is not None:
+                        self.eip = blk.fallthrough
             except CpuFault as fault:
-                if ip is not None:
+                if gen is not None:
+                    # The generated function stored the state of the faulting instruction.
+                    idx = self.fault_index
+                    self.icount += idx
+                    self.eip = blk.ops[idx][0]
+                elif ip is not None:
                     # Retire the instructions before the faulting one; restart it.
                     for i, (eip, _) in enumerate(blk.ops):
                         if eip == ip:
@@ -629,13 +668,23 @@ class CPU:
                 if self.stop is not None or self.exit_code is not None:
                     return
                 continue
-            self.icount += blk.n
-            if blk.fallthrough is not None:
-                self.eip = blk.fallthrough
             if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq:
                 return
             if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
                 return
+
+    def _compile_block(self, blk: Block):
+        try:
+            blk.gen = _blockgen().compile_block(self, blk)
+        except Exception as e:  # a generator bug must not take the machine down: keep the closures
+            if _blockgen().STRICT:
+                raise
+            import warnings
+            warnings.warn(f"blockgen: block at {blk.eip:#x} not compiled: {e!r}")
+            blk.gen = None
+        if blk.gen is None:
+            blk.hits = -1
+        return blk.gen
 
     def single_step(self) -> None:
         """Execute one instruction with EFLAGS.TF set, then raise #DB (SDM Vol. 3A §17.3.1.4).
