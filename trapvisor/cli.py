@@ -56,17 +56,111 @@ def _add_run(sub):
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--stop-after-output", default=None, metavar="REGEX",
                    help="stop the VM once the console output matches REGEX (--accel kvm)")
+    p.add_argument("--technique", choices=("native", "emulate", "trap-emulate"), default="native",
+                   help="native (the bare PC, default), emulate or trap-emulate")
+    p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
     p.set_defaults(func=cmd_run)
 
 
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="run a kernel natively and under each technique; one table")
+    p.add_argument("kernel", help="kernel file or guest:NAME")
+    p.add_argument("--append", default="", help="kernel command line")
+    p.add_argument("--techniques", default="native,emulate,trap-emulate",
+                   help="comma-separated list (default: native,emulate,trap-emulate)")
+    p.add_argument("--cpu", choices=("standard", "strict"), default="standard")
+    p.add_argument("--memory", "-m", default="128M")
+    p.add_argument("--max-instructions", type=int, default=2_000_000_000)
+    p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--html", default=None, metavar="REPORT", help="also write an HTML report")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from .guests import resolve_kernel
+    from .report.compare import compare, print_table, to_json
+    from .vmm.costmodel import CostModel
+    kernel = str(resolve_kernel(args.kernel))
+    _check_kernel_file(kernel)
+    techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+    from .vmm.run import TECHNIQUES
+    bad = [t for t in techniques if t not in TECHNIQUES]
+    if bad:
+        raise UserError(f"unknown technique {bad[0]!r}; known: {', '.join(TECHNIQUES)}")
+    costs = CostModel.load(args.costs)
+    rows = compare(kernel, cmdline=args.append, techniques=techniques, strict=args.cpu == "strict",
+                   memory_bytes=parse_size(args.memory), max_instructions=args.max_instructions,
+                   costs=costs, keep_events=bool(args.html),
+                   progress=None if args.json else lambda n: print(f"running {n} ...", file=sys.stderr))
+    if args.json:
+        print(to_json(rows, kernel, args.append))
+    else:
+        print_table(rows, args.kernel, args.append)
+    if args.html:
+        from .report.html import render
+        try:
+            with open(args.html, "w") as f:
+                f.write(render(rows, args.kernel, args.append))
+        except OSError as e:
+            raise UserError(f"{args.html}: cannot write report ({e.strerror})") from None
+        print(f"report written to {args.html}", file=sys.stderr)
+    return 0 if all(r.identical for r in rows) else 1
+
+
+def _check_kernel_file(path: str) -> None:
+    import os
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: not readable")
+
+
 def cmd_run(args) -> int:
     memory = parse_size(args.memory)
+    if args.technique != "native":
+        if args.accel == "kvm":
+            raise UserError("--technique applies to the simulated PC; --accel kvm is its own technique")
+        return run_technique_from_args(args, memory)
     if args.accel == "kvm":
         from .kvm.runner import run_kvm_from_args
         return run_kvm_from_args(args, memory)
     from .machine.pc import run_from_args
     return run_from_args(args, memory)
+
+
+def run_technique_from_args(args, memory: int) -> int:
+    from .guests import resolve_kernel
+    from .machine.platform import parse_serial
+    from .vmm.costmodel import CostModel
+    from .vmm.run import run_technique
+    kernel = str(resolve_kernel(args.kernel))
+    _check_kernel_file(kernel)
+    serial_out, _ = parse_serial(args.serial)
+    write = serial_out if callable(serial_out) else getattr(serial_out, "write", None)
+    trace = open(args.trace, "w") if args.trace else None
+    try:
+        r = run_technique(args.technique, kernel, cmdline=args.append, memory_bytes=memory,
+                          max_instructions=args.max_instructions or 2_000_000_000,
+                          costs=CostModel.load(args.costs), strict=args.cpu == "strict",
+                          serial_out=write, trace_file=trace)
+    finally:
+        if trace:
+            trace.close()
+    flush = getattr(serial_out, "flush", None)
+    if flush:
+        flush()
+    if not args.quiet:
+        what = f"exit code {r.exit_code}" if r.exit_code is not None else f"{r.stop_reason}: {r.detail}"
+        print(f"trapvisor [{r.technique}, {r.cpu_variant} cpu]: {what}; {r.instructions:,} guest instructions, "
+              f"{100 * r.direct_share:.2f}% direct, {r.cycles:,} simulated cycles, {r.seconds:.2f} s",
+              file=sys.stderr)
+        for reason, n in list(r.traps_by_reason().items())[:12]:
+            print(f"  {n:>9,}  {reason}", file=sys.stderr)
+    if r.exit_code is not None:
+        return r.exit_code
+    return 3 if r.stop_reason == "instruction limit" else 4
 
 
 def cmd_guests(args) -> int:
@@ -105,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trapvisor", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_compare(sub)
     sub.add_parser("guests", help="list the bundled guests").set_defaults(func=cmd_guests)
     sub.add_parser("info", help="what this host offers (KVM kind)").set_defaults(func=cmd_info)
     d = sub.add_parser("demo", help="run the main job on the bundled default guest")

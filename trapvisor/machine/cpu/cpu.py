@@ -169,10 +169,13 @@ class CPU:
         self.sw_int_delivered = False  # set when INT n/INT3/INTO entered a handler
         self.stop: MachineStop | None = None
         self.exit_code: int | None = None
-        self.exception_hook = None    # fn(cpu, vector, error_code) -> bool (True: handled)
+        # The monitor interface: fn(cpu, vector, error_code, kind) -> bool, called
+        # before any event is delivered through the IDT (kind: "exception",
+        # "software" for INT n/INT3/INTO, "external").  True: the monitor took it.
+        self.exception_hook = None
+        self.event_ip = None          # address of the INT n that raised a software event
         self.delivering = None        # vector being delivered (double-fault detection)
         self.exception_counts = {}
-        self.recent = []              # last EIPs of executed blocks, for diagnostics
 
         from .translate import Translator
         self.translator = Translator(self)
@@ -716,26 +719,48 @@ class CPU:
         self.dr[6] |= 0x4000  # BS
         self.raise_exception(DB, None)
 
+    def step(self) -> None:
+        """Execute exactly one instruction, decoded afresh, delivering any fault it raises.
+
+        This is the primitive of a VMM's interpreter routines: the virtual CPU
+        performs one guest instruction with the guest's privileges.
+        """
+        from .registry import JUMP
+        from .translate import _raise_ud
+        eip = self.eip
+        try:
+            ins = self.translator.decode_one(eip)
+            if ins.code == 0:   # iced Code.INVALID
+                _raise_ud()
+            fn, kind = self.translator.compile(ins)
+            fn()
+            self.icount += 1
+            if kind != JUMP:
+                self.eip = ins.next_ip & (0xFFFFFFFF if self.cs32 else 0xFFFF)
+        except CpuFault as fault:
+            self.eip = eip
+            self.raise_exception(fault.vector, fault.error_code)
+
     def idle(self) -> bool:
-        """HLT: wait for an interrupt.  Returns False if none can ever come."""
+        """HLT: wait for an interrupt.  Returns False if none can ever come.
+
+        With IF=0 only NMI, SMI, INIT or reset could wake the processor
+        (SDM Vol. 2 HLT); none of those is modelled, so the machine stops.
+        """
         clock = self.clock
+        if not self.eflags_rest & IF:
+            self.stop = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
+            return False
         while True:
-            if self.intc is not None and self.eflags_rest & IF and self.intc.interrupt_pending():
+            if self.intc is not None and self.intc.interrupt_pending():
                 self.halted = False
                 self.deliver_external_interrupt()
                 return True
             if clock is None or not clock.skip_to_next_deadline():
                 self.stop = MachineStop(
-                    "halted forever",
-                    "HLT with no interrupt that could wake the CPU "
-                    f"(IF={int(bool(self.eflags_rest & IF))}, no timer armed)")
+                    "halted forever", "HLT with no interrupt that could wake the CPU (no timer armed)")
                 return False
             clock.run_due()
-            if not self.eflags_rest & IF:
-                # Interrupts off: a pending interrupt cannot wake HLT (only NMI/SMI/reset could).
-                if self.intc is not None and self.intc.interrupt_pending():
-                    self.stop = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
-                    return False
 
     def deliver_external_interrupt(self) -> None:
         vector = self.intc.acknowledge()

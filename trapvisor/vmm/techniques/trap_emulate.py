@@ -100,6 +100,8 @@ class TrapEmulate:
         self.extra_cycles += cycles
         if not log:
             return
+        if self.log.keep:
+            detail = dict(detail or {}, at=self.vm.instructions())
         if ins is not None and self.log.keep:
             from ...machine.cpu.translate import disassemble
             ev = Event(self.name, kind, reason, eip, b"", disassemble(ins), detail or {}, cycles)

@@ -1,0 +1,1 @@
+"""Reports: the comparison table, JSON, and the HTML page with charts."""
