@@ -96,6 +96,7 @@ def test_a_guest_cannot_escape_its_partition_by_setting_r():
     cp.run_guest(vm, 20)
     assert vm.vR == Reloc(0, 63)  # what the guest believes
     assert cp.allocator.real_reloc(vm) == Reloc(vm.base, 7)  # what it got: clipped to its partition
+    assert cp.allocator.real_reloc(other) == Reloc(other.base, 7)  # the last partition: the paper's map
     assert cp.guest_state(other).E == (9,) * 8
     assert stack.bare.violations == []
     assert cp.allocator.changes >= 1  # the allocator was invoked

@@ -165,10 +165,19 @@ def render_classification(c, con, witnesses: bool = True) -> None:
     for col in ("instruction", "privileged", "control\nsensitive", "location\nsensitive", "mode\nsensitive",
                 "user\nsensitive", "supervisor\nsensitive", "innocuous"):
         t.add_column(col, justify="left" if col == "instruction" else "center")
+    sampled = c.method == "sampled"
+
+    def found(flag: bool) -> str:  # sampled: a 'no' is only "no witness found"
+        return "[dim]none found[/]" if sampled and not flag else _mark(flag)
+
     for v in c.verdicts:
-        priv = _mark(v.privileged) + (" [dim](vacuous)[/]" if v.vacuous else "")
-        t.add_row(esc(v.name), priv, _mark(bool(v.control)), _mark(bool(v.location)), _mark(bool(v.mode)),
-                  _mark(bool(v.user)), _mark(bool(v.supervisor)), _mark(v.innocuous))
+        if sampled and v.privileged:
+            priv = "[green]not refuted[/]"
+        else:
+            priv = _mark(v.privileged) + (" [dim](vacuous)[/]" if v.vacuous else "")
+        innocuous = "[green]no witness[/]" if sampled and v.innocuous else _mark(v.innocuous)
+        t.add_row(esc(v.name), priv, found(bool(v.control)), found(bool(v.location)), found(bool(v.mode)),
+                  found(bool(v.user)), found(bool(v.supervisor)), innocuous)
     con.print(t)
     if witnesses:
         con.print("[bold]Witnesses[/] (S = (E, M, P, R); a 'yes' for privileged shows one of the pairs checked)")

@@ -25,10 +25,11 @@ trap the bare machine would take as well.
 
 **The VM map** is the paper's standard one: the CP holds ``E[0..k-1]``, a VM
 gets ``w`` consecutive words at ``base``; ``E'[base + i] = E[i]``, ``M' = u``,
-``P' = P``, ``R' = (l + base, b')``.  The bound is clipped,
+``P' = P``, ``R' = (l + base, b')``.  For the last partition in storage
+``b' = b``, the paper's map.  For any other the bound is clipped,
 ``b' = min(b, w - 1 - l)``, so that the real check ``a > b'`` fails exactly when
-the bare check ``a > b or a + l >= w`` does: a partition that is not the last
-in storage must not let a guest reach its neighbour.  If ``l >= w`` every
+the bare check ``a > b or a + l >= w`` does: the guest must not reach its
+neighbour.  If ``l >= w`` every
 access traps on the bare machine, so the CP simulates the trap instead of
 running the guest.
 
@@ -261,12 +262,20 @@ class Allocator:
             self.changes += 1
         vm.vR = vR
 
-    @staticmethod
-    def real_reloc(vm: VM) -> Reloc | None:
-        """The VM map of R; None when every access traps on the bare machine."""
+    def real_reloc(self, vm: VM) -> Reloc | None:
+        """The VM map of R; None when every access traps on the bare machine.
+
+        For the last partition in storage the map is the paper's exactly,
+        ``(l + base, b)``: the hardware's own ``a + l >= q`` check then stops
+        the guest at its end.  Any other partition needs ``b`` clipped so the
+        guest cannot reach its neighbour -- which a guest could notice if the
+        ISA let it read ``b`` (see ``programs/toy_isa.py``).
+        """
         l, b = vm.vR
         if l >= vm.size:
             return None
+        if vm.base + vm.size == self.q:
+            return Reloc(vm.base + l, b)
         return Reloc(vm.base + l, min(b, vm.size - 1 - l))
 
 

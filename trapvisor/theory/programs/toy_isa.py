@@ -4,7 +4,10 @@ It has a load, a store, a privileged return and one deliberate flaw: GETB,
 which copies R's bound into storage without trapping.  Is GETB sensitive?
 Behaviour sensitivity compares states whose R differ by a shift of the base,
 r (+) x = (l + x, b), so a bound alone is not location sensitive -- run
-``trapvisor theory classify --isa toy_isa.py`` to see the verdict.
+``trapvisor theory classify --isa toy_isa.py`` to see the verdict.  (Under
+the paper's VM map, R' = (l + k, b), GETB is indeed harmless.  A monitor that
+must clip b to keep a guest out of a neighbouring partition would expose the
+clipped value: the definitions are about one machine and its VM map.)
 """
 
 from trapvisor.theory.isa import ISA
