@@ -38,6 +38,8 @@ def run_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instru
     stop = vcpu.stop
     reason = stop.reason if stop else (None if vm.exit_code is not None else "instruction limit")
     return TechniqueResult(
-        "emulate", "strict" if strict else "standard", vm.output, vm.exit_code, reason,
+        # The emulator's CPU is its own software model of a standard IA-32: --cpu
+        # strict (a property of host hardware) does not apply to it.
+        "emulate", "standard", vm.output, vm.exit_code, reason,
         stop.detail if stop else "", vcpu.icount, 0,
         vcpu.icount * costs.emulated_instruction, seconds, log)
