@@ -141,3 +141,12 @@ def test_theorem_report_serialises_to_json_with_witnesses():
     t1 = j["theorems"][0]
     assert t1["condition_holds"] is False
     assert t1["offenders"][0]["sensitive_witness"]["executions"]
+
+
+def test_a_sampled_classification_never_claims_a_theorem_is_proven():
+    from trapvisor.theory.classifier import classify
+
+    c = classify(isa("pdp10"), samples=20)
+    r = check_theorems(isa("pdp10"), classification=c, programs=0)
+    assert not r[1].holds  # an offender found by sampling is still a witness
+    assert r[3].holds and "if none exists" in r[3].conclusion and "not proof" in r[3].reason
