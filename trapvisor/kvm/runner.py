@@ -184,7 +184,7 @@ class KvmMachine:
             self._loop(deadline)
         except KeyboardInterrupt:
             interrupted = True
-            self.stop = Outcome(STOP, stop_reason="interrupted (Ctrl-C)")
+            self.stop = Outcome(STOP, stop_reason="interrupted (Ctrl-C or a termination signal)")
         finally:
             _stop_ticks(ticking)
         seconds = time.perf_counter() - start
@@ -354,7 +354,6 @@ class KvmMachine:
             self.devices = None
         if self.vm is not None:
             self.vm.close()
-            self.vm_closed = True
         if self.system is not None:
             self.system.close()
         if self.memory is not None:
@@ -377,12 +376,19 @@ def _read_head(path: str) -> bytes:
 
 
 # -- the periodic kick ------------------------------------------------------------------
+def _terminate(signum, frame):
+    # SIGTERM/SIGHUP end the run like Ctrl-C, so the terminal and the fds are restored.
+    raise KeyboardInterrupt
+
+
 def _start_ticks():
     """SIGALRM every TICK_SECONDS so KVM_RUN returns (EINTR) even while the vCPU sleeps."""
     try:
-        old = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+        old = {signal.SIGALRM: signal.signal(signal.SIGALRM, lambda signum, frame: None)}
     except ValueError:          # not the main thread: no ticks (timers then run only on exits)
         return None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        old[sig] = signal.signal(sig, _terminate)
     signal.setitimer(signal.ITIMER_REAL, TICK_SECONDS, TICK_SECONDS)
     return old
 
@@ -391,7 +397,8 @@ def _stop_ticks(old) -> None:
     if old is None:
         return
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    signal.signal(signal.SIGALRM, old)
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 # -- the one-call API --------------------------------------------------------------------
