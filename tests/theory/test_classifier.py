@@ -5,12 +5,11 @@ checked against the definition, so these tests fail if either the verdicts or
 the witnesses go wrong.
 """
 
-import pytest
 
 from trapvisor.theory.adapter import Bounds, FormalAdapter
 from trapvisor.theory.classifier import classify
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Mode, Reloc
+from trapvisor.theory.machine import Mode
 
 from .helpers import (
     SMALL, assert_behavior_witness, assert_control_witness, assert_not_privileged_witness,

@@ -16,9 +16,9 @@ without the trap sequence in which ``r1 != r2`` or ``m1 != m2``.
 ``S2 = (e|r(+)x, m2, p, r(+)x)``, neither trapping, whose results differ in
 the visible storage or in ``P``.  Pairs with ``x != 0`` and ``m1 = m2`` make it
 *location* sensitive; pairs with ``x = 0`` and ``m1 != m2`` make it *mode*
-sensitive.  (A pair that changes both decomposes into one of each: going
-through the intermediate state ``(e|r(+)x, m1, ...)``, at least one step
-changes the result.)
+sensitive.  A pair that changes both at once is not reported on its own:
+if the intermediate state (e|r(+)x, m1, p, r(+)x) runs without trapping and
+neither pair through it differs, the two ends cannot differ either.
 
 *User / supervisor sensitive.*  Control or behaviour sensitive from some
 state in user / supervisor mode: a control witness in that mode, a location

@@ -178,12 +178,7 @@ def run_virtualized(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = F
     final = cp.run_guest(vm, steps)
     if any(m.lost_control for m in stack.monitors):
         stack.bare.violations.append(_lost(next(m for m in stack.monitors if m.lost_control), final))
-    interpreted: Counter = Counter()
-    reflected: Counter = Counter()
-    for m in stack.monitors:
-        for v in m.vms:
-            interpreted.update(v.interpreted)
-            reflected.update(v.reflected)
+    # Counts are the innermost monitor's: the outer ones only pass traps up.
     return GuestRun(final, vm.guest_steps, stack.bare.direct, vm.interpreted, vm.reflected, stack.bare.violations)
 
 
