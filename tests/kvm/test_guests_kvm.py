@@ -104,3 +104,35 @@ def test_cli_accel_kvm_matches_accel_sim(kvm_host):
     err = runs["kvm"].stderr.decode()
     assert "exit code 1" in err and "KVM_EXIT_IO" in err
     assert ("NOT hardware-assisted" in err) == (not kvm_host.hardware_assisted)
+
+
+ECHO_GUEST = bytes([0x66, 0xBA, 0xFD, 0x03,            # mov dx, COM1+5 (LSR)
+                    0xEC, 0xA8, 0x01, 0x74, 0xFB,      # 1: in al,dx; test al,1 (DR); jz 1b
+                    0x66, 0xBA, 0xF8, 0x03, 0xEC,      # mov dx, COM1; in al,dx
+                    0x3C, 0x71, 0x74, 0x07,            # cmp al,'q'; je done
+                    0xEE, 0x66, 0xBA, 0xFD, 0x03,      # out dx,al; mov dx, LSR
+                    0xEB, 0xEB,                        # jmp 1b
+                    0xB0, 0x00, 0xE6, 0xF4,            # done: mov al,0; out 0xf4,al
+                    0xF4, 0xEB, 0xFD])
+
+
+def test_serial_input_reaches_the_guest_through_the_uart(kvm_host, tmp_path):
+    from .conftest import multiboot_image
+    k = tmp_path / "echo.bin"
+    k.write_bytes(multiboot_image(ECHO_GUEST))
+    pending = [b"hello kvm", b"q"]
+    out = []
+    res = run_kvm(str(k), memory_bytes=MEM, serial_out=out.append,
+                  serial_in=lambda: pending.pop(0) if pending else b"", max_seconds=60)
+    assert b"".join(out) == b"hello kvm" and res.exit_code == 1
+
+
+def test_cli_reads_serial_input_from_a_pipe(kvm_host, tmp_path):
+    import subprocess
+    import sys
+    from .conftest import multiboot_image
+    k = tmp_path / "echo.bin"
+    k.write_bytes(multiboot_image(ECHO_GUEST))
+    p = subprocess.run([sys.executable, "-m", "trapvisor", "run", str(k), "--accel", "kvm", "-m", "16M",
+                        "--max-seconds", "60"], input=b"piped text\nq", capture_output=True, timeout=120)
+    assert p.stdout == b"piped text\n" and p.returncode == 1, p.stderr.decode()
