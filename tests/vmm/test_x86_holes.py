@@ -54,3 +54,28 @@ def test_the_strict_cpu_closes_every_hole():
     native = run("native", "workload=probe")
     strict = run("trap-emulate", "workload=probe", "strict")
     assert strict.output == native.output
+
+
+def test_divergence_report_names_each_instruction_address_and_both_results():
+    from trapvisor.report.compare import compare
+    from trapvisor.guests import build_guest
+    rows = compare(str(build_guest("tvos")), cmdline="workload=probe", techniques=("trap-emulate",))
+    te = rows[1]
+    assert not te.identical
+    kinds = {d.name for d in te.divergences}
+    # Every sensitive instruction the probe showed differently is named, and
+    # nothing that is not sensitive is ever reported.
+    assert {"SGDT", "SIDT", "STR", "SMSW", "PUSHF", "POPF", "LAR", "LSL", "PUSH", "POP", "MOV",
+            "CALL"} <= kinds
+    sgdt = next(d for d in te.divergences if d.name == "SGDT")
+    assert sgdt.text.startswith("sgdt") and sgdt.ip > 0x100000
+    assert sgdt.guest_saw != sgdt.native_saw and "stored=" in sgdt.native_saw
+
+
+def test_the_strict_cpu_has_no_divergent_sensitive_instruction():
+    from trapvisor.report.compare import compare
+    from trapvisor.guests import build_guest
+    rows = compare(str(build_guest("tvos")), cmdline="workload=probe", techniques=("trap-emulate",),
+                   strict=True)
+    assert rows[1].identical and rows[1].divergences == []
+    assert len(rows[1].result.audit) >= len(rows[0].result.audit) > 50

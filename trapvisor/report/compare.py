@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..vmm.costmodel import CostModel
 from ..vmm.run import run_technique
 from ..vmm.techniques.base import TechniqueResult
+from .divergence import Divergence, divergences, summarize
 
 DEFAULT_TECHNIQUES = ("native", "emulate", "trap-emulate")
 
@@ -28,6 +29,8 @@ class Row:
     first_difference: str | None
     cycle_slowdown: float
     wall_slowdown: float
+    divergences: list = None
+
 
     def to_dict(self) -> dict:
         r = self.result
@@ -38,6 +41,7 @@ class Row:
             "direct_share": r.direct_share, "traps": r.traps_by_reason(), "cycles": r.cycles,
             "cycle_slowdown": self.cycle_slowdown, "seconds": r.seconds,
             "wall_slowdown": self.wall_slowdown,
+            "divergences": [d.to_dict() for d in (self.divergences or [])],
         }
 
 
@@ -65,9 +69,12 @@ def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, st
     for name in names:
         if progress:
             progress(name)
+        # Native and monitored runs record their sensitive instructions, so a
+        # divergence can be traced to the instruction that caused it.
         results[name] = run_technique(name, kernel, cmdline=cmdline, memory_bytes=memory_bytes,
                                       max_instructions=max_instructions, costs=costs,
-                                      strict=strict, keep_events=keep_events)
+                                      strict=strict, keep_events=keep_events,
+                                      audit=name in ("native", "trap-emulate"))
     native = results["native"]
     rows = []
     for name in names:
@@ -75,9 +82,10 @@ def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, st
         diff = first_difference(native.output, r.output)
         if diff is None and r.exit_code != native.exit_code:
             diff = f"exit code: native {native.exit_code}, here {r.exit_code}"
+        divs = divergences(native.audit, r.audit) if name != "native" and r.audit else []
         rows.append(Row(r, diff is None, diff,
                         r.cycles / native.cycles if native.cycles else 0.0,
-                        r.seconds / native.seconds if native.seconds else 0.0))
+                        r.seconds / native.seconds if native.seconds else 0.0, divs))
     return rows
 
 
@@ -105,6 +113,16 @@ def print_table(rows: list[Row], kernel: str, cmdline: str, file=None) -> None:
             f"{r.cycles:,}", f"{row.cycle_slowdown:.2f}x",
             f"{r.seconds:.2f}", f"{row.wall_slowdown:.2f}x")
     console.print(table)
+    for row in rows:
+        if row.divergences:
+            lines = summarize(row.divergences)
+            console.print(f"[bold]{row.result.technique} ({row.result.cpu_variant} cpu): "
+                          f"{len(row.divergences)} sensitive-instruction executions saw something "
+                          f"else than natively; first at each address:[/bold]")
+            for line in lines[:25]:
+                console.print("  " + line, highlight=False, markup=False)
+            if len(lines) > 25:
+                console.print(f"  ... {len(lines) - 25} more addresses (--json lists them all)")
 
 
 def to_json(rows: list[Row], kernel: str, cmdline: str) -> str:

@@ -73,6 +73,14 @@ def render(rows: list[Row], kernel: str, cmdline: str) -> str:
             esc(str(r.exit_code if r.exit_code is not None else r.stop_reason)),
             f"{100 * r.direct_share:.2f}", traps or "-", f"{r.cycles:,}",
             f"{row.cycle_slowdown:.2f}x", f"{r.seconds:.2f}", f"{row.wall_slowdown:.2f}x")) + "</tr>")
+    div_html = ""
+    for row in rows:
+        if row.divergences:
+            from .divergence import summarize
+            items = "".join(f"<li><code>{esc(line)}</code></li>" for line in summarize(row.divergences)[:60])
+            div_html += (f"<h3>{esc(row.result.technique)} ({esc(row.result.cpu_variant)} cpu)</h3>"
+                         f"<p>Sensitive instructions whose result differed from the native run "
+                         f"(first execution at each address):</p><ol>{items}</ol>")
     timelines = "".join(f"<h3>{esc(r.result.technique)}</h3>{_timeline(r)}" for r in rows
                         if r.result.events.events)
     return f"""<!doctype html>
@@ -85,6 +93,8 @@ Equivalence: identical console output and exit code. Efficiency: share of guest
 instructions executed directly by the host CPU. Cycles: the cost model
 (trapvisor/vmm/costs.toml, values from Adams &amp; Agesen 2006).</p>
 <table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(body)}</table>
+<h2>Where equivalence broke</h2>
+{div_html or '<p>No sensitive instruction saw anything different from the native run.</p>'}
 <h2>Slowdown against native</h2>
 {_bar_chart(rows, 'cycle_slowdown', 'simulated cycles')}
 {_bar_chart(rows, 'wall_slowdown', 'host wall time')}

@@ -26,7 +26,7 @@ from __future__ import annotations
 from ..machine.cpu.constants import ARITH_FLAGS, IF, IOPL, VM, EFLAGS_RESERVED_1, RF
 from ..machine.cpu import flags as F
 from .shadow_descriptors import (
-    compress_attr, compress_selector, decompress_attr, decompress_selector, truncate_limit,
+    compress_attr, compress_selector, decompress_attr, decompress_selector, host_segment,
 )
 
 # EFLAGS bits the guest controls directly on the host; IF and IOPL are virtual.
@@ -69,9 +69,11 @@ def push(vcpu, host) -> None:
     # (every IN/OUT and CLI/STI of the guest kernel traps).
     host.set_eflags((vf & DIRECT_FLAGS) | IF | EFLAGS_RESERVED_1)
     for s in range(6):
-        attr = vcpu.attr[s]
-        host.set_segment_cache(s, compress_selector(vcpu.sel[s]), vcpu.base[s],
-                               truncate_limit(vcpu.base[s], vcpu.limit[s], attr), compress_attr(attr))
+        # Limits cut below the monitor window; a segment no limit keeps out of
+        # it goes to the host not present (every access traps): host_segment.
+        limit, attr = host_segment(vcpu.base[s], vcpu.limit[s], vcpu.attr[s])
+        host.set_segment_cache(s, compress_selector(vcpu.sel[s]), vcpu.base[s], limit,
+                               compress_attr(attr))
     host.set_cpl(1 if vcpu.cpl == 0 else vcpu.cpl)
     host.pushed_sel = list(host.sel)
 

@@ -62,14 +62,55 @@ def truncate_limit(base: int, limit: int, attr: int) -> int:
     return limit
 
 
+def reaches_window(base: int, limit: int, attr: int) -> bool:
+    """Does a present code/data segment reach the monitor window whatever its limit is cut to?
+
+    Truncation can only shorten an expand-up segment that starts below the
+    window.  A segment based inside the window reaches it at offset 0, and an
+    expand-down segment's valid offsets (limit, 0xFFFF or 0xFFFFFFFF] run
+    upwards into it (or wrap into it); no limit keeps either out.
+    """
+    if not attr & 0x10 or not attr & 0x80:
+        return False
+    if attr & 0x1C != 0x14:                                 # expand-up
+        return base >= MONITOR_WINDOW
+    upper = 0xFFFFFFFF if attr & 0x4000 else 0xFFFF
+    if limit >= upper:
+        return False                                        # no valid offset at all
+    lo, hi = base + limit + 1, base + upper                 # linear range before wrapping
+    return (lo <= 0xFFFFFFFF and hi >= MONITOR_WINDOW) or hi >= (1 << 32) + MONITOR_WINDOW
+
+
+def host_segment(base: int, limit: int, attr: int) -> tuple[int, int]:
+    """(limit, attr) the host CPU uses for a guest code/data segment.
+
+    The limit is truncated below the monitor window; a segment that
+    truncation cannot keep out of the window (:func:`reaches_window`) is
+    given to the host *not present*, so that every access through it faults
+    (#GP, #SS) and is emulated on the virtual CPU with the guest's own
+    segment and mappings.  A code segment like that is never run directly:
+    the monitor interprets its instructions (``TrapEmulate.run``).
+    """
+    if reaches_window(base, limit, attr):
+        return limit, attr & ~0x80
+    return truncate_limit(base, limit, attr), attr
+
+
 def compress_descriptor(d: int) -> int:
-    """A guest descriptor as the shadow GDT holds it: DPL 0 -> 1, limit truncated."""
+    """A guest descriptor as the shadow GDT holds it: DPL 0 -> 1, limit truncated.
+
+    A descriptor whose segment would reach the monitor window whatever its
+    limit is copied *not present*: loading it on the host faults (#NP) and
+    the load is emulated on the virtual CPU.
+    """
     if not (d >> 44) & 1:
         return d                                    # system descriptors are copied as they are
     if (d >> 45) & 3 == 0:                          # code/data of DPL 0
         d |= 1 << 45
     from ..machine.cpu.descriptors import d_attr, d_base
     base, limit, attr = d_base(d), d_limit(d), d_attr(d)
+    if reaches_window(base, limit, attr):
+        return d & ~(1 << 47)
     new = truncate_limit(base, limit, attr)
     if new != limit:
         g = (new >> 12) if attr & 0x8000 else new   # back to the descriptor's granularity

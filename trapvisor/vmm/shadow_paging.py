@@ -48,8 +48,11 @@ class ShadowPaging:
         self.pd = None
         # One page table, shared by every shadow, maps the monitor window onto the
         # monitor region (supervisor, read-write: the host CPU's own table accesses).
+        # Its first page (unused by the monitor) stays unmapped: a guard page, so an
+        # instruction that starts just below the window and runs into it faults
+        # (and is emulated) instead of being decoded from monitor bytes.
         self.window_pt = allocator.alloc_frame()
-        for i in range(MONITOR_REGION >> 12):
+        for i in range(1, MONITOR_REGION >> 12):
             self.mem.write_u32(self.window_pt + 4 * i, (i << 12) | PTE_P | PTE_RW)
         self.pts: dict[int, int] = {}            # pd index -> shadow page-table frame
         self.traced: dict[int, set] = {}         # guest frame -> {("pd",), ("pt", j), ("gdt",)}

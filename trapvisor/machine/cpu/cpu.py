@@ -174,6 +174,7 @@ class CPU:
         # "software" for INT n/INT3/INTO, "external").  True: the monitor took it.
         self.exception_hook = None
         self.event_ip = None          # address of the INT n that raised a software event
+        self.auditor = None           # audit.Auditor: records sensitive instructions (set before running)
         self.delivering = None        # vector being delivered (double-fault detection)
         self.exception_counts = {}
 

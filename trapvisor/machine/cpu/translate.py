@@ -110,9 +110,13 @@ class Translator:
         if handler is None:
             return _unimplemented(self.cpu, ins), JUMP
         try:
-            return handler(self.cpu, ins)
+            fn, kind = handler(self.cpu, ins)
         except Unsupported:
             return _unimplemented(self.cpu, ins), JUMP
+        auditor = self.cpu.auditor
+        if auditor is not None:
+            fn = auditor.wrap(self.cpu, ins, fn)
+        return fn, kind
 
 
 def _raise_ud():

@@ -23,6 +23,7 @@ class TechniqueResult:
     events: EventLog = field(default_factory=EventLog)
     notes: list = field(default_factory=list)
     divergences: list = field(default_factory=list)
+    audit: list = field(default_factory=list)    # sensitive-instruction observations, if recorded
 
     @property
     def direct_share(self) -> float:

@@ -19,7 +19,8 @@ from .base import TechniqueResult, native_cycles
 
 
 def run_native(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
-               costs: CostModel, strict: bool = False, serial_out=None) -> TechniqueResult:
+               costs: CostModel, strict: bool = False, serial_out=None,
+               audit: bool = False) -> TechniqueResult:
     console = io.BytesIO()
 
     def out(data):
@@ -27,8 +28,11 @@ def run_native(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instruc
         if serial_out is not None:
             serial_out(data)
     pc = PC(memory_bytes, serial_out=out, strict=False)
-    pc.load_kernel(kernel, cmdline=cmdline)
     cpu = pc.cpu
+    if audit:
+        from ...machine.cpu.audit import Auditor
+        cpu.auditor = Auditor()
+    pc.load_kernel(kernel, cmdline=cmdline)
     interrupts = [0]
     deliver = cpu.deliver_external_interrupt
 
@@ -40,7 +44,10 @@ def run_native(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instruc
     result = pc.run(max_instructions)
     seconds = time.perf_counter() - t0
     log = EventLog()
-    return TechniqueResult(
+    r = TechniqueResult(
         "native", "standard", console.getvalue(), result.exit_code,
         result.stop_reason, result.detail, result.instructions, result.instructions,
         native_cycles(costs, result.instructions, result.exceptions, interrupts[0]), seconds, log)
+    if audit:
+        r.audit = cpu.auditor.records
+    return r

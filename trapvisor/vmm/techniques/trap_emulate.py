@@ -33,7 +33,7 @@ from ...events import EXIT, INJECT, TRAP, Event, EventLog
 from ...machine.bus import IoBus, MmioBus
 from ...machine.cpu import CPU, MachineStop
 from ...machine.cpu.constants import (
-    CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, EXCEPTION_NAMES, IF, PF_VEC,
+    CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, EXCEPTION_NAMES, IF, PF_VEC,
 )
 from ...machine.cpu.cpu import CpuFault
 from ...machine.memory import PhysicalMemory
@@ -59,7 +59,7 @@ class TrapEmulate:
 
     def __init__(self, kernel: str, *, cmdline: str = "", memory_bytes: int, costs: CostModel,
                  strict: bool = False, serial_out=None, keep_events: bool = False,
-                 trace_file=None):
+                 trace_file=None, audit: bool = False):
         self.costs = costs
         self.strict = strict
         host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
@@ -70,6 +70,12 @@ class TrapEmulate:
         vm.load_kernel(kernel, cmdline=cmdline)
         vcpu = vm.vcpu
         host = self.host
+        self.auditor = None
+        if audit:
+            # One recording for both CPUs: what ran directly and what was interpreted,
+            # in the order the guest executed it.
+            from ...machine.cpu.audit import Auditor
+            self.auditor = host.auditor = vcpu.auditor = Auditor()
         vm.instructions = lambda: host.icount + vcpu.icount
         # Stores by the virtual CPU must drop the host's decoded code of that page.
         base_page = vm.partition.base >> 12
@@ -151,7 +157,8 @@ class TrapEmulate:
             return True   # no external interrupts reach the host: the VM's devices are virtual
         self.inject_pending()
         push(vcpu, host)
-        if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None:
+        if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None \
+                or not host.attr[CS] & 0x80:
             host.stop = YIELD
         return True
 
@@ -227,6 +234,14 @@ class TrapEmulate:
                     push(vcpu, host)
                     if vcpu.stop is not None:
                         continue
+                if not host.attr[CS] & 0x80:
+                    # The guest's code segment reaches the monitor window (host_segment):
+                    # it must not run directly; interpret it one instruction at a time.
+                    self.interpret("code segment reaching the monitor window")
+                    self.inject_pending()
+                    push(vcpu, host)
+                    clock.run_due()
+                    continue
                 budget = max_instructions - total
                 deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
@@ -244,10 +259,13 @@ class TrapEmulate:
         direct = host.icount
         total = direct + vcpu.icount
         cycles = direct * self.costs.direct_instruction + self.extra_cycles
-        return TechniqueResult(
+        result = TechniqueResult(
             self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
             reason.reason if reason else None, reason.detail if reason else "",
             total, direct, cycles, seconds, self.log)
+        if self.auditor is not None:
+            result.audit = self.auditor.records
+        return result
 
 
 def _mnemonic(ins) -> str:
@@ -258,7 +276,7 @@ def _mnemonic(ins) -> str:
 
 def run_trap_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
                      costs: CostModel, strict: bool = False, serial_out=None,
-                     keep_events: bool = False, trace_file=None) -> TechniqueResult:
+                     keep_events: bool = False, trace_file=None, audit: bool = False) -> TechniqueResult:
     te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=memory_bytes, costs=costs, strict=strict,
-                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file)
+                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file, audit=audit)
     return te.run(max_instructions)
