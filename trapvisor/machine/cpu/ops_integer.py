@@ -812,7 +812,9 @@ def c_shift(cpu, ins):
             cf = 1 if r & sign else 0
             of = ((r & sign) != 0) != ((r & (sign >> 1)) != 0)
             return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
-        # RCL/RCR rotate through CF: a (bits+1)-bit rotation.
+        # RCL/RCR rotate through CF: a (bits+1)-bit rotation.  OF is defined
+        # for 1-bit rotates only; for larger counts we give MSB(src) ^ MSB(result)
+        # as QEMU does (equal to Intel's formula when the count is 1).
         cc = c % (bits + 1)
         cfin = old & CF
         if cc == 0:
@@ -820,13 +822,10 @@ def c_shift(cpu, ins):
         wide = a | (cfin << bits)
         if op == M.RCL:
             w = ((wide << cc) | (wide >> (bits + 1 - cc))) & ((mask << 1) | 1)
-            r, cf = w & mask, (w >> bits) & 1
-            of = ((r & sign) != 0) != bool(cf)
         else:
-            of = ((a & sign) != 0) != bool(cfin)
             w = ((wide >> cc) | (wide << (bits + 1 - cc))) & ((mask << 1) | 1)
-            r, cf = w & mask, (w >> bits) & 1
-        return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
+        r, cf = w & mask, (w >> bits) & 1
+        return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if (a ^ r) & sign else 0)
 
     def shift():
         c = count()
@@ -863,25 +862,21 @@ def c_shxd(cpu, ins):
     left = ins.mnemonic == M.SHLD
 
     def compute(a, b, c):
+        # The count is taken mod 32 for both sizes.  A 16-bit shift by 17..31 is
+        # undefined by Intel; like QEMU we shift the 48-bit A:B:A (SHLD) or
+        # A:B:A (SHRD, A in the low bits) so the result is what Intel CPUs give.
+        # CF is the last bit shifted out; OF (defined for count 1 only) is
+        # MSB(result) ^ MSB(value shifted by count-1), as QEMU computes it.
         if left:
-            wide = (a << bits) | b
-            if bits == 16 and c > 16:
-                wide = (a << 32) | (b << 16) | a
-                r = (wide >> (48 - c)) & mask
-                cf = (wide >> (48 - c + 16)) & 1 if False else (a >> (32 - c)) & 1 if c < 32 else 0
-            else:
-                r = (wide >> (bits - c)) & mask if c <= bits else 0
-                cf = (a >> (bits - c)) & 1
+            wide = (a << 32) | (b << 16) | a if bits == 16 else (a << 32) | b
+            r = (wide >> (32 - c)) & mask
+            cf = (wide >> (bits + 32 - c)) & 1
+            of = cf ^ (r >> (bits - 1))
         else:
-            wide = (b << bits) | a
-            if bits == 16 and c > 16:
-                wide = (a << 32) | (b << 16) | a
-                r = (wide >> c) & mask
-                cf = (wide >> (c - 1)) & 1
-            else:
-                r = (wide >> c) & mask
-                cf = (wide >> (c - 1)) & 1
-        of = ((r ^ a) & sign) != 0
+            wide = (a << 32) | (b << 16) | a if bits == 16 else (b << 32) | a
+            r = (wide >> c) & mask
+            cf = (wide >> (c - 1)) & 1
+            of = ((wide >> (c + bits - 2)) ^ (r >> (bits - 1))) & 1
         return r, _szp(r, sign) | (CF if cf else 0) | (OF if of else 0)
 
     def shxd():
@@ -969,18 +964,17 @@ def c_bsf(cpu, ins):
     src = reader(cpu, ins, 1, size)
     dst = reg_writer(cpu, ins.op0_register)
     forward = ins.mnemonic == M.BSF
+    sign = SIGN[size]
 
     def bsf():
         v = src()
-        old = arith_flags(cpu.lf)
-        if v == 0:
-            # Destination undefined (unchanged on real CPUs and in the oracle); ZF=1.
-            cpu.lf = (F.EAGER, (old & ~(ZF | CF | OF | SF | AF | PF)) | ZF | PF, 0, 0, 0) if False else \
-                (F.EAGER, ZF | PARITY[0] & 0 | (old & 0), 0, 0, 0)
-            return
-        n = (v & -v).bit_length() - 1 if forward else v.bit_length() - 1
-        dst(n)
-        cpu.lf = (F.EAGER, PARITY[n & 0xFF] if False else 0, 0, 0, 0)
+        # ZF = (source == 0) is the only defined flag.  QEMU sets the others as
+        # a logic operation on the source (CF=OF=AF=0, SF and PF from the
+        # source), and so do we: it is one tuple.  A zero source leaves the
+        # destination unchanged (what real CPUs and QEMU do).
+        cpu.lf = (F.LOGIC, 0, 0, v, sign)
+        if v:
+            dst((v & -v).bit_length() - 1 if forward else v.bit_length() - 1)
     return bsf, NORMAL
 
 
@@ -1081,3 +1075,69 @@ def c_xlat(cpu, ins):
         a = (regs[3] + (regs[0] & 0xFF)) & 0xFFFFFFFF
         regs[0] = (regs[0] & 0xFFFFFF00) | cpu.rd8(seg, a)
     return xlat, NORMAL
+
+
+# ------------------------------------------------------------ BCD adjust
+# SDM Vol. 2 AAA, AAS, DAA, DAS, AAM, AAD.  gcc never emits them; the flags
+# Intel leaves undefined follow QEMU (docs/undefined-flags.md): AAA/AAS keep
+# OF SF ZF PF, DAA/DAS clear OF, AAM/AAD set the flags as a logic op on AL.
+@handles(M.AAA, M.AAS, M.DAA, M.DAS, M.AAM, M.AAD)
+def c_bcd(cpu, ins):
+    regs = cpu.regs
+    op = ins.mnemonic
+    if op in (M.AAM, M.AAD):
+        base = ins.immediate8
+
+        def aam_aad():
+            ax = regs[0]
+            if op == M.AAM:
+                if base == 0:
+                    raise CpuFault(DE)
+                al = ax & 0xFF
+                ah, al = divmod(al, base)
+            else:
+                al = ((((ax >> 8) & 0xFF) * base) + (ax & 0xFF)) & 0xFF
+                ah = 0
+            regs[0] = (ax & 0xFFFF0000) | (ah << 8) | al
+            cpu.lf = (F.LOGIC, 0, 0, al, 0x80)
+        return aam_aad, NORMAL
+
+    def adjust():
+        f = arith_flags(cpu.lf)
+        ax = regs[0]
+        al, ah = ax & 0xFF, (ax >> 8) & 0xFF
+        if op == M.AAA or op == M.AAS:
+            if (al & 0xF) > 9 or f & AF:
+                if op == M.AAA:
+                    ah = (ah + 1 + (al > 0xF9)) & 0xFF
+                    al = (al + 6) & 0xF
+                else:
+                    ah = (ah - 1 - (al < 6)) & 0xFF
+                    al = (al - 6) & 0xF
+                f |= CF | AF
+            else:
+                f &= ~(CF | AF)
+                al &= 0xF
+            regs[0] = (ax & 0xFFFF0000) | (ah << 8) | al
+            cpu.lf = (F.EAGER, f, 0, 0, 0)
+            return
+        old, nf = al, 0
+        if op == M.DAA:
+            if (al & 0xF) > 9 or f & AF:
+                al = (al + 6) & 0xFF
+                nf |= AF
+            if old > 0x99 or f & CF:
+                al = (al + 0x60) & 0xFF
+                nf |= CF
+        else:
+            if (al & 0xF) > 9 or f & AF:
+                nf |= AF
+                if al < 6 or f & CF:
+                    nf |= CF
+                al = (al - 6) & 0xFF
+            if old > 0x99 or f & CF:
+                al = (al - 0x60) & 0xFF
+                nf |= CF
+        regs[0] = (ax & 0xFFFFFF00) | al
+        cpu.lf = (F.EAGER, nf | _szp(al, 0x80), 0, 0, 0)
+    return adjust, NORMAL
