@@ -100,3 +100,14 @@ def test_time_limit(kvm_host, tmp_path):
                   serial_out=lambda b: None, max_seconds=0.5)
     assert res.stop_reason == "time limit" and res.exit_status == 3
     assert any("KVM_EXIT_INTR" in line for line in res.summary)
+
+
+def test_halted_for_good_is_noticed(kvm_host, tmp_path):
+    # cli; hlt: with the in-kernel irqchip the vCPU sleeps inside KVM_RUN; the tick and
+    # KVM_GET_MP_STATE notice it (for Linux this is how `poweroff` ends the VM).
+    res = run_kvm(write_kernel(tmp_path, bytes([0xFA, 0xF4])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=60)
+    assert "halted forever" in res.stop_reason and res.exit_status == 4
+    res = run_kvm(write_kernel(tmp_path, bytes([0xFA, 0xF4])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=60, irqchip=False)
+    assert "halted forever" in res.stop_reason and res.exit_status == 4
