@@ -103,17 +103,27 @@ class TrapEmulate:
     # -- accounting ------------------------------------------------------------
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
                detail=None) -> None:
+        """Charge ``cycles`` to the run and log one event in the shared format.
+
+        Instruction bytes and disassembly are filled in when events are kept
+        or traced (counting alone needs neither, and decoding costs time).
+        """
         self.extra_cycles += cycles
         if not log:
             return
-        if self.log.keep:
+        raw, text = b"", ""
+        if self.log.keep or self.log.trace_file is not None:
             detail = dict(detail or {}, at=self.vm.instructions())
-        if ins is not None and self.log.keep:
-            from ...machine.cpu.translate import disassemble
-            ev = Event(self.name, kind, reason, eip, b"", disassemble(ins), detail or {}, cycles)
-        else:
-            ev = Event(self.name, kind, reason, eip, b"", "", detail or {}, cycles)
-        self.log.log(ev)
+            if ins is not None:
+                from ...machine.cpu.translate import disassemble
+                text = disassemble(ins)
+                try:
+                    vcpu = self.vm.vcpu
+                    raw = bytes(vcpu.lin_read((vcpu.base[1] + eip + i) & 0xFFFFFFFF, 1)
+                                for i in range(ins.len))
+                except CpuFault:
+                    raw = b""
+        self.log.log(Event(self.name, kind, reason, eip, raw, text, detail or {}, cycles))
 
     # -- the dispatcher -------------------------------------------------------------
     def dispatch(self, host, vector: int, error_code, kind: str) -> bool:
