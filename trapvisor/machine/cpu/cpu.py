@@ -37,7 +37,7 @@ import struct
 from . import flags as F
 from .constants import (
     AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, DF_VEC, EFLAGS_RESERVED_1,
-    GP, IF, PDE_PS, PF_P, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
+    GP, IF, PDE_PS, PF_P, PF_RSVD, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
     PTE_US, SS, SS_VEC, TF, EXCEPTION_NAMES, SEG_NAMES, APIC_BASE_DEFAULT,
     APIC_BASE_BSP, APIC_BASE_ENABLE,
 )
@@ -264,8 +264,11 @@ class CPU:
         """Translate a linear page (32-bit paging, SDM Vol. 3A §4.3); fill the TLB.
 
         Returns the physical base of the 4 KiB frame.  Raises #PF with CR2 and
-        the error code of SDM Vol. 3A §4.7.  Accessed and dirty bits are set
-        only when the access is allowed (as QEMU does).
+        the error code of SDM Vol. 3A §4.7.  A PDE that points to a page table
+        gets its accessed bit when the walk uses it, even if the access then
+        faults (SDM Vol. 3A §4.8; as QEMU does); the entry that maps the page
+        gets accessed/dirty only when the access is allowed.  Reserved bits
+        21:13 of a 4 MiB PDE (no PSE-36 here) give #PF with RSVD (§4.7).
         """
         ram, ram_size = self.ram, self.ram_size
         pde_addr = (self.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
@@ -276,6 +279,9 @@ class CPU:
             raise CpuFault(PF_VEC, err)
         wp = self.cr0 & CR0_WP
         if pde & PDE_PS and self.cr4 & CR4_PSE:
+            if pde & 0x3FE000:
+                self.cr2 = lin
+                raise CpuFault(PF_VEC, err | PF_P | PF_RSVD)
             allowed = (not user or pde & PTE_US) and (not write or pde & PTE_RW or (not user and not wp))
             if not allowed:
                 self.cr2 = lin
@@ -288,6 +294,8 @@ class CPU:
             rw_ok = bool(pde & PTE_RW or (not user and not wp))
             dirty = bool(new & PTE_D)
         else:
+            if not pde & PTE_A:
+                self.phys_write32(pde_addr, pde | PTE_A)
             pte_addr = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
             pte = self.phys_read32(pte_addr)
             if not pte & PTE_P:
@@ -299,8 +307,6 @@ class CPU:
             if not allowed:
                 self.cr2 = lin
                 raise CpuFault(PF_VEC, err | PF_P)
-            if not pde & PTE_A:
-                self.phys_write32(pde_addr, pde | PTE_A)
             new = pte | PTE_A | (PTE_D if write else 0)
             if new != pte:
                 self.phys_write32(pte_addr, new)
@@ -632,7 +638,8 @@ class CPU:
         closures and count towards getting one.
         """
         end = self.icount + budget
-        tier = self.block_tier
+        # A patched fetch_block (PC --trace) must see every block: closures only then.
+        tier = self.block_tier and "fetch_block" not in self.__dict__
         while self.icount < end:
             if self.eflags_rest & TF:
                 self.single_step()
@@ -648,8 +655,17 @@ class CPU:
                     blk.hits += 1
                     if blk.hits >= _blockgen().HOT:
                         gen = self._compile_block(blk)
-                if gen is None or not gen(end):
-                    gen = None
+                if gen is not None:
+                    nxt = gen(end)
+                    # A generated block may return its successor (chaining, see blockgen):
+                    # run it directly while the budget lasts.
+                    while nxt.__class__ is Block and self.icount < end and nxt.gen is not None:
+                        blk = nxt
+                        gen = blk.gen
+                        nxt = gen(end)
+                    if nxt is False:         # not in the context it was generated for
+                        gen = None
+                if gen is None:
                     for ip, fn in blk.ops:
                         fn()
                     self.icount += blk.n
