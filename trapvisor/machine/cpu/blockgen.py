@@ -269,7 +269,7 @@ class _Gen:
         and stop a self-loop after this iteration (the access may have had side effects)."""
         if self.loop:
             return "cpu.icount = ic; slow = 1; "
-        return ""
+        return "slow = 1; "
 
     # -- registers
     def rreg(self, reg) -> str:
@@ -377,7 +377,7 @@ class _Gen:
         self.fault_point()
         self.wsegs.add(seg)
         rs = self.rs
-        inv = "inv(P); slow = 1" if self.loop else "inv(P)"
+        inv = "inv(P); slow = 1"
         if self.paging:
             self.L(f"F = tw.get({a} >> 12, {BIG})")
             cond = f"F < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}")
@@ -973,22 +973,49 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         E(f"regs[{r}] = {REG[r]}")
     if last.kind not in ("in", "fb") and not fallback_last:
         E(f"cpu.lf = {last.mat()}")
+    # Chaining: a block without fallbacks returns its successor when that is in the
+    # same page (so its physical address follows from this block's, whose mapping
+    # nothing in the block can have changed) and already translated; the dispatch
+    # loop then runs it without fetch_block or the between-block checks, which
+    # nothing in such a block (no fallback, no slow-path access) can have changed.
+    chain = not g.has_fallback
+    vpage, pbase = blk.eip & ~0xFFF, blk.pages[0] << 12
+
+    def go(target: int, lines: list[str], pad: str) -> None:
+        lines.append(f"{pad}cpu.eip = {target:#x}")
+        if chain and target & ~0xFFF == vpage:
+            lines.append(f"{pad}if not slow:")
+            lines.append(f"{pad}    nb = cache_get({pbase | (target & 0xFFF):#x})")
+            lines.append(f"{pad}    if nb is not None and nb.eip == {target:#x}: return nb")
+        lines.append(f"{pad}return True")
+
     if g.loop:
         E("cpu.icount = ic")
         E("cpu.eip = EIP")
+        if chain:
+            E(f"if not slow and EIP & 0xFFFFF000 == {vpage:#x}:")
+            E(f"    nb = cache_get({pbase:#x} | (EIP & 0xFFF))")
+            E("    if nb is not None and nb.eip == EIP: return nb")
+        E("return True")
     else:
         E(f"cpu.icount += {n}" if g.has_fallback else f"cpu.icount = ic + {n}")
         if fallback_last:
-            pass                                     # the closure set cpu.eip
+            E("return True")                         # the closure set cpu.eip
         elif term is None:
-            E(f"cpu.eip = {blk.fallthrough:#x}")
+            go(blk.fallthrough, exit_lines, "")
         elif term[0] == "jmp":
-            E(f"cpu.eip = {term[1]:#x}")
+            go(term[1], exit_lines, "")
         elif term[0] == "ind":
             E(f"cpu.eip = {term[1]}")
+            if chain:
+                E(f"if not slow and {term[1]} & 0xFFFFF000 == {vpage:#x}:")
+                E(f"    nb = cache_get({pbase:#x} | ({term[1]} & 0xFFF))")
+                E(f"    if nb is not None and nb.eip == {term[1]}: return nb")
+            E("return True")
         else:
-            E(f"cpu.eip = {term[2]:#x} if {term[1]} else {term[3]:#x}")
-    E("return True")
+            E(f"if {term[1]}:")
+            go(term[2], exit_lines, "    ")
+            go(term[3], exit_lines, "")
 
     # The fault handler: exact state at the instruction idx.
     H = [f"regs[{r}] = {REG[r]}" for r in sorted(g.written)]
@@ -1046,7 +1073,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
 
     need_lf_any = g.need_lf or any(_chain_refs_livein(p) for _, p in g.fault_points)
     src = ["def make(cpu, regs, ram, m16, m32, cp, inv, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
-           " C, GCF, SHLF, SHRF, SARF, MULF):",
+           " C, GCF, SHLF, SHRF, SARF, MULF, cache_get):",
            "  def run(end):",
            f"    if not ({' and '.join(guard)}): return False"]
     P = src.append
@@ -1061,8 +1088,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         P("    cf_in = GCF(lf)")
     P("    ic = ic0 = cpu.icount" if g.loop else "    ic = cpu.icount")
     P("    idx = 0")
-    if g.loop:
-        P("    slow = 0")
+    P("    slow = 0")
     P("    try:")
     ind = "        " if g.loop else "      "
     if g.loop:
@@ -1106,5 +1132,5 @@ def _names(g: _Gen) -> dict:
                inv=cpu.invalidate_code_page, rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
                wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rf=cpu.rfast, wf=cpu.wfast,
                C=CONDITIONS, GCF=get_cf, SHLF=shl_flags, SHRF=shr_flags, SARF=sar_flags,
-               MULF=mul_flags)
+               MULF=mul_flags, cache_get=cpu.cache.get)
     return env
