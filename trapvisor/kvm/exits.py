@@ -102,7 +102,7 @@ def decode_exit(page, exit_reason: int):
     if exit_reason == ioctls.KVM_EXIT_IO:
         direction, size, port, count, off = _IO.unpack_from(page, U)
         if direction == ioctls.KVM_EXIT_IO_OUT:
-            return IoExit(port, size, True, count, bytes(page[off:off + size * count]), off)
+            return IoExit(port, size, True, count, page[off:off + size * count], off)
         return IoExit(port, size, False, count, b"", off)
     if exit_reason == ioctls.KVM_EXIT_MMIO:
         addr, data, length, is_write = _MMIO.unpack_from(page, U)
@@ -166,6 +166,9 @@ def handle_exit(ex, io_bus, mmio_bus) -> Outcome:
         size = ex.size
         if ex.is_write:
             data = ex.data
+            if ex.count == 1:
+                io_bus.write(ex.port, size, int.from_bytes(data, "little"))
+                return _CONTINUE
             for i in range(0, size * ex.count, size):
                 io_bus.write(ex.port, size, int.from_bytes(data[i:i + size], "little"))
             return _CONTINUE
