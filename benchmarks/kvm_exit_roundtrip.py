@@ -6,7 +6,9 @@ isa-debug-exit.  Each OUT is one KVM_EXIT_IO handled in user space.  trapvisor's
 run loop is timed from inside (set-up excluded): µs per exit = loop time /
 exits, and the part spent in Python's exit handling is shown beside it.
 QEMU is timed from outside, twice, with N and 2N iterations, so that its
-start-up cancels: µs per exit = (t(2N) - t(N)) / N.
+start-up cancels: µs per exit = (t(2N) - t(N)) / N.  QEMU's start-up is
+long here (its BIOS runs in KVM's emulator: about 11 s on software KVM), so N
+must be large (default 200,000) for the difference to stand above the noise.
 
 Usage: python benchmarks/kvm_exit_roundtrip.py [--exits N] [--rounds R]
 The first output line says whether this host's KVM is hardware-assisted.
@@ -77,8 +79,8 @@ def time_qemu(kernel: str, accel: str) -> tuple[float | None, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--exits", type=int, default=50000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--exits", type=int, default=200000)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     host = probe_kvm()
     print(f"host: {host.label}" + (f" ({host.reason})" if host.available else f": {host.message}"))
