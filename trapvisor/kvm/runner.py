@@ -207,7 +207,10 @@ class KvmMachine:
             elif rc in (-ioctls.EINTR, -ioctls.EAGAIN):
                 ex = IntrExit()
             else:
-                raise UserError(f"KVM_RUN failed: {os.strerror(-rc)}")
+                # Not an exit: the ioctl itself failed (e.g. EFAULT on a bad memory slot).
+                self.stop = Outcome(STOP, stop_reason=f"KVM_RUN failed: {os.strerror(-rc)}", problem=True,
+                                    detail={"lines": register_dump(vcpu)})
+                break
             outcome = handle_exit(ex, io_bus, mmio_bus)
             if outcome.reply is not None:
                 off = ex.data_offset if type(ex) is IoExit else ioctls.RUN_UNION + 8
