@@ -99,6 +99,7 @@ class TrapEmulate:
         self.log = EventLog(keep=keep_events, trace_file=trace_file)
         self.extra_cycles = 0
         self.interpreted_count = 0
+        self.run_deadline = vm.clock.NEVER   # the timer deadline the host's current budget ends at
 
     # -- accounting ------------------------------------------------------------
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
@@ -168,7 +169,8 @@ class TrapEmulate:
         self.inject_pending()
         push(vcpu, host)
         if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None \
-                or not host.attr[CS] & 0x80:
+                or not host.attr[CS] & 0x80 or vm.clock.next_deadline() < self.run_deadline:
+            # (the last: the guest armed a timer that is due before the host's budget ends)
             host.stop = YIELD
         return True
 
@@ -183,6 +185,10 @@ class TrapEmulate:
         except CpuFault:
             ins, mnemonic = None, "?"
         icount = vcpu.icount
+        # This instruction comes after any STI / MOV SS it may follow: the one-instruction
+        # interrupt shadow ends with it (the virtual CPU only ever steps, and CPU.step
+        # leaves the flag to the block loop; stale, it blocked every injection).
+        vcpu.inhibit_irq = False
         vcpu.step()
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"{why}: {mnemonic}", self.costs.trap_roundtrip + self.costs.interpreter_routine,
@@ -227,6 +233,9 @@ class TrapEmulate:
                     if not vcpu.eflags_rest & IF:
                         reason = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
                         break
+                    # The HLT has retired: an STI shadow it was in is over (as in STI; HLT),
+                    # else the pending interrupt is never injected and this loop never ends.
+                    vcpu.inhibit_irq = False
                     if vm.devices.intc.interrupt_pending():
                         pull(host, vcpu)
                         self.inject_pending()
@@ -253,7 +262,7 @@ class TrapEmulate:
                     clock.run_due()
                     continue
                 budget = max_instructions - total
-                deadline = clock.next_deadline()
+                deadline = self.run_deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
                     budget = min(budget, clock.instructions_until(deadline))
                 host.run(budget)
