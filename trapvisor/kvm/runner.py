@@ -91,6 +91,9 @@ class KvmMachine:
         self.notes: list[str] = []
         self.events = EventLog(keep=keep_events, trace_file=trace_file)
         self.io_ports: Counter = Counter()
+        self._counts: dict = {}
+        self._durations: dict = {}
+        self._ports: dict = {}
         self.guest_ns = 0
         self.handler_ns = 0
         self.exit_count = 0
@@ -195,62 +198,82 @@ class KvmMachine:
         io_bus, mmio_bus, clock = self.io_bus, self.mmio_bus, self.clock
         userspace_irqchip = not self.vm.has_irqchip
         perf = time.perf_counter_ns
-        account = self._account
-        while self.stop is None:
-            if userspace_irqchip:
-                self._offer_interrupt()
-            t0 = perf()
-            rc = vcpu.run()
-            t1 = perf()
-            if rc == 0:
-                ex = decode_exit(page, vcpu.exit_reason())
-            elif rc in (-ioctls.EINTR, -ioctls.EAGAIN):
-                ex = IntrExit()
-            else:
-                # Not an exit: the ioctl itself failed (e.g. EFAULT on a bad memory slot).
-                self.stop = Outcome(STOP, stop_reason=f"KVM_RUN failed: {os.strerror(-rc)}", problem=True,
-                                    detail={"lines": register_dump(vcpu)})
-                break
-            outcome = handle_exit(ex, io_bus, mmio_bus)
-            if outcome.reply is not None:
-                off = ex.data_offset if type(ex) is IoExit else ioctls.RUN_UNION + 8
-                page[off:off + len(outcome.reply)] = outcome.reply
-            if outcome.action is not CONTINUE:
-                if outcome.action == WAIT:
-                    self._wait_for_interrupt()
+        # Per-exit accounting in plain dicts keyed by reason (folded into the
+        # shared EventLog when the run ends): the hot path stays a few dict ops.
+        counts, durations, ports = self._counts, self._durations, self._ports
+        tracing = self.events.trace_file is not None or self.events.keep
+        try:
+            while self.stop is None:
+                if userspace_irqchip:
+                    self._offer_interrupt()
+                t0 = perf()
+                rc = vcpu.run()
+                t1 = perf()
+                if rc == 0:
+                    ex = decode_exit(page, vcpu.exit_reason())
+                elif rc in (-ioctls.EINTR, -ioctls.EAGAIN):
+                    ex = IntrExit()
                 else:
-                    self._stop_on_fault(ex, outcome)
-            clock.run_due()
-            t2 = perf()
-            self.guest_ns += t1 - t0
-            account(ex, t1, t2)
-            if type(ex) is IntrExit:
-                if deadline is not None and time.perf_counter() >= deadline and self.stop is None:
-                    self.stop = Outcome(STOP, stop_reason="time limit")
-                if self.stop is None and not userspace_irqchip:
-                    self._check_halted_for_good()
+                    # Not an exit: the ioctl itself failed (e.g. EFAULT on a bad memory slot).
+                    self.stop = Outcome(STOP, stop_reason=f"KVM_RUN failed: {os.strerror(-rc)}", problem=True,
+                                        detail={"lines": register_dump(vcpu)})
+                    break
+                outcome = handle_exit(ex, io_bus, mmio_bus)
+                if outcome.reply is not None:
+                    off = ex.data_offset if type(ex) is IoExit else ioctls.RUN_UNION + 8
+                    page[off:off + len(outcome.reply)] = outcome.reply
+                if outcome.action is not CONTINUE:
+                    if outcome.action == WAIT:
+                        self._wait_for_interrupt()
+                    else:
+                        self._stop_on_fault(ex, outcome)
+                clock.run_due()
+                t2 = perf()
+                self.guest_ns += t1 - t0
+                reason = ex.reason
+                counts[reason] = counts.get(reason, 0) + 1
+                durations[reason] = durations.get(reason, 0) + (t2 - t1)
+                if type(ex) is IoExit:
+                    key = (ex.port, ex.is_write)
+                    ports[key] = ports.get(key, 0) + 1
+                elif type(ex) is IntrExit:
+                    if deadline is not None and time.perf_counter() >= deadline and self.stop is None:
+                        self.stop = Outcome(STOP, stop_reason="time limit")
+                    if self.stop is None and not userspace_irqchip:
+                        self._check_halted_for_good()
+                if tracing:
+                    self._trace(ex, t2 - t1)
+        finally:
+            self._fold_accounting()
 
-    def _account(self, ex, t1: int, t2: int) -> None:
-        """Count and time one exit; with --trace, log it in the shared event format."""
-        self.exit_count += 1
-        ns = t2 - t1
-        self.handler_ns += ns
-        reason = ex.reason
-        log = self.events
-        if type(ex) is IoExit:
-            self.io_ports[(ex.port, "out" if ex.is_write else "in")] += 1
-        if log.trace_file is None and not log.keep:
-            key = (EXIT, reason)
-            log.counts[key] += 1
-            log.duration_ns[key] += ns
-            return
+    def _trace(self, ex, ns: int) -> None:
+        """--trace: one record per exit in the shared event format (trapvisor/events.py)."""
         if type(ex) is IoExit:
             detail = exits.io_detail(ex)
         elif type(ex) is MmioExit:
             detail = {"address": ex.address, "size": ex.size, "direction": "write" if ex.is_write else "read"}
         else:
             detail = {}
-        log.log(Event("kvm", EXIT, reason, guest_eip=self.vcpu.get_regs().rip, detail=detail, duration_ns=ns))
+        ev = Event("kvm", EXIT, ex.reason, guest_eip=self.vcpu.get_regs().rip, detail=detail, duration_ns=ns)
+        log = self.events
+        if log.keep and len(log.events) < log.limit:
+            log.events.append(ev)
+        if log.trace_file is not None:
+            log.trace_file.write(ev.to_json() + "\n")
+
+    def _fold_accounting(self) -> None:
+        """Move the loop's counters into the EventLog (counts and ns by (kind, reason))."""
+        log = self.events
+        for reason, n in self._counts.items():
+            log.counts[(EXIT, reason)] += n
+            log.duration_ns[(EXIT, reason)] += self._durations[reason]
+            self.exit_count += n
+            self.handler_ns += self._durations[reason]
+        for (port, is_write), n in self._ports.items():
+            self.io_ports[(port, "out" if is_write else "in")] += n
+        self._counts.clear()
+        self._durations.clear()
+        self._ports.clear()
 
     # -- interrupts without an in-kernel irqchip -----------------------------------
     def _offer_interrupt(self) -> None:
