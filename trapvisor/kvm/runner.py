@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from ..events import EXIT, Event, EventLog
+from ..events import EXIT, INJECT, Event, EventLog
 from . import exits, ioctls
 from .cpuid import guest_cpuid
 from .diagnose import explain_emulation_failure, register_dump
@@ -94,6 +94,7 @@ class KvmMachine:
         self._counts: dict = {}
         self._durations: dict = {}
         self._ports: dict = {}
+        self._injected = 0
         self.guest_ns = 0
         self.handler_ns = 0
         self.exit_count = 0
@@ -271,6 +272,9 @@ class KvmMachine:
             self.handler_ns += self._durations[reason]
         for (port, is_write), n in self._ports.items():
             self.io_ports[(port, "out" if is_write else "in")] += n
+        if self._injected:
+            log.counts[(INJECT, "KVM_INTERRUPT")] += self._injected
+            self._injected = 0
         self._counts.clear()
         self._durations.clear()
         self._ports.clear()
@@ -283,7 +287,12 @@ class KvmMachine:
             self.vcpu.request_interrupt_window(False)
             return
         if self.vcpu.ready_for_interrupt_injection():
-            self.vcpu.inject_interrupt(intc.acknowledge())
+            vector = intc.acknowledge()
+            self.vcpu.inject_interrupt(vector)
+            self._injected += 1
+            if self.events.trace_file is not None:
+                self.events.trace_file.write(Event("kvm", INJECT, "KVM_INTERRUPT", detail={"vector": vector}).to_json()
+                                             + "\n")
             self.vcpu.request_interrupt_window(False)
         else:
             self.vcpu.request_interrupt_window(True)
@@ -366,7 +375,10 @@ class KvmMachine:
         rows = self.events.by_reason()
         if rows:
             lines.append(f"  {'exit reason':<28}{'count':>10}{'total ms':>12}{'us/exit':>10}")
-            for _kind, reason, n, ns, _cyc in rows:
+            for kind, reason, n, ns, _cyc in rows:
+                if kind != EXIT:
+                    lines.append(f"  {reason + ' (' + kind + ')':<28}{n:>10,}")
+                    continue
                 lines.append(f"  {reason:<28}{n:>10,}{ns / 1e6:>12.2f}{ns / 1e3 / max(n, 1):>10.1f}")
             top = self.io_ports.most_common(6)
             if top:

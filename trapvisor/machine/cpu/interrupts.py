@@ -229,7 +229,9 @@ def iret(cpu, size: int) -> None:
         if (new_ss & 3) != rpl or D.d_dpl(ssd) != rpl or not D.d_is_data(ssd) or not D.d_type(ssd) & 2:
             raise CpuFault(GP, new_ss & 0xFFFC)
         if not D.d_present(ssd):
-            raise CpuFault(12, new_ss & 0xFFFC)
+            # IRET: #NP(selector) "if the return code or stack segment is not
+            # present" (SDM Vol. 2 IRET, exceptions); RET far uses #SS instead.
+            raise CpuFault(NP, new_ss & 0xFFFC)
         D.load_cs(cpu, new_cs, d, rpl)
         set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=False)
         D.set_accessed(cpu, new_ss, ssd)
