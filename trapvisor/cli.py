@@ -67,8 +67,9 @@ def _add_compare(sub):
     p = sub.add_parser("compare", help="run a kernel natively and under each technique; one table")
     p.add_argument("kernel", help="kernel file or guest:NAME")
     p.add_argument("--append", default="", help="kernel command line")
-    p.add_argument("--techniques", default="native,emulate,trap-emulate",
-                   help="comma-separated list (default: native,emulate,trap-emulate)")
+    p.add_argument("--techniques", default=None,
+                   help="comma-separated list (default: native,emulate,trap-emulate, and kvm when "
+                        "/dev/kvm is usable)")
     p.add_argument("--cpu", choices=("standard", "strict"), default="standard")
     p.add_argument("--memory", "-m", default="128M")
     p.add_argument("--max-instructions", type=int, default=2_000_000_000)
@@ -84,7 +85,9 @@ def cmd_compare(args) -> int:
     from .vmm.costmodel import CostModel
     kernel = str(resolve_kernel(args.kernel))
     _check_kernel_file(kernel)
-    techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+    from .report.compare import default_techniques
+    techniques = ([t.strip() for t in args.techniques.split(",") if t.strip()] if args.techniques
+                  else list(default_techniques()))
     from .vmm.run import TECHNIQUES
     bad = [t for t in techniques if t not in TECHNIQUES]
     if bad:

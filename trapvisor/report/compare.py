@@ -22,6 +22,15 @@ from .divergence import Divergence, divergences, summarize
 DEFAULT_TECHNIQUES = ("native", "emulate", "trap-emulate")
 
 
+def default_techniques() -> tuple:
+    """The simulated techniques, plus KVM when /dev/kvm is usable here."""
+    from ..vmm.techniques.kvm import kvm_label
+    try:
+        return DEFAULT_TECHNIQUES + (("kvm",) if kvm_label() else ())
+    except Exception:
+        return DEFAULT_TECHNIQUES
+
+
 @dataclass
 class Row:
     result: TechniqueResult
@@ -84,7 +93,7 @@ def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, st
             diff = f"exit code: native {native.exit_code}, here {r.exit_code}"
         divs = divergences(native.audit, r.audit) if name != "native" and r.audit else []
         rows.append(Row(r, diff is None, diff,
-                        r.cycles / native.cycles if native.cycles else 0.0,
+                        r.cycles / native.cycles if native.cycles and r.cycles is not None else None,
                         r.seconds / native.seconds if native.seconds else 0.0, divs))
     return rows
 
@@ -108,9 +117,10 @@ def print_table(rows: list[Row], kernel: str, cmdline: str, file=None) -> None:
             r.technique, r.cpu_variant,
             "yes" if row.identical else f"no: {row.first_difference}",
             str(r.exit_code) if r.exit_code is not None else (r.stop_reason or "-"),
-            f"{100 * r.direct_share:.2f}",
+            f"{100 * r.direct_share:.2f}" if r.cycles is not None else "n/a",
             top or "-",
-            f"{r.cycles:,}", f"{row.cycle_slowdown:.2f}x",
+            f"{r.cycles:,}" if r.cycles is not None else "n/a",
+            f"{row.cycle_slowdown:.2f}x" if row.cycle_slowdown is not None else "n/a",
             f"{r.seconds:.2f}", f"{row.wall_slowdown:.2f}x")
     console.print(table)
     for row in rows:

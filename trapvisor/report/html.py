@@ -15,7 +15,7 @@ KIND_COLOURS = {"trap": "#d62728", "exit": "#9467bd", "callout": "#2ca02c",
 
 
 def _bar_chart(rows: list[Row], key: str, title: str) -> str:
-    values = [(r.result.technique, getattr(r, key)) for r in rows]
+    values = [(r.result.technique, getattr(r, key)) for r in rows if getattr(r, key) is not None]
     top = max((v for _, v in values), default=1.0) or 1.0
     width, bar_h, gap, left = 640, 22, 8, 130
     height = len(values) * (bar_h + gap) + 30
@@ -71,8 +71,10 @@ def render(rows: list[Row], kernel: str, cmdline: str) -> str:
             esc(r.technique), esc(r.cpu_variant),
             "yes" if row.identical else f"<b>no</b>: {esc(row.first_difference or '')}",
             esc(str(r.exit_code if r.exit_code is not None else r.stop_reason)),
-            f"{100 * r.direct_share:.2f}", traps or "-", f"{r.cycles:,}",
-            f"{row.cycle_slowdown:.2f}x", f"{r.seconds:.2f}", f"{row.wall_slowdown:.2f}x")) + "</tr>")
+            f"{100 * r.direct_share:.2f}" if r.cycles is not None else "n/a", traps or "-",
+            f"{r.cycles:,}" if r.cycles is not None else "n/a",
+            f"{row.cycle_slowdown:.2f}x" if row.cycle_slowdown is not None else "n/a",
+            f"{r.seconds:.2f}", f"{row.wall_slowdown:.2f}x")) + "</tr>")
     div_html = ""
     for row in rows:
         if row.divergences:

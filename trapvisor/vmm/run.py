@@ -7,12 +7,14 @@ from .costmodel import CostModel
 from .techniques.base import TechniqueResult
 from .techniques.emulate import run_emulate
 from .techniques.native import run_native
+from .techniques.kvm import run_kvm_technique
 from .techniques.trap_emulate import run_trap_emulate
 
 TECHNIQUES = {
     "native": run_native,
     "emulate": run_emulate,
     "trap-emulate": run_trap_emulate,
+    "kvm": run_kvm_technique,
 }
 
 

@@ -18,7 +18,7 @@ class TechniqueResult:
     detail: str
     instructions: int            # guest instructions, however executed
     direct: int                  # ... of which executed directly by the host CPU
-    cycles: int                  # simulated cycles under the cost model
+    cycles: int | None           # simulated cycles under the cost model (None: not measurable, e.g. KVM)
     seconds: float               # host wall time
     events: EventLog = field(default_factory=EventLog)
     notes: list = field(default_factory=list)
