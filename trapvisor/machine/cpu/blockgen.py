@@ -67,6 +67,8 @@ from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_siz
 HOT = int(os.environ.get("TRAPVISOR_BLOCKGEN_HOT", "4"))
 # Tests set this: a generator error raises instead of leaving the block to the closures.
 STRICT = os.environ.get("TRAPVISOR_BLOCKGEN_STRICT", "") == "1"
+# Drop the operands of flag producers nothing observes (see generate); off only for A/B runs.
+DEAD_FLAGS = True
 # The largest block the generator accepts (translate.MAX_BLOCK bounds it anyway).
 MAX_GEN = 128
 
@@ -136,9 +138,17 @@ class Prod:
                  inner=None, prev=None):
         self.g, self.kind, self.a, self.b, self.r, self.c, self.s = g, kind, a, b, r, c, s
         self.e, self.n, self.inner, self.prev = e, n, inner, prev
+        self.i = g.i                 # index of the producing instruction
+        self.used = False            # something observes these flags (see generate)
+
+    def _use(self) -> None:
+        if self.i in self.g.dead and self.kind not in ("in", "fb"):
+            raise AssertionError(f"flags of instruction {self.i} were found dead but are read")
+        self.used = True
 
     def mat(self) -> str:
         """Expression building the lazy-flags tuple."""
+        self._use()
         k = self.kind
         if k == "in":
             if self.g.handler_livein:
@@ -169,6 +179,7 @@ class Prod:
 
     def cf(self) -> str:
         """Expression for CF (0/1 or bool)."""
+        self._use()
         k, a, b, r, c = self.kind, self.a, self.b, self.r, self.c
         if k == "in":
             self.g.need_cfin = True
@@ -195,6 +206,7 @@ class Prod:
 
     def cond(self, cc: int) -> str:
         """Boolean expression for condition ``cc`` (0..15: O NO B AE E NE BE A S NS P NP L GE LE G)."""
+        self._use()
         k, a, b, r, s = self.kind, self.a, self.b, self.r, self.s
         if k == "sub":
             t = {2: f"{a} < {b}", 3: f"{a} >= {b}", 4: f"{a} == {b}", 5: f"{a} != {b}",
@@ -226,8 +238,11 @@ class Prod:
 
 # ---------------------------------------------------------------- generator
 class _Gen:
-    def __init__(self, cpu, blk):
+    def __init__(self, cpu, blk, dead=frozenset()):
         self.cpu, self.blk = cpu, blk
+        self.dead = dead                   # instructions whose flags nothing observes
+        self.prods: list[Prod] = []
+        self.i = -1                        # index of the instruction being generated
         self.body: list[str] = []
         self.ind = 0
         self.paging = bool(cpu.paging)
@@ -238,7 +253,7 @@ class _Gen:
         self.uses_cs = False
         self.written: set[int] = set()     # register indices assigned somewhere in the block
         self.dirty: set[int] = set()       # assigned since the last store-back to cpu.regs
-        self.live = Prod(self, "in")       # the producer whose flags are live now
+        self.live = Prod(self, "in")       # the producer whose flags are live now (index -1)
         self.livein = self.live
         self.need_lf = False               # the body reads the live-in tuple
         self.need_cfin = False             # the body reads the live-in CF
@@ -246,7 +261,6 @@ class _Gen:
         self.has_fallback = False
         self.has_producer = False
         self.env: dict = {}
-        self.i = 0                         # index of the instruction being generated
         self.loop = False                  # the block jumps back to its own start
         self.handler_livein = None         # see _handler_mat
 
@@ -415,6 +429,7 @@ class _Gen:
 
     # -- flags
     def produce(self, p: Prod) -> None:
+        self.prods.append(p)
         self.live = p
         self.has_producer = True
 
@@ -518,6 +533,19 @@ def g_alu(g, ins, i):
     mem0 = ins.op0_kind == K.MEMORY
     if not mem0 and not _gpr(ins, 0):
         raise Unsupported("alu operand")
+    if i in g.dead and not mem0 and size == 4 and kind not in ("adc", "sbb"):
+        # Flags nobody observes: compute the result only (CMP/TEST: just the read, which may fault).
+        bv = g.read_op(ins, 1, 4, b)
+        if writes:
+            d = g.rreg(ins.op0_register)
+            if op == Mn.XOR and ins.op1_kind == K.REGISTER and ins.op1_register == ins.op0_register:
+                e = "0"
+            else:
+                e = {Mn.ADD: f"({d} + {bv}) & {mask}", Mn.SUB: f"({d} - {bv}) & {mask}",
+                     Mn.AND: f"{d} & {bv}", Mn.OR: f"{d} | {bv}", Mn.XOR: f"{d} ^ {bv}"}[op]
+            g.wreg(ins.op0_register, e)
+        g.produce(Prod(g, kind))
+        return None
     if mem0:
         addr = g.addr(ins)
         seg = g.seg(ins)
@@ -558,6 +586,12 @@ def g_unary(g, ins, i):
     mask, s = MASK[size], SIGN[size]
     a, r, c = f"a{i}", f"r{i}", f"c{i}"
     mem0 = ins.op0_kind == K.MEMORY
+    if i in g.dead and not mem0 and size == 4 and op != Mn.NOT:
+        d = g.rreg(ins.op0_register)
+        g.wreg(ins.op0_register, {Mn.INC: f"({d} + 1) & {mask}", Mn.DEC: f"({d} - 1) & {mask}",
+                                  Mn.NEG: f"(-{d}) & {mask}"}[op])
+        g.produce(Prod(g, "logic"))
+        return None
     if mem0:
         addr = g.addr(ins)
         seg = g.seg(ins)
@@ -614,6 +648,14 @@ def g_shift(g, ins, i):
     if cnt == 0:
         return None          # count 0: nothing changes (the read above may still fault)
     c = str(cnt) if cnt is not None else n
+    if i in g.dead and cnt is not None and not mem0 and size == 4:
+        d = g.rreg(ins.op0_register)
+        g.body.pop()         # the a{i} copy
+        g.wreg(ins.op0_register, {Mn.SHL: f"({d} << {c}) & {mask}", Mn.SAL: f"({d} << {c}) & {mask}",
+                                  Mn.SHR: f"{d} >> {c}",
+                                  Mn.SAR: f"((({d} ^ {s}) - {s}) >> {c}) & {mask}"}[op])
+        g.produce(Prod(g, "logic"))
+        return None
 
     def compute():
         if op in (Mn.SHL, Mn.SAL):
@@ -901,9 +943,25 @@ _STATE = ("written", "dirty", "live", "has_producer", "rsegs", "wsegs", "uses_st
           "uses_cs", "need_lf", "need_cfin", "env")
 
 
-def generate(cpu, blk, allow_loop: bool = True):
-    """Python source of the block function, and the globals it runs with."""
-    g = _Gen(cpu, blk)
+def generate(cpu, blk):
+    """Python source of the block function, and the globals it runs with.
+
+    Two passes.  The first generates the block keeping every producer's
+    operands in locals and records which producers anything observes (a
+    consumer, a fallback, the exit, the back edge, or the fault handler for
+    some fault point).  The second drops the locals of the others: their flags
+    are overwritten before anything could see them, with no fault point in
+    between, so the state stays exact everywhere.
+    """
+    g, src, env = _generate(cpu, blk, frozenset())
+    dead = frozenset(p.i for p in g.prods) - frozenset(p.i for p in g.prods if p.used)
+    if dead and DEAD_FLAGS:
+        g, src, env = _generate(cpu, blk, dead)
+    return src, env
+
+
+def _generate(cpu, blk, dead, allow_loop: bool = True):
+    g = _Gen(cpu, blk, dead)
     ops = blk.ops
     n = blk.n
     g.loop = allow_loop and blk.fallthrough is None and _self_target(blk)
@@ -917,7 +975,7 @@ def generate(cpu, blk, allow_loop: bool = True):
                                or ins.has_repne_prefix or _is_unimplemented(ops[i][1])):
             fn = None
         if fn is not None:
-            mark = (len(g.body), len(g.fault_points),
+            mark = (len(g.body), len(g.fault_points), len(g.prods),
                     [copy_(getattr(g, a)) for a in _STATE])
             try:
                 res = fn(g, ins, i)
@@ -929,18 +987,20 @@ def generate(cpu, blk, allow_loop: bool = True):
             if not ok:
                 del g.body[mark[0]:]
                 del g.fault_points[mark[1]:]
-                for a, v in zip(_STATE, mark[2]):
+                del g.prods[mark[2]:]
+                for a, v in zip(_STATE, mark[3]):
                     setattr(g, a, v)
                 res = fn = None
         if fn is None:
             if g.loop:
                 # A block with a fallback does not loop inside (the closure may observe anything).
-                return generate(cpu, blk, allow_loop=False)
+                return _generate(cpu, blk, dead, allow_loop=False)
             g.fallback(i, ops[i][1], last)
             continue
         if last:
             term = res
-    return _assemble(g, term)
+    src, env = _assemble(g, term)
+    return g, src, env
 
 
 def copy_(v):
@@ -973,29 +1033,44 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         E(f"regs[{r}] = {REG[r]}")
     if last.kind not in ("in", "fb") and not fallback_last:
         E(f"cpu.lf = {last.mat()}")
-    # Chaining: a block without fallbacks returns its successor when that is in the
-    # same page (so its physical address follows from this block's, whose mapping
-    # nothing in the block can have changed) and already translated; the dispatch
-    # loop then runs it without fetch_block or the between-block checks, which
-    # nothing in such a block (no fallback, no slow-path access) can have changed.
+    # Chaining: a block without fallbacks returns its successor block when that is
+    # already translated, and the dispatch loop runs it without fetch_block or the
+    # between-block checks (halt, stop, IRQ window), which nothing in such a block (no
+    # fallback, no slow-path access) can have changed.  The successor's physical
+    # address is found as fetch_block would: same page as this block (whose mapping
+    # nothing in the block changed), else through the code TLB (tlb_r) with paging on.
     chain = not g.has_fallback
     vpage, pbase = blk.eip & ~0xFFF, blk.pages[0] << 12
 
+    def chain_to(t: str, lines: list[str], pad: str) -> None:
+        """Return the block at EIP ``t`` (a name or an int literal) if it is at hand."""
+        L = lines.append
+        if not chain:
+            return
+        if t.startswith("0x") and int(t, 16) & ~0xFFF == vpage:
+            L(f"{pad}if not slow:")
+            L(f"{pad}    nb = cache_get({pbase | (int(t, 16) & 0xFFF):#x})")
+            L(f"{pad}    if nb is not None and nb.eip == {t}: return nb")
+            return
+        L(f"{pad}if not slow:")
+        if g.paging:
+            L(f"{pad}    F = cpu.tlb_r.get({t} >> 12)")
+            L(f"{pad}    if F is not None:")
+            L(f"{pad}        nb = cache_get(F | ({t} & 0xFFF))")
+            L(f"{pad}        if nb is not None and nb.eip == {t}: return nb")
+        else:
+            L(f"{pad}    nb = cache_get({t})")
+            L(f"{pad}    if nb is not None and nb.eip == {t}: return nb")
+
     def go(target: int, lines: list[str], pad: str) -> None:
         lines.append(f"{pad}cpu.eip = {target:#x}")
-        if chain and target & ~0xFFF == vpage:
-            lines.append(f"{pad}if not slow:")
-            lines.append(f"{pad}    nb = cache_get({pbase | (target & 0xFFF):#x})")
-            lines.append(f"{pad}    if nb is not None and nb.eip == {target:#x}: return nb")
+        chain_to(f"{target:#x}", lines, pad)
         lines.append(f"{pad}return True")
 
     if g.loop:
         E("cpu.icount = ic")
         E("cpu.eip = EIP")
-        if chain:
-            E(f"if not slow and EIP & 0xFFFFF000 == {vpage:#x}:")
-            E(f"    nb = cache_get({pbase:#x} | (EIP & 0xFFF))")
-            E("    if nb is not None and nb.eip == EIP: return nb")
+        chain_to("EIP", exit_lines, "")
         E("return True")
     else:
         E(f"cpu.icount += {n}" if g.has_fallback else f"cpu.icount = ic + {n}")
@@ -1007,10 +1082,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
             go(term[1], exit_lines, "")
         elif term[0] == "ind":
             E(f"cpu.eip = {term[1]}")
-            if chain:
-                E(f"if not slow and {term[1]} & 0xFFFFF000 == {vpage:#x}:")
-                E(f"    nb = cache_get({pbase:#x} | ({term[1]} & 0xFFF))")
-                E(f"    if nb is not None and nb.eip == {term[1]}: return nb")
+            chain_to(term[1], exit_lines, "")
             E("return True")
         else:
             E(f"if {term[1]}:")

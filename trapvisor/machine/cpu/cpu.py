@@ -89,11 +89,14 @@ class Block:
     (``hits`` counts; negative: the block cannot have one).  ``gen(end)`` runs
     the block (or, for a loop back to itself, as many iterations as the
     dispatch loop would), updates EIP and the instruction count itself and
-    returns True; it returns False without doing anything when the CPU is not
-    in the context it was generated for.
+    returns True, or the next block when it can tell it cheaply (chaining);
+    it returns False without doing anything when the CPU is not in the
+    context it was generated for (paging, flat segments), and the block is
+    then generated afresh for the new context (``regens`` counts).
     """
 
-    __slots__ = ("eip", "cs32", "ops", "fallthrough", "n", "pages", "ilist", "gen", "hits")
+    __slots__ = ("eip", "cs32", "ops", "fallthrough", "n", "pages", "ilist", "gen", "hits",
+                 "regens")
 
     def __init__(self, eip, cs32, ops, fallthrough, pages, ilist):
         self.eip, self.cs32, self.ops, self.fallthrough = eip, cs32, ops, fallthrough
@@ -102,6 +105,7 @@ class Block:
         self.ilist = ilist   # decoded iced instructions, for traces and diagnostics
         self.gen = None
         self.hits = 0
+        self.regens = 0
 
 
 class CPU:
@@ -664,7 +668,9 @@ class CPU:
                         gen = blk.gen
                         nxt = gen(end)
                     if nxt is False:         # not in the context it was generated for
-                        gen = None
+                        gen = blk.gen = None
+                        blk.regens += 1
+                        blk.hits = 0 if blk.regens < 4 else -1
                 if gen is None:
                     for ip, fn in blk.ops:
                         fn()
