@@ -50,9 +50,15 @@ P16, P32 = _U16.pack_into, _U32.pack_into
 MAX_BLOCK = 64
 
 
+_BLOCKGEN = None
+
+
 def _blockgen():
-    from . import blockgen
-    return blockgen
+    global _BLOCKGEN
+    if _BLOCKGEN is None:
+        from . import blockgen
+        _BLOCKGEN = blockgen
+    return _BLOCKGEN
 
 
 class CpuFault(Exception):
