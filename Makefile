@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := build/.apt-installed
 APT_PACKAGES := gcc binutils qemu-system-x86 bochs bochsbios
 
-.PHONY: demo test setup guests clean bench
+.PHONY: demo demo-linux test setup guests clean bench
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -31,6 +31,11 @@ guests: setup
 
 demo: guests
 	$(VENV)/bin/trapvisor demo
+
+# Boot Debian's stock kernel to a busybox shell through /dev/kvm (docs/kvm.md).
+# On software KVM (no VT-x/AMD-V) it stops after the kernel's first console lines.
+demo-linux: setup
+	$(PY) -m trapvisor.kvm demo-linux
 
 test: guests
 	$(PY) -m pytest -n 2 --dist loadfile tests
