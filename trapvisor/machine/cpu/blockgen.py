@@ -60,6 +60,7 @@ import iced_x86 as iced
 from . import flags as F
 from .constants import AF, CF, CS, OF, SF, SS, ZF
 from .flags import CONDITIONS, PARITY, get_cf
+from .audit import is_sensitive_form
 from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_size
 
 # A block is compiled after it has run this many times through the closures
@@ -391,7 +392,8 @@ class _Gen:
         self.fault_point()
         self.wsegs.add(seg)
         rs = self.rs
-        inv = "inv(P); slow = 1"
+        # (looked up at run time: a monitor may redirect a CPU's invalidations)
+        inv = "cpu.invalidate_code_page(P); slow = 1"
         if self.paging:
             self.L(f"F = tw.get({a} >> 12, {BIG})")
             cond = f"F < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}")
@@ -966,13 +968,16 @@ def _generate(cpu, blk, dead, allow_loop: bool = True):
     n = blk.n
     g.loop = allow_loop and blk.fallthrough is None and _self_target(blk)
     term = None
+    # An auditor wraps the closures of sensitive instructions: those must run as closures.
+    audited = getattr(cpu, "auditor", None) is not None
     for i, ins in enumerate(blk.ilist):
         g.i = i
         last = i == n - 1
         fn = FORMS.get(ins.mnemonic)
         res = None
         if fn is not None and (ins.code == iced.Code.INVALID or ins.has_rep_prefix
-                               or ins.has_repne_prefix or _is_unimplemented(ops[i][1])):
+                               or ins.has_repne_prefix or _is_unimplemented(ops[i][1])
+                               or (audited and is_sensitive_form(ins))):
             fn = None
         if fn is not None:
             mark = (len(g.body), len(g.fault_points), len(g.prods),
@@ -1050,17 +1055,17 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         if t.startswith("0x") and int(t, 16) & ~0xFFF == vpage:
             L(f"{pad}if not slow:")
             L(f"{pad}    nb = cache_get({pbase | (int(t, 16) & 0xFFF):#x})")
-            L(f"{pad}    if nb is not None and nb.eip == {t}: return nb")
+            L(f"{pad}    if nb is not None and nb.eip == {t} and nb.cs32: return nb")
             return
         L(f"{pad}if not slow:")
         if g.paging:
             L(f"{pad}    F = cpu.tlb_r.get({t} >> 12)")
             L(f"{pad}    if F is not None:")
             L(f"{pad}        nb = cache_get(F | ({t} & 0xFFF))")
-            L(f"{pad}        if nb is not None and nb.eip == {t}: return nb")
+            L(f"{pad}        if nb is not None and nb.eip == {t} and nb.cs32: return nb")
         else:
             L(f"{pad}    nb = cache_get({t})")
-            L(f"{pad}    if nb is not None and nb.eip == {t}: return nb")
+            L(f"{pad}    if nb is not None and nb.eip == {t} and nb.cs32: return nb")
 
     def go(target: int, lines: list[str], pad: str) -> None:
         lines.append(f"{pad}cpu.eip = {target:#x}")
@@ -1144,7 +1149,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         guard.append(f"rf[{CS}]")
 
     need_lf_any = g.need_lf or any(_chain_refs_livein(p) for _, p in g.fault_points)
-    src = ["def make(cpu, regs, ram, m16, m32, cp, inv, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
+    src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
            " C, GCF, SHLF, SHRF, SARF, MULF, cache_get):",
            "  def run(end):",
            f"    if not ({' and '.join(guard)}): return False"]
@@ -1201,7 +1206,7 @@ def _names(g: _Gen) -> dict:
     e = _env(cpu)
     env = dict(g.env)
     env.update(cpu=cpu, regs=cpu.regs, ram=cpu.ram, m16=e.m16, m32=e.m32, cp=cpu.code_pages,
-               inv=cpu.invalidate_code_page, rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
+               rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
                wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rf=cpu.rfast, wf=cpu.wfast,
                C=CONDITIONS, GCF=get_cf, SHLF=shl_flags, SHRF=shr_flags, SARF=sar_flags,
                MULF=mul_flags, cache_get=cpu.cache.get)
