@@ -30,6 +30,39 @@ from .allocator import Allocator, Partition
 NS_PER_INSTRUCTION = 10   # same guest time per instruction as the bare PC (machine/pc.py)
 
 
+class VmClock(VirtualClock):
+    """The VM's virtual clock, with a watchdog on idle time.
+
+    A halted guest (HLT with IF=1) sleeps until its next timer.  If timers
+    keep expiring while the guest never runs another instruction -- a
+    periodic timer whose interrupt line is masked, say -- a real machine
+    sleeps forever, and a monitor that skipped from deadline to deadline
+    would spin forever too, outside any instruction limit.  After
+    ``IDLE_LIMIT`` expiries in a row with no instruction executed,
+    :meth:`skip_to_next_deadline` answers False like a clock with no timer
+    armed, and the technique stops the VM ("halted forever", with
+    ``idle_stop`` as the detail).
+    """
+
+    IDLE_LIMIT = 100_000
+
+    def __init__(self, ns_per_instruction: int, counter):
+        super().__init__(ns_per_instruction, counter=counter)
+        self._idle_at = -1        # instruction count at the last idle skip
+        self._idle_skips = 0
+        self.idle_stop = ""       # set when the watchdog refused to skip
+
+    def skip_to_next_deadline(self) -> bool:
+        n = self.counter()
+        self._idle_skips = self._idle_skips + 1 if n == self._idle_at else 0
+        self._idle_at = n
+        if self._idle_skips >= self.IDLE_LIMIT:
+            self.idle_stop = (f"HLT with IF=1, and {self.IDLE_LIMIT} timer expiries in a row woke "
+                              f"nothing (every interrupt line masked?): the guest sleeps forever")
+            return False
+        return super().skip_to_next_deadline()
+
+
 class VM:
     def __init__(self, allocator: Allocator, memory_bytes: int, *, name: str = "vm0",
                  serial_out=None, disk=None):
@@ -42,7 +75,7 @@ class VM:
         self.irq = IrqRouter()
         # Instructions the guest has executed, directly or interpreted; set by the technique.
         self.instructions = lambda: 0
-        self.clock = VirtualClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
+        self.clock = VmClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
         out = serial_out if serial_out is not None else self.console.write
         if serial_out is not None:
             def out(data, _user=serial_out, _mine=self.console.write):

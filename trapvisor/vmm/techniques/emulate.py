@@ -36,6 +36,8 @@ def run_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instru
         vcpu.stop = stop
     seconds = time.perf_counter() - t0
     stop = vcpu.stop
+    if stop is not None and stop.reason == "halted forever" and vm.clock.idle_stop:
+        stop = MachineStop(stop.reason, vm.clock.idle_stop)   # the VM clock's idle watchdog
     reason = stop.reason if stop else (None if vm.exit_code is not None else "instruction limit")
     return TechniqueResult(
         # The emulator's CPU is its own software model of a standard IA-32: --cpu

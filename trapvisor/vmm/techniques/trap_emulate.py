@@ -99,7 +99,7 @@ class TrapEmulate:
         self.log = EventLog(keep=keep_events, trace_file=trace_file)
         self.extra_cycles = 0
         self.interpreted_count = 0
-        self.run_deadline = vm.clock.NEVER   # the timer deadline the host's current budget ends at
+        self.shadow_at = 0    # host.icount when the virtual CPU's interrupt shadow began
 
     # -- accounting ------------------------------------------------------------
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
@@ -168,9 +168,14 @@ class TrapEmulate:
             return True   # no external interrupts reach the host: the VM's devices are virtual
         self.inject_pending()
         push(vcpu, host)
+        if vcpu.inhibit_irq:
+            # An interpreted STI (or MOV/POP SS) opened a one-instruction interrupt shadow:
+            # back to the run loop, as the bare CPU leaves its block loop there, so that
+            # the timers the guest may just have armed are seen and the shadow is kept.
+            self.shadow_at = host.icount
+            host.stop = YIELD
         if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None \
-                or not host.attr[CS] & 0x80 or vm.clock.next_deadline() < self.run_deadline:
-            # (the last: the guest armed a timer that is due before the host's budget ends)
+                or not host.attr[CS] & 0x80:
             host.stop = YIELD
         return True
 
@@ -242,17 +247,20 @@ class TrapEmulate:
                         push(vcpu, host)
                         continue
                     if not clock.skip_to_next_deadline():
-                        reason = MachineStop("halted forever", "HLT with no timer armed")
+                        reason = MachineStop("halted forever", clock.idle_stop or "HLT with no timer armed")
                         break
                     clock.run_due()
                     continue
+                shadow = False
                 if vcpu.eflags_rest & IF and vm.devices.intc.interrupt_pending():
-                    pull(host, vcpu)
-                    vcpu.inhibit_irq = False
-                    self.inject_pending()
-                    push(vcpu, host)
-                    if vcpu.stop is not None:
-                        continue
+                    if vcpu.inhibit_irq:
+                        shadow = True       # one block first, then the interrupt (as the bare CPU)
+                    else:
+                        pull(host, vcpu)
+                        self.inject_pending()
+                        push(vcpu, host)
+                        if vcpu.stop is not None:
+                            continue
                 if not host.attr[CS] & 0x80:
                     # The guest's code segment reaches the monitor window (host_segment):
                     # it must not run directly; interpret it one instruction at a time.
@@ -262,10 +270,14 @@ class TrapEmulate:
                     clock.run_due()
                     continue
                 budget = max_instructions - total
-                deadline = self.run_deadline = clock.next_deadline()
+                deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
                     budget = min(budget, clock.instructions_until(deadline))
+                if shadow:
+                    budget = 1
                 host.run(budget)
+                if vcpu.inhibit_irq and host.icount > self.shadow_at:
+                    vcpu.inhibit_irq = False    # the shadowed instruction ran directly
                 if host.stop is YIELD:
                     host.stop = None
                 elif host.stop is not None:
