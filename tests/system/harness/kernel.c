@@ -84,11 +84,17 @@ static void serial_init(void)
     outb(COM1 + 4, 0x03);
 }
 
+/* Output goes to a buffer and leaves in bursts of 16 bytes (the UART's FIFO)
+ * after LSR.THRE says the FIFO is empty: the dump is most of a case's
+ * instructions, and trapvisor pays for each one. */
+static char outbuf[16384];
+static u32 outlen;
+static u16 hex2[256];                 /* byte -> two hex digits (little-endian chars) */
+
 static void putc(char c)
 {
-    while (!(inb(COM1 + 5) & 0x20))
-        ;
-    outb(COM1, (u8)c);
+    if (outlen < sizeof outbuf)
+        outbuf[outlen++] = c;
 }
 
 static void puts(const char *s)
@@ -99,8 +105,44 @@ static void puts(const char *s)
 
 static void puthex(u32 v, int digits)
 {
-    for (int i = digits - 1; i >= 0; i--)
-        putc("0123456789abcdef"[(v >> (4 * i)) & 0xf]);
+    if (outlen + 8 > sizeof outbuf)
+        return;
+    char *p = outbuf + outlen;
+    if (digits == 8) {
+        *(u16 *)(p + 0) = hex2[v >> 24];
+        *(u16 *)(p + 2) = hex2[(v >> 16) & 0xff];
+        *(u16 *)(p + 4) = hex2[(v >> 8) & 0xff];
+        *(u16 *)(p + 6) = hex2[v & 0xff];
+    } else if (digits == 4) {
+        *(u16 *)(p + 0) = hex2[(v >> 8) & 0xff];
+        *(u16 *)(p + 2) = hex2[v & 0xff];
+    } else if (digits == 2) {
+        *(u16 *)p = hex2[v & 0xff];
+    } else {
+        for (int i = digits - 1; i >= 0; i--)
+            p[digits - 1 - i] = "0123456789abcdef"[(v >> (4 * i)) & 0xf];
+    }
+    outlen += digits;
+}
+
+static void flush(void)
+{
+    const char *p = outbuf;
+    u32 n = outlen;
+    while (n) {
+        u32 k = n < 16 ? n : 16;
+        while (!(inb(COM1 + 5) & 0x20))
+            ;
+        __asm__ volatile("rep outsb" : "+S"(p), "+c"(k) : "d"(COM1) : "memory");
+        n -= n < 16 ? n : 16;
+    }
+    outlen = 0;
+}
+
+static void hex_init(void)
+{
+    for (u32 b = 0; b < 256; b++)
+        hex2[b] = (u16)("0123456789abcdef"[b >> 4] | ("0123456789abcdef"[b & 0xf] << 8));
 }
 
 static void kv(const char *k, u32 v, int digits)
@@ -140,6 +182,11 @@ void *memset(void *d, int c, u32 n)
     return d;
 }
 
+static void fill32(void *p, u32 v, u32 n)
+{
+    __asm__ volatile("rep stosl" : "+D"(p), "+c"(n) : "a"(v) : "memory");
+}
+
 static void zero(void *p, u32 n)
 {
     __asm__ volatile("rep stosl" : "+D"(p), "+c"(n) : "a"(0) : "memory");
@@ -150,6 +197,7 @@ __attribute__((noreturn)) static void die(const char *why)
     puts("=== HARNESS ERROR ");
     puts(why);
     puts(" ===\n");
+    flush();
     outb(EXIT_PORT, 0x3e);
     for (;;)
         __asm__ volatile("cli; hlt");
@@ -265,8 +313,7 @@ static void build_tables(void)
     tss.t.ss2 = R2DATA | 2;
     tss.t.ldt = LDTSEL;
     tss.t.iomap = cfg.iomap_base == ~0u ? 0x68 : cfg.iomap_base;
-    for (u32 i = 0; i < sizeof tss.iobitmap; i++)
-        tss.iobitmap[i] = 0xff;
+    fill32(tss.iobitmap, 0xffffffffu, sizeof tss.iobitmap / 4);
     tss.term = 0xff;
     for (int i = 0; i < 8 && cfg.io_allow[i]; i++) {
         u32 port = cfg.io_allow[i] & 0xffff, n = cfg.io_allow[i] >> 16;
@@ -280,14 +327,20 @@ static void build_tables(void)
     zero(&tss2, sizeof tss2 / 4);
     tss2.iomap = sizeof tss2;
 
-    /* Identity page tables: 0-4 MiB (kernel), 4-8 MiB (the snippet's
-     * region), and PDE 2 as the case's 4 MiB page. */
+    /* Identity page tables: 0-2 MiB (the kernel), 4 MiB + 128 KiB (the
+     * snippet's region), 8 MiB + 64 KiB (pt2), and PDE 2 as the case's 4 MiB
+     * page; everything else is not present.  (Mapping only what is used
+     * keeps the boot short on trapvisor.) */
     zero(pd, 1024);
-    for (u32 i = 0; i < 1024; i++) {
+    zero(pt0, 1024);
+    zero(pt1, 1024);
+    zero(pt2, 1024);
+    for (u32 i = 0; i < 512; i++)
         pt0[i] = (i << 12) | 0x7;
+    for (u32 i = 0; i < 0x20; i++)
         pt1[i] = (0x400000 + (i << 12)) | 0x7;
+    for (u32 i = 0; i < 0x10; i++)
         pt2[i] = (BIG_ADDR + (i << 12)) | 0x7;
-    }
     for (u32 i = 0; i < TEST_PAGES; i++) {
         u32 v = cfg.test_pte[i];
         u32 idx = ((TEST_ADDR - 0x400000) >> 12) + i;
@@ -465,6 +518,7 @@ static void dump(const struct frame *f, u32 ss, u32 esp, u32 reason)
             putc('\n');
         }
     puts("=== END ===\n");
+    flush();
     outb(EXIT_PORT, EXIT_VALUE);
     for (;;)
         __asm__ volatile("cli; hlt");
@@ -571,6 +625,8 @@ void kmain(u32 magic)
     (void)magic;
     ntraps = 0;
     end_pending = 0;
+    outlen = 0;
+    hex_init();
     serial_init();
     pic_init();
     if (cfg.magic != CFG_MAGIC || cfg.end != CFG_END)
