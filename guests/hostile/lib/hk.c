@@ -164,6 +164,9 @@ void hk_init(const char *name, u32 magic, struct mb_info *mbi)
         "movw $0x28, %%ax\n\t"
         "ltr %%ax"
         : : "m"(hk_gdt_ptr), "m"(hk_idt_ptr) : "eax", "memory");
+    /* The BIOS leaves the PICs at vectors 8-15, over the exceptions: move them
+     * to 0x20-0x2f and mask every line until a kernel wants one. */
+    hk_pic_remap(0xff, 0xff);
 }
 
 int hk_user(void (*fn)(void), u32 eflags)

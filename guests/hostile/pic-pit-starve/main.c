@@ -50,25 +50,34 @@ void kmain(u32 magic, struct mb_info *mbi)
         outb(0x21, 0x00);
         outb(0xa1, 0x00);
     }
+    /* Still taking timer interrupts after the storm?  (Wait for one: how
+     * many arrived during the rounds depends on the machine's speed.) */
+    outb(0x21, 0xfe);
+    outb(0xa1, 0xff);
+    hk_pit(2);
+    u32 before = hk_irqs[0];
+    for (u32 spin = 0; spin < 10000000 && hk_irqs[0] == before; spin++)
+        __asm__ volatile("pause");
     __asm__ volatile("cli");
     hk_prefix();
     puts("survived ");
     putdec(rounds);
-    puts(" rounds, timer interrupts taken: ");
-    puts(hk_irqs[0] ? "yes" : "no");
+    puts(" rounds; a timer interrupt after them: ");
+    puts(hk_irqs[0] != before ? "yes" : "no");
     putc('\n');
 
-    /* Interrupts at the fastest rate, taken with HLT: the guest still wakes. */
-    hk_pit(2);
+    /* Timer interrupts taken with HLT (1 kHz): the guest still wakes. */
+    hk_pit(1193);
     outb(0x21, 0xfe);
     outb(0xa1, 0xff);
-    u32 before = hk_irqs[0];
+    before = hk_irqs[0];
     for (int k = 0; k < 20; k++)
         __asm__ volatile("sti\n\thlt\n\tcli");
     hk_line(hk_irqs[0] - before >= 20 ? "20 halts, each woken by the timer" : "halts NOT woken");
 
     if (cmdline_uint(mbi, "halt", 1)) {
-        hk_line("every pic line masked, pit running, sti; hlt (a real machine sleeps forever)");
+        hk_line("every pic line masked, pit at divisor 2, sti; hlt (a real machine sleeps forever)");
+        hk_pit(2);
         outb(0x21, 0xff);
         outb(0xa1, 0xff);
         __asm__ volatile("sti\n\thlt");
