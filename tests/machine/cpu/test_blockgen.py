@@ -297,6 +297,11 @@ class ProgGen:
             return self.producer() + [f"{r.choice(['adc', 'sbb'])}l {self.reg(4)}, {self.reg(4)}"]
         if k == 20 and self.fallbacks:
             return [r.choice(["pushf", "pushfl"]), f"pop {r.choice(R32)}"]
+        if k == 21 and self.fallbacks and r.random() < 0.3:
+            # POPF and SAHF end the block (END kind): the flags they load must survive
+            return self.producer() + r.choice([
+                ["pushf", f"xorl ${r.getrandbits(12) & 0x8d5:#x}, (%esp)", "popf"],
+                [f"mov ${r.getrandbits(8):#x}, %ah", "sahf"]])
         if k == 21 and self.fallbacks:
             return [r.choice(["bt $3, %eax", "bts %ebx, %edx", "rol $3, %eax", "rcr $1, %bl",
                               "lahf", "cld", "bsf %eax, %edx", "shld $3, %eax, %ebx",

@@ -449,10 +449,12 @@ class _Gen:
             self.L(f"cpu.lf = {self.live.mat()}")
         name = self.const(f"op{i}", fn)
         self.L(f"{name}()")
+        # The closure may have changed any register and the flags (POPF, SAHF, ...):
+        # reload them, unless the block ends here (then nothing after it reads them).
         if not last:
             self.L("eax, ecx, edx, ebx, esp, ebp, esi, edi = regs")
             self.L("lf = cpu.lf")
-            self.live = Prod(self, "fb")
+        self.live = Prod(self, "fb")
 
 
 # ------------------------------------------------------------ instruction forms
