@@ -86,6 +86,7 @@ class Case:
 CASES = [
     Case("pt-escape"),
     Case("pt-escape", "cr3=1", stops=("triple fault", "fetch outside RAM"), qemu=False),
+    Case("pt-exhaust"),
     Case("gdt-outside", stops=("triple fault",)),
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),
@@ -363,6 +364,18 @@ def test_segments_no_limit_keeps_out_of_the_window_go_to_the_host_not_present():
     d = 0xFFFF | (0xC0 << 32) | (0x93 << 40) | (0xCF << 48) | (0xFF << 56)
     shadow = compress_descriptor(d)
     assert (shadow >> 45) & 3 == 1 and not (shadow >> 47) & 1
+
+
+def test_shadow_pool_running_dry_restarts_the_shadow_instead_of_failing():
+    """pt-exhaust with only 40 frames left in the monitor's pool (it raised MemoryError)."""
+    te = TrapEmulate(str(build_guest("pt-exhaust")), memory_bytes=MEMORY,
+                     costs=CostModel.default())
+    te.alloc.pool_next = MONITOR_REGION - 40 * 0x1000
+    r = te.run(LIMIT)
+    assert r.exit_code == 1 and r.stop_reason is None, r.output
+    assert b"every alias reads the kernel's own frame" in r.output
+    assert te.shadow.flushes > 20
+    assert te.alloc.pool_next <= MONITOR_REGION
 
 
 def test_vm_clock_stops_skipping_idle_time_that_never_wakes_the_guest():

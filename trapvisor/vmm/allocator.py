@@ -97,6 +97,9 @@ class Allocator:
         self.host.ram[f:f + PAGE_SIZE] = bytes(PAGE_SIZE)
         return f
 
+    def can_alloc_frame(self) -> bool:
+        return bool(self.pool_free) or self.pool_next + PAGE_SIZE <= MONITOR_REGION
+
     def free_frame(self, f: int) -> None:
         self.pool_free.append(f)
 

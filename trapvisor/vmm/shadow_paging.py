@@ -175,6 +175,11 @@ class ShadowPaging:
         self.last_gpa = gframe | (lin & 0xFFF)
         if gframe >= self.guest_size:
             return EMULATE          # MMIO (local/IO APIC) or a hole: the virtual CPU does the access
+        if (lin >> 22) not in self.pts and not self.alloc.can_alloc_frame():
+            # A guest can make the monitor build one shadow page table per 4 MiB it
+            # touches, more than the pool holds.  The shadow is only a cache of the
+            # guest's tables: start it afresh rather than run out of monitor memory.
+            self.reset()
         for frame, tag in tables:
             self.trace(frame, tag)
         if gframe in self.traced and write:
