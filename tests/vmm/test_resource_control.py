@@ -77,6 +77,9 @@ class Case:
     qemu: bool = True                  # the kernel terminates on QEMU too
     qemu_cmdline: str | None = None
     detail: str = ""                   # a substring the stop detail must contain
+    # On the standard CPU, where an x86 hole makes the guest's own view differ
+    # (reported in a [sensitive] line), the stop reasons accepted instead.
+    standard_stops: tuple | None = None
 
     @property
     def id(self) -> str:
@@ -91,6 +94,8 @@ CASES = [
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),
     Case("map-monitor"),
+    # Standard CPU: MOV DS runs directly from the monitor's (stale) GDT copy; no fault.
+    Case("gdt-unmapped", stops=("triple fault",), standard_stops=(None,)),
     # The bare PC's idle loop (machine/cpu) spins forever on the final masked HLT:
     # it runs halt=0, and the techniques' output must be that plus the last line.
     Case("pic-pit-starve", stops=("halted forever",), bare_cmdline="halt=0", qemu_cmdline="halt=0",
@@ -291,7 +296,10 @@ def test_hostile_guest_is_contained(case, technique, strict, neighbours):
     out = r.output.decode("latin-1")
 
     # (a) the run ended as a real machine would, or was stopped with a diagnostic.
-    assert r.stop_reason in case.stops, f"{r.stop_reason}: {r.detail}\n{out}"
+    standard_te = technique == "trap-emulate" and not strict
+    hole = standard_te and case.standard_stops is not None
+    stops = case.standard_stops if hole else case.stops
+    assert r.stop_reason in stops, f"{r.stop_reason}: {r.detail}\n{out}"
     if r.stop_reason is None:
         assert r.exit_code == 1, out           # debug exit with 0: (0 << 1) | 1, as QEMU reports it
     else:
@@ -303,7 +311,6 @@ def test_hostile_guest_is_contained(case, technique, strict, neighbours):
     assert out.startswith(f"{case.kernel}: start\n")
 
     # ... and the guest saw what it sees on the bare PC.
-    standard_te = technique == "trap-emulate" and not strict
     drop = "[sensitive]" if standard_te else None
     b_out, b_exit, b_stop = bare(case.kernel, case.bare_cmdline if case.bare_cmdline is not None
                                  else case.cmdline, case.limit)
@@ -314,6 +321,7 @@ def test_hostile_guest_is_contained(case, technique, strict, neighbours):
         assert "sleeps forever" in mine[-1]
     else:
         assert mine == ref, f"differs from the bare PC:\n{out}\n--- bare:\n{b_out}"
+    if case.bare_cmdline is None and not hole:
         assert r.exit_code == b_exit
         if r.stop_reason != b_stop:
             assert set(case.stops) >= {r.stop_reason, b_stop}

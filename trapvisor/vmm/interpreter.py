@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..machine.cpu.constants import ARITH_FLAGS, IF, IOPL, VM, EFLAGS_RESERVED_1, RF
 from ..machine.cpu import flags as F
+from ..machine.cpu.cpu import CpuFault
 from .shadow_descriptors import (
     compress_attr, compress_selector, decompress_attr, decompress_selector, host_segment,
 )
@@ -56,7 +57,14 @@ def pull(host, vcpu) -> None:
             continue
         from ..machine.cpu.descriptors import descriptor_address, d_attr, d_base, d_limit
         addr = descriptor_address(vcpu, sel)
-        d = vcpu.sys_read(addr, 8) if addr is not None else 0
+        try:
+            d = vcpu.sys_read(addr, 8) if addr is not None else 0
+        except CpuFault:
+            # The guest unmapped its GDT after the shadow copy was made (a real CPU would
+            # have faulted on the load itself): keep what the host loaded from the copy,
+            # rather than let the guest's #PF escape from the monitor.
+            vcpu.set_segment_cache(s, sel, host.base[s], host.limit[s], decompress_attr(host.attr[s]))
+            continue
         vcpu.set_segment_cache(s, sel, d_base(d), d_limit(d), d_attr(d) | 1)
 
 
