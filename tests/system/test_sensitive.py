@@ -200,6 +200,25 @@ for name, body in BODIES.items():
                               eflags=IF, topic=T, pokes=SPARES,
                               extra=CGT0 if name == "call-far" else ""))
 
+# A selector in a 32-bit register's low half: the upper half is ignored
+# (iced decodes the register forms with 32-bit registers).
+for cpl in (0, 3):
+    CASES.append(Case(f"sensitive-selector-upper-bits-cpl{cpl}", """
+    mov $0xdead0008, %eax
+    verr %ax
+    setz %bl
+    verw %ax
+    setz %bh
+    mov $0xbeef0023, %edx
+    lar %dx, %ecx
+    lsl %dx, %esi
+    mov $0xfeed0050, %edi
+    lldt %di
+    mov $0xcafe00a8, %edi
+    ltr %di
+    str %edi
+""", cpl=cpl, topic=T))
+
 # The same instructions under paging, where the TSS/GDT values differ from the
 # physical ones only if the harness mapped them elsewhere (it does not), and
 # SMSW after CLTS/LMSW changed CR0 (at CPL 0).

@@ -36,6 +36,14 @@ from .registry import END, JUMP, NORMAL, handles
 M = iced.Mnemonic
 
 
+def reader16(cpu, ins, i: int):
+    """A 16-bit source operand (a selector or the MSW).  With a register it may
+    be a 32-bit one (iced decodes e.g. ``0F 00 /4`` as VERR r32/m16): only its
+    low 16 bits are used (SDM Vol. 2 LAR, LSL, VERR, LLDT, LTR, LMSW)."""
+    r = reader(cpu, ins, i, 2)
+    return lambda: r() & 0xFFFF
+
+
 def require_cpl0(cpu) -> None:
     if cpu.cpl != 0:
         raise CpuFault(GP, 0)
@@ -259,7 +267,7 @@ def c_clts(cpu, ins):
 
 @handles(M.LMSW)
 def c_lmsw(cpu, ins):
-    src = reader(cpu, ins, 0, 2)
+    src = reader16(cpu, ins, 0)
 
     def lmsw():
         require_cpl0(cpu)
@@ -357,7 +365,7 @@ def _system_selector_load(cpu, sel, want_types, name):
 
 @handles(M.LLDT)
 def c_lldt(cpu, ins):
-    src = reader(cpu, ins, 0, 2)
+    src = reader16(cpu, ins, 0)
 
     def lldt():
         require_cpl0(cpu)
@@ -372,7 +380,7 @@ def c_lldt(cpu, ins):
 
 @handles(M.LTR)
 def c_ltr(cpu, ins):
-    src = reader(cpu, ins, 0, 2)
+    src = reader16(cpu, ins, 0)
 
     def ltr():
         require_cpl0(cpu)
@@ -431,7 +439,7 @@ _LSL_TYPES = {1, 2, 3, 9, 11}
 @handles(M.LAR, M.LSL)
 def c_lar(cpu, ins):
     size = op_size(ins, 0)
-    src = reader(cpu, ins, 1, 2)
+    src = reader16(cpu, ins, 1)
     dst = reg_writer(cpu, ins.op0_register)
     lar = ins.mnemonic == M.LAR
 
@@ -452,7 +460,7 @@ def c_lar(cpu, ins):
 
 @handles(M.VERR, M.VERW)
 def c_verr(cpu, ins):
-    src = reader(cpu, ins, 0, 2)
+    src = reader16(cpu, ins, 0)
     want_write = ins.mnemonic == M.VERW
 
     def verr():
