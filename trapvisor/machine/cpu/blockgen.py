@@ -248,10 +248,14 @@ class _Gen:
         self.ind = 0
         self.paging = bool(cpu.paging)
         self.rs = cpu.ram_size
+        # Segments flat when the block is generated get the inline fast path (and a guard);
+        # the others go through the CPU's rd*/wr*, which are right in any context.
+        self.rflat = list(cpu.rfast)
+        self.wflat = list(cpu.wfast)
+        self.ss32 = bool(cpu.ss32)
         self.rsegs: set[int] = set()   # segments read through the inline fast path
         self.wsegs: set[int] = set()   # segments written through it
         self.uses_stack = False
-        self.uses_cs = False
         self.written: set[int] = set()     # register indices assigned somewhere in the block
         self.dirty: set[int] = set()       # assigned since the last store-back to cpu.regs
         self.live = Prod(self, "in")       # the producer whose flags are live now (index -1)
@@ -362,9 +366,12 @@ class _Gen:
     def load(self, size: int, seg: int, a: str, dst: str) -> None:
         """``dst = <size-byte read at a>``; a must be a name or a constant."""
         self.fault_point()
+        slow = f"{self.slow()}{dst} = rd{size * 8}({seg}, {a})"
+        if not self.rflat[seg]:
+            self.L(slow)
+            return
         self.rsegs.add(seg)
         rs = self.rs
-        slow = f"{self.slow()}{dst} = rd{size * 8}({seg}, {a})"
         if self.paging:
             self.L(f"F = tr.get({a} >> 12, {BIG})")
             if size == 1:
@@ -390,6 +397,9 @@ class _Gen:
     def store(self, size: int, seg: int, a: str, v: str) -> None:
         """Write v (already in range) at a; a must be a name or a constant."""
         self.fault_point()
+        if not self.wflat[seg]:
+            self.L(f"{self.slow()}wr{size * 8}({seg}, {a}, {v})")
+            return
         self.wsegs.add(seg)
         rs = self.rs
         # (looked up at run time: a monitor may redirect a CPU's invalidations)
@@ -801,8 +811,14 @@ def g_cmov(g, ins, i):
     return None
 
 
-def _push_value(g, v: str) -> None:
+def _stack(g) -> None:
+    if not g.ss32:
+        raise Unsupported("16-bit stack")     # the closures handle SP wrapping
     g.uses_stack = True
+
+
+def _push_value(g, v: str) -> None:
+    _stack(g)
     g.L("B = (esp - 4) & 0xFFFFFFFF")
     g.store(4, SS, "B", v)
     g.wreg32(4, "B")
@@ -829,7 +845,7 @@ def g_push(g, ins, i):
 def g_pop(g, ins, i):
     if ins.op0_kind != K.REGISTER or ins.op0_register not in GPR or op_size(ins, 0) != 4:
         raise Unsupported("pop form")
-    g.uses_stack = True
+    _stack(g)
     g.load(4, SS, "esp", "V")
     g.wreg32(4, "(esp + 4) & 0xFFFFFFFF")
     g.wreg(ins.op0_register, "V")
@@ -840,7 +856,7 @@ def g_pop(g, ins, i):
 def g_leave(g, ins, i):
     if ins.code == iced.Code.LEAVEW:
         raise Unsupported("leave16")
-    g.uses_stack = True
+    _stack(g)
     g.load(4, SS, "ebp", "V")
     g.wreg32(4, "(ebp + 4) & 0xFFFFFFFF")
     g.wreg32(5, "V")
@@ -858,7 +874,6 @@ def _opsize16(ins) -> bool:
 def g_jmp(g, ins, i):
     if ins.is_jmp_far or ins.is_jmp_far_indirect or _opsize16(ins):
         raise Unsupported("far/16-bit jmp")
-    g.uses_cs = True
     if ins.op0_kind == K.NEAR_BRANCH32:
         return ("jmp", ins.near_branch_target & M32)
     t = g.read_op(ins, 0, 4, "T")
@@ -871,7 +886,6 @@ def g_jmp(g, ins, i):
 def g_jcc(g, ins, i):
     if _opsize16(ins):
         raise Unsupported("16-bit jcc")
-    g.uses_cs = True
     return ("jcc", g.live.cond(ins.condition_code - 1), ins.near_branch_target & M32, ins.next_ip & M32)
 
 
@@ -879,7 +893,6 @@ def g_jcc(g, ins, i):
 def g_call(g, ins, i):
     if ins.is_call_far or ins.is_call_far_indirect or _opsize16(ins):
         raise Unsupported("far/16-bit call")
-    g.uses_cs = True
     nxt = hex(ins.next_ip & M32)
     if ins.op0_kind == K.NEAR_BRANCH32:
         _push_value(g, nxt)
@@ -896,8 +909,7 @@ def g_ret(g, ins, i):
     if ins.code not in (iced.Code.RETND, iced.Code.RETND_IMM16):
         raise Unsupported("16-bit ret")
     extra = ins.immediate16 if ins.op_count else 0
-    g.uses_stack = True
-    g.uses_cs = True
+    _stack(g)
     g.load(4, SS, "esp", "T")
     g.wreg32(4, f"(esp + {4 + extra}) & 0xFFFFFFFF")
     return ("ind", "T")
@@ -926,8 +938,8 @@ def _env(cpu) -> _Env:
 
 def compile_block(cpu, blk):
     """The generated function for ``blk``, or None if it cannot have one."""
-    if not _LITTLE or not blk.cs32 or blk.n > MAX_GEN or not cpu.cs32:
-        return None
+    if not _LITTLE or not blk.cs32 or blk.n > MAX_GEN or not cpu.cs32 or not cpu.rfast[CS]:
+        return None     # (a non-flat code segment would need limit checks on every jump)
     src, env = generate(cpu, blk)
     code = compile(src, f"<block {blk.eip:#x}>", "exec")
     ns: dict = {}
@@ -944,7 +956,7 @@ def _is_unimplemented(fn) -> bool:
 
 
 _STATE = ("written", "dirty", "live", "has_producer", "rsegs", "wsegs", "uses_stack",
-          "uses_cs", "need_lf", "need_cfin", "env")
+          "need_lf", "need_cfin", "env")
 
 
 def generate(cpu, blk):
@@ -1147,8 +1159,9 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     guard += [f"wf[{s}]" for s in sorted(g.wsegs)]
     if g.uses_stack:
         guard.append("cpu.ss32")
-    if g.uses_cs:
-        guard.append(f"rf[{CS}]")
+    # A flat code segment: jump targets need no limit check, and chaining finds the
+    # successor from its EIP (linear address = EIP).
+    guard.append(f"rf[{CS}]")
 
     need_lf_any = g.need_lf or any(_chain_refs_livein(p) for _, p in g.fault_points)
     src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
