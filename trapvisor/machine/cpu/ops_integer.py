@@ -367,12 +367,15 @@ def c_enter(cpu, ins):
     regs = cpu.regs
 
     def enter():
+        # SDM Vol. 2 ENTER: the stack size (SS.B), not the operand size,
+        # selects SP or ESP and BP or EBP; the operand size selects what is pushed.
         m = 0xFFFFFFFF if cpu.ss32 else 0xFFFF
         wr = cpu.wr32 if size == 4 else cpu.wr16
         rd = cpu.rd32 if size == 4 else cpu.rd16
+        vmask = MASK[size]
         sp = regs[4] & m
         sp = (sp - size) & m
-        wr(SS, sp, regs[5] & MASK[size])
+        wr(SS, sp, regs[5] & vmask)
         frame = sp
         bp = regs[5] & m
         for _ in range(1, level):
@@ -381,16 +384,16 @@ def c_enter(cpu, ins):
             wr(SS, sp, rd(SS, bp))
         if level > 0:
             sp = (sp - size) & m
-            wr(SS, sp, frame)
+            wr(SS, sp, frame & vmask)
         sp = (sp - alloc) & m
         # Probe the final stack address as the hardware does before committing.
         if alloc:
             cpu.rd8(SS, sp)
-        if size == 4:
-            regs[5] = frame if cpu.ss32 else (regs[5] & 0xFFFF0000) | frame
+        if cpu.ss32:
+            regs[5], regs[4] = frame, sp
         else:
-            regs[5] = (regs[5] & 0xFFFF0000) | (frame & 0xFFFF)
-        regs[4] = sp if cpu.ss32 else (regs[4] & 0xFFFF0000) | sp
+            regs[5] = (regs[5] & 0xFFFF0000) | frame
+            regs[4] = (regs[4] & 0xFFFF0000) | sp
     return enter, NORMAL
 
 
@@ -901,27 +904,21 @@ def c_shxd(cpu, ins):
 # ------------------------------------------------------------- bit ops
 @handles(M.BT, M.BTS, M.BTR, M.BTC)
 def c_bt(cpu, ins):
+    """BT/BTS/BTR/BTC (SDM Vol. 2 BT).  CF = the selected bit; OF SF AF PF are
+    undefined and ZF is unchanged on current CPUs: we keep all five, which is
+    what QEMU does when the flags were last set from EFLAGS (see
+    docs/undefined-flags.md)."""
     op = ins.mnemonic
     size = op_size(ins, 0)
     bits = size * 8
     mask = MASK[size]
     reg_index = ins.op1_kind == K.REGISTER
     bitsrc = reader(cpu, ins, 1, size)
+    modify = None if op == M.BT else op
 
-    def new_flags(bit):
-        # CF = the bit; the other flags are undefined: QEMU keeps ZF and clears
-        # nothing else consistently, so we keep all but CF (docs/undefined-flags.md).
-        old = arith_flags(cpu.lf)
-        return (F.EAGER, (old & ~CF) | (CF if bit else 0), 0, 0, 0)
-
-    def apply(v, n):
-        if op == M.BTS:
-            return v | (1 << n)
-        if op == M.BTR:
-            return v & ~(1 << n)
-        if op == M.BTC:
-            return v ^ (1 << n)
-        return None
+    def set_cf(bit):
+        f = arith_flags(cpu.lf) & ~CF
+        cpu.lf = (F.EAGER, f | bit, 0, 0, 0)
 
     if ins.op0_kind == K.REGISTER:
         rd, wr = reg_reader(cpu, ins.op0_register), reg_writer(cpu, ins.op0_register)
@@ -929,33 +926,47 @@ def c_bt(cpu, ins):
         def bt_r():
             n = bitsrc() & (bits - 1)
             v = rd()
-            r = apply(v, n)
-            if r is not None:
-                wr(r & mask)
-            cpu.lf = new_flags((v >> n) & 1)
+            if modify is not None:
+                if modify == M.BTS:
+                    wr(v | (1 << n))
+                elif modify == M.BTR:
+                    wr(v & ~(1 << n) & mask)
+                else:
+                    wr(v ^ (1 << n))
+            set_cf((v >> n) & 1)
         return bt_r, NORMAL
     ea, seg = ea_fn(cpu, ins), mem_segment(ins)
     rdm = {2: cpu.rd16, 4: cpu.rd32}[size]
     wrm = {2: cpu.wr16, 4: cpu.wr32}[size]
     sgn = SIGN[size]
+    shift = 5 if size == 4 else 4
+    # The effective address wraps at the address size (QEMU does the same).
+    amask = 0xFFFF if ins.memory_base in _A16 or ins.memory_index in _A16 or \
+        (ins.memory_base == iced.Register.NONE and ins.memory_index == iced.Register.NONE
+         and ins.memory_displ_size == 2) else 0xFFFFFFFF
 
     def bt_m():
         n = bitsrc()
         a = ea()
         if reg_index:
-            # A register bit offset addresses beyond the operand (signed, SDM Vol. 2 BT).
-            off = ((n ^ sgn) - sgn) >> (3 if size == 4 else 3)
-            word = off // bits * size if False else ((((n ^ sgn) - sgn) >> (5 if size == 4 else 4)) * size)
-            a = (a + word) & 0xFFFFFFFF
-            n &= bits - 1
-        else:
-            n &= bits - 1
+            # A register bit offset is signed and reaches beyond the operand:
+            # the word at EA + (offset >> 4 or 5) * size (SDM Vol. 2 BT).
+            a = (a + (((n ^ sgn) - sgn) >> shift) * size) & amask
+        n &= bits - 1
         v = rdm(seg, a)
-        r = apply(v, n)
-        if r is not None:
-            wrm(seg, a, r & mask)
-        cpu.lf = new_flags((v >> n) & 1)
+        if modify is not None:
+            if modify == M.BTS:
+                r = v | (1 << n)
+            elif modify == M.BTR:
+                r = v & ~(1 << n) & mask
+            else:
+                r = v ^ (1 << n)
+            wrm(seg, a, r)
+        set_cf((v >> n) & 1)
     return bt_m, NORMAL
+
+
+_A16 = {iced.Register.BX, iced.Register.BP, iced.Register.SI, iced.Register.DI}
 
 
 @handles(M.BSF, M.BSR)
@@ -1070,9 +1081,10 @@ def c_nop(cpu, ins):
 def c_xlat(cpu, ins):
     regs = cpu.regs
     seg = mem_segment(ins)
+    amask = 0xFFFF if ins.memory_base == iced.Register.BX else 0xFFFFFFFF
 
     def xlat():
-        a = (regs[3] + (regs[0] & 0xFF)) & 0xFFFFFFFF
+        a = (regs[3] + (regs[0] & 0xFF)) & amask
         regs[0] = (regs[0] & 0xFFFFFF00) | cpu.rd8(seg, a)
     return xlat, NORMAL
 
