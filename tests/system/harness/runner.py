@@ -476,7 +476,9 @@ def cached(machine: str, tool: str, elf: pathlib.Path, run) -> Outcome:
         d = json.loads(path.read_text())
         return Outcome(d["machine"], d["kind"], d["text"], d["fields"], d["detail"], 0.0)
     o = run()
-    if o.kind in ("dump", "reset"):    # not "hang" (a slow host) nor errors
+    # Not errors; a "hang" too (QEMU and Bochs get many seconds for what takes
+    # them well under one, so a hang is the guest's, not a slow host's).
+    if o.kind in ("dump", "reset", "hang"):
         _atomic_write(path, json.dumps(dataclasses.asdict(o)).encode())
     return o
 
