@@ -90,7 +90,14 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
     if not (gate >> 47) & 1:
         raise CpuFault(NP, idt_err)
     if gtype == SYS_TASK_GATE:
-        raise MachineStop("task switch", f"vector {vector} goes through a task gate (not implemented)")
+        # A task switch (tasks.py); the return address is the old task's EIP.
+        from . import tasks
+        tsel, td = tasks.via_gate(cpu, vector * 8, gate, ext)
+        tasks.switch(cpu, tsel, td, "int", cpu.eip, error_code, ext)
+        cpu.halted = False
+        if kind == "software":
+            cpu.sw_int_delivered = True
+        return
     sel = (gate >> 16) & 0xFFFF
     offset = (gate & 0xFFFF) | ((gate >> 32) & 0xFFFF0000)
     gate32 = gtype in (SYS_INT_GATE32, SYS_TRAP_GATE32)
@@ -184,12 +191,14 @@ def software_interrupt(cpu, vector: int, next_eip: int, ip: int | None = None) -
     deliver_event(cpu, vector, None, kind="software")
 
 
-def iret(cpu, size: int) -> None:
+def iret(cpu, size: int, next_eip: int | None = None) -> None:
     """IRET/IRETD in protected mode (SDM Vol. 2 IRET, PROTECTED-MODE and RETURN-TO-OUTER-PRIVILEGE-LEVEL)."""
     if not cpu.cr0 & CR0_PE:
         raise MachineStop("real mode", "IRET in real mode is not supported")
     if cpu.eflags_rest & NT:
-        raise MachineStop("task switch", "IRET with EFLAGS.NT=1 (task return) is not implemented")
+        from . import tasks
+        tasks.task_return(cpu, next_eip)     # back to the task in the link field
+        return
     regs = cpu.regs
     mask = 0xFFFFFFFF if cpu.ss32 else 0xFFFF
     sp = regs[4] & mask

@@ -26,6 +26,7 @@ from .constants import (
     SYS_TSS32_BUSY, SYS_TSS16_BUSY, ZF, NP, SS_VEC, CR0_PG, TS,
 )
 from .cpu import CpuFault, MachineStop
+from . import tasks
 from .interrupts import iret, set_flags_by_privilege, software_interrupt
 from .operands import (
     CREG, DREG, GPR, K, SEGREG, ea_fn, mem_segment, op_size, reader, reg_reader,
@@ -580,11 +581,12 @@ def _far_target(cpu, ins):
 
 def compile_far_jmp(cpu, ins):
     target, size = _far_target(cpu, ins)
+    nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)   # saved in the TSS by a task switch
 
     def far_jmp():
         strict_trap(cpu)
         sel, off = target()
-        far_transfer(cpu, sel, off, size, call=False, ret_eip=None)
+        far_transfer(cpu, sel, off, size, call=False, ret_eip=nxt)
     return far_jmp, JUMP
 
 
@@ -617,8 +619,20 @@ def far_transfer(cpu, sel: int, off: int, size: int, call: bool, ret_eip) -> Non
     t = D.d_type(d)
     if D.d_is_system(d) and t in (SYS_CALL_GATE32, SYS_CALL_GATE16):
         return _through_call_gate(cpu, sel, d, call, ret_eip)
-    if D.d_is_system(d) and t in (5, SYS_TSS32_AVAIL, SYS_TSS16_AVAIL):
-        raise MachineStop("task switch", f"far {'call' if call else 'jump'} to a TSS/task gate (not implemented)")
+    if tasks.is_task_type(d):
+        # A task switch (SDM Vol. 2 JMP/CALL, TASK-GATE and TASK-STATE-SEGMENT):
+        # DPL >= max(CPL, RPL) of the TSS or gate, the TSS not busy.
+        dpl = D.d_dpl(d)
+        if dpl < cpu.cpl or dpl < (sel & 3):
+            raise CpuFault(GP, sel & 0xFFFC)
+        if t == 5:
+            tsel, td = tasks.via_gate(cpu, sel, d)
+        elif t & 2:
+            raise CpuFault(GP, sel & 0xFFFC)
+        else:
+            tsel, td = sel, d
+        tasks.switch(cpu, tsel, td, "call" if call else "jmp", ret_eip)
+        return
     raise CpuFault(GP, sel & 0xFFFC)
 
 
@@ -786,11 +800,13 @@ def c_int(cpu, ins):
 def c_iret(cpu, ins):
     size = 4 if ins.mnemonic == M.IRETD else 2
 
+    nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)
+
     def iret_():
         # IRET changes CPL and IF without trapping: control sensitive, so the
         # strict (virtualizable) CPU traps it outside ring 0.
         strict_trap(cpu)
-        iret(cpu, size)
+        iret(cpu, size, nxt)
     return iret_, JUMP
 
 
