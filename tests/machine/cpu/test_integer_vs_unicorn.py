@@ -348,7 +348,13 @@ def build(b: Builder, code: int, *, imm=None, reg_val=None, mem_val=None, force_
             ops[i] = ("u", 1)
         else:
             raise NotImplementedError(f"{code_name(code)}: operand kind {k}")
-    return make(code, ops)
+    ins = make(code, ops)
+    # LOCK on a memory destination (atomics).  Not on NEG: QEMU 5 computes the
+    # flags of LOCK NEG from the old value (an oracle bug, docs/undefined-flags.md).
+    if info.can_use_lock_prefix and info.mnemonic != M.NEG and ops and ops[0][0] == "m" \
+            and b.draw(ints(0, 3), label="lock?") == 0:
+        ins.has_lock_prefix = True     # LOCK on a memory destination (atomics)
+    return ins
 
 
 def make(code: int, ops: list) -> iced.Instruction:
@@ -406,7 +412,7 @@ test_xchg = one_instruction_test(codes_for(M.XCHG))
 
 test_xadd = one_instruction_test(codes_for(M.XADD))
 
-test_bswap = one_instruction_test([C.BSWAP_R32])
+test_bswap = one_instruction_test([C.BSWAP_R32, C.BSWAP_R16])
 
 ARITH_CODES = codes_for(M.ADD, M.ADC, M.SUB, M.SBB, M.CMP)
 test_arith = one_instruction_test(ARITH_CODES, n=250)
@@ -649,12 +655,16 @@ def test_jmp_call_ret(data):
         reg = data.draw(sampled(tuple([r for r in GPR32 if r != R.ESP])), label="reg")
         b.fixed.add(GPR32.index(reg))
     mem_addr = b.address(4)
+    rep_ret = data.draw(sampled((False, True)), label="rep ret?")   # gcc's "rep ret"
+    hi16 = data.draw(ints(0, 0xFFFF), label="hi") << 16 if o16 else 0
+    jmp_code = data.draw(sampled((C.JMP_REL16,)) if o16 else sampled((C.JMP_REL8_32, C.JMP_REL32_32)),
+                         label="jmp")
 
     def snippet(addrs):
         target = addrs.get(F, 0) if kind == "call" else addrs.get(AFTER, 0)
         out = []
         if form in ("reg", "reg16"):
-            b.regs[GPR32.index(reg)] = (data.draw(ints(0, 0xFFFF), label="hi") << 16 if o16 else 0) | target
+            b.regs[GPR32.index(reg)] = hi16 | target
             op = I.create_reg(getattr(C, f"{kind.upper()}_RM{16 if o16 else 32}"), reg if not o16 else
                               GPR16[GPR32.index(reg)])
         elif form in ("mem", "mem16"):
@@ -664,8 +674,7 @@ def test_jmp_call_ret(data):
         elif kind == "call":
             op = _branch(C.CALL_REL16 if o16 else C.CALL_REL32_32, F)
         else:
-            op = _branch(data.draw(sampled((C.JMP_REL16,)) if o16 else
-                                   sampled((C.JMP_REL8_32, C.JMP_REL32_32)), label="jmp"), AFTER)
+            op = _branch(jmp_code, AFTER)
         out.append(op)
         out.append(mark(R.EDI, 0x11111111))
         if kind == "call":
@@ -675,7 +684,9 @@ def test_jmp_call_ret(data):
             out.append(f)
             rcode = (C.RETNW_IMM16 if o16 else C.RETND_IMM16) if ret_imm is not None else \
                 (C.RETNW if o16 else C.RETND)
-            out.append(I.create_u32(rcode, ret_imm) if ret_imm is not None else I.create(rcode))
+            ret = I.create_u32(rcode, ret_imm) if ret_imm is not None else I.create(rcode)
+            ret.has_repe_prefix = rep_ret
+            out.append(ret)
         else:
             a = mark(R.EBX, 0x22222222)
             a.ip = AFTER
@@ -743,6 +754,13 @@ def producer(b, data):
     else:
         instrs = [build(b, code, imm=shift_count() if info.mnemonic in
                         (M.SHL, M.SAL, M.SHR, M.SAR, M.ROL, M.ROR, M.RCL, M.RCR, M.SHLD, M.SHRD) else None)]
+    if data.draw(ints(0, 2), label="pre-op?") == 0:
+        # A flag-setting instruction first: exercises producers that keep some
+        # flags (INC/DEC, rotates, shifts by 0, BT) on top of a lazy state.
+        pre = build(b, data.draw(sampled(tuple(ARITH_CODES + LOGIC_CODES + UNARY_CODES + SHIFT_CODES)),
+                                 label="pre-op"),
+                    force_mem=False, exclude_regs=b.fixed | {4}, assign_regs=False, imm=shift_count())
+        instrs.insert(0, pre)
     if data.draw(ints(0, 3), label="keeper?") == 0:
         k = data.draw(sampled(tuple(KEEPERS)), label="keeper")
         instrs.append(build(b, k, absolute_mem=True, exclude_regs=b.fixed | {4}, assign_regs=False))

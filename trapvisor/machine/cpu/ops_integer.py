@@ -754,14 +754,12 @@ def c_convert(cpu, ins):
 
 
 # ------------------------------------------------------ shifts and rotates
-def _shift_count(cpu, ins):
-    if ins.op1_kind == K.REGISTER:
-        regs = cpu.regs
-        return lambda: regs[1] & 0x1F
-    c = imm_value(ins, 1) & 0x1F
-    return lambda: c
-
-
+# SDM Vol. 2 SAL/SAR/SHL/SHR, RCL/RCR/ROL/ROR.  The count is masked to 5 bits;
+# a masked count of 0 changes nothing, not even the flags.  Flags Intel leaves
+# undefined (AF; OF for counts other than 1) follow QEMU, see
+# docs/undefined-flags.md.  Each kernel takes (value, count 1..31, lazy
+# flags) and returns (result, eager flags); the closure stores the result
+# before it commits the flags, so a faulting store leaves the flags alone.
 def _szp(r, sign):
     f = PARITY[r & 0xFF]
     if r == 0:
@@ -771,82 +769,129 @@ def _szp(r, sign):
     return f
 
 
-@handles(M.SHL, M.SAL, M.SHR, M.SAR, M.ROL, M.ROR, M.RCL, M.RCR)
-def c_shift(cpu, ins):
-    op = ins.mnemonic
-    size = op_size(ins, 0)
-    mask, sign = MASK[size], SIGN[size]
-    bits = size * 8
-    rd, wr, mem = _rmw(cpu, ins, size)
-    count = _shift_count(cpu, ins)
-
-    def compute(a, c):
-        """Return (result, flags) or None when the count is 0 (no change at all)."""
-        old = arith_flags(cpu.lf)
-        if op == M.SHL or op == M.SAL:
+def _shift_kernel(op, bits):
+    mask = (1 << bits) - 1
+    sign = 1 << (bits - 1)
+    top = bits - 1
+    if op == M.SHL or op == M.SAL:
+        def shl(a, c, lf):
             r = (a << c) & mask
             cf = (a >> (bits - c)) & 1 if c <= bits else 0
-            of = ((r & sign) != 0) != bool(cf)
-            f = _szp(r, sign) | (CF if cf else 0) | (OF if of else 0)
-            # AF undefined: QEMU leaves it... it sets AF from nothing: cleared.
+            f = _szp(r, sign) | cf      # AF = 0
+            if (r >> top) ^ cf:         # OF = MSB(result) ^ CF, for every count
+                f |= OF
             return r, f
-        if op == M.SHR:
-            r = a >> c if c < 32 else 0
-            cf = (a >> (c - 1)) & 1
-            f = _szp(r, sign) | (CF if cf else 0) | (OF if (c == 1 or True) and a & sign and c == 1 else 0)
-            if c != 1:
-                # OF undefined for counts > 1: QEMU computes it as for a 1-bit shift of the last step.
-                f = (f & ~OF) | (OF if ((r << 1) ^ r) & sign else 0)
+        return shl
+    if op == M.SHR:
+        def shr(a, c, lf):
+            r = a >> c
+            f = _szp(r, sign) | ((a >> (c - 1)) & 1)
+            if c == 1 and a & sign:     # OF = MSB(original) for 1, 0 for larger counts
+                f |= OF
             return r, f
-        if op == M.SAR:
+        return shr
+    if op == M.SAR:
+        def sar(a, c, lf):
             sa = (a ^ sign) - sign
             r = (sa >> c) & mask
-            cf = (sa >> (c - 1)) & 1
-            return r, _szp(r, sign) | (CF if cf else 0)
-        if op == M.ROL:
-            cc = c % bits
-            r = ((a << cc) | (a >> (bits - cc))) & mask if cc else a
+            return r, _szp(r, sign) | ((sa >> (c - 1)) & 1)   # OF = 0
+        return sar
+    if op == M.ROL:
+        def rol(a, c, lf):
+            c %= bits
+            r = ((a << c) | (a >> (bits - c))) & mask if c else a
             cf = r & 1
-            of = ((r & sign) != 0) != bool(cf)
-            return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
-        if op == M.ROR:
-            cc = c % bits
-            r = ((a >> cc) | (a << (bits - cc))) & mask if cc else a
-            cf = 1 if r & sign else 0
-            of = ((r & sign) != 0) != ((r & (sign >> 1)) != 0)
-            return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
-        # RCL/RCR rotate through CF: a (bits+1)-bit rotation.  OF is defined
-        # for 1-bit rotates only; for larger counts we give MSB(src) ^ MSB(result)
-        # as QEMU does (equal to Intel's formula when the count is 1).
-        cc = c % (bits + 1)
-        cfin = old & CF
-        if cc == 0:
-            return a, old
-        wide = a | (cfin << bits)
-        if op == M.RCL:
-            w = ((wide << cc) | (wide >> (bits + 1 - cc))) & ((mask << 1) | 1)
-        else:
-            w = ((wide >> cc) | (wide << (bits + 1 - cc))) & ((mask << 1) | 1)
-        r, cf = w & mask, (w >> bits) & 1
-        return r, (old & ~(CF | OF)) | (CF if cf else 0) | (OF if (a ^ r) & sign else 0)
+            f = (arith_flags(lf) & ~(CF | OF)) | cf
+            if (r >> top) ^ cf:
+                f |= OF
+            return r, f
+        return rol
+    if op == M.ROR:
+        def ror(a, c, lf):
+            c %= bits
+            r = ((a >> c) | (a << (bits - c))) & mask if c else a
+            f = arith_flags(lf) & ~(CF | OF)
+            if r & sign:
+                f |= CF
+            if ((r >> top) ^ (r >> (top - 1))) & 1:
+                f |= OF
+            return r, f
+        return ror
+    # RCL/RCR rotate through CF: a (bits+1)-bit rotation, the count taken
+    # mod 9 / 17 / 33.  OF (defined for count 1) is MSB(src) ^ MSB(result).
+    wmask = (mask << 1) | 1
+    left = op == M.RCL
 
-    def shift():
-        c = count()
-        if mem:
-            seg, ea = mem
-            a_ = ea()
-            a = rd(seg, a_)
-            if c == 0:
-                return
-            r, f = compute(a, c)
-            wr(seg, a_, r)
+    def rcx(a, c, lf):
+        c %= bits + 1
+        old = arith_flags(lf)
+        if c == 0:
+            return a, old
+        wide = a | ((old & CF) << bits)
+        if left:
+            w = ((wide << c) | (wide >> (bits + 1 - c))) & wmask
         else:
-            if c == 0:
-                return
-            r, f = compute(rd(), c)
-            wr(r)
-        cpu.lf = (F.EAGER, f, 0, 0, 0)
-    return shift, NORMAL
+            w = ((wide >> c) | (wide << (bits + 1 - c))) & wmask
+        r = w & mask
+        f = (old & ~(CF | OF)) | (w >> bits)
+        if (a ^ r) & sign:
+            f |= OF
+        return r, f
+    return rcx
+
+
+@handles(M.SHL, M.SAL, M.SHR, M.SAR, M.ROL, M.ROR, M.RCL, M.RCR)
+def c_shift(cpu, ins):
+    size = op_size(ins, 0)
+    kern = _shift_kernel(ins.mnemonic, size * 8)
+    regs = cpu.regs
+    by_cl = ins.op1_kind == K.REGISTER
+    cimm = 0 if by_cl else imm_value(ins, 1) & 0x1F
+    EAGER = F.EAGER
+    if ins.op0_kind == K.REGISTER:
+        idx = GPR[ins.op0_register][0]
+        if size == 4:
+            if not by_cl:
+                if cimm == 0:
+                    def shift_nop():
+                        pass
+                    return shift_nop, NORMAL
+
+                def shift_r32_imm():
+                    r, f = kern(regs[idx], cimm, cpu.lf)
+                    regs[idx] = r
+                    cpu.lf = (EAGER, f, 0, 0, 0)
+                return shift_r32_imm, NORMAL
+
+            def shift_r32_cl():
+                c = regs[1] & 0x1F
+                if c:
+                    r, f = kern(regs[idx], c, cpu.lf)
+                    regs[idx] = r
+                    cpu.lf = (EAGER, f, 0, 0, 0)
+            return shift_r32_cl, NORMAL
+        rd, wr = reg_reader(cpu, ins.op0_register), reg_writer(cpu, ins.op0_register)
+
+        def shift_r():
+            c = regs[1] & 0x1F if by_cl else cimm
+            if c:
+                r, f = kern(rd(), c, cpu.lf)
+                wr(r)
+                cpu.lf = (EAGER, f, 0, 0, 0)
+        return shift_r, NORMAL
+    ea, seg = ea_fn(cpu, ins), mem_segment(ins)
+    rdm = {1: cpu.rd8, 2: cpu.rd16, 4: cpu.rd32}[size]
+    wrm = {1: cpu.wr8, 2: cpu.wr16, 4: cpu.wr32}[size]
+
+    def shift_m():
+        c = regs[1] & 0x1F if by_cl else cimm
+        a = ea()
+        v = rdm(seg, a)      # read (and fault) even when the count is 0
+        if c:
+            r, f = kern(v, c, cpu.lf)
+            wrm(seg, a, r)
+            cpu.lf = (EAGER, f, 0, 0, 0)
+    return shift_m, NORMAL
 
 
 @handles(M.SHLD, M.SHRD)
