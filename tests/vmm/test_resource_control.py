@@ -348,9 +348,6 @@ def test_hostile_guest_on_bare_pc_behaves_as_on_qemu(case):
         assert b_stop in ("triple fault", "reset") and q.exit_code == 0   # -no-reboot: QEMU exits
 
 
-@pytest.mark.xfail(strict=True, reason="the CPU model (machine/cpu/ops_string.py, not a VMM file) "
-                   "runs every REP iteration inside one instruction, so the instruction limit does "
-                   "not bound a REP with a huge count: rep-storm's default count runs for hours")
 @pytest.mark.parametrize("technique", ["trap-emulate", "emulate"])
 def test_rep_string_iterations_count_against_the_limit(technique):
     """200 000 iterations of REP STOSB must not fit in a 20 000-instruction slice."""

@@ -770,6 +770,12 @@ class CPU:
             self.eip = eip
             self.raise_exception(fault.vector, fault.error_code)
 
+    # HLT with IF=1 whose wake-up sources are all masked: the timers keep expiring
+    # and nothing is ever delivered.  After this many expiries in a row without a
+    # deliverable interrupt the CPU is declared halted for good (a real machine
+    # would sleep forever; trapvisor stops with a diagnostic instead of hanging).
+    IDLE_EXPIRIES_LIMIT = 100_000
+
     def idle(self) -> bool:
         """HLT: wait for an interrupt.  Returns False if none can ever come.
 
@@ -780,7 +786,7 @@ class CPU:
         if not self.eflags_rest & IF:
             self.stop = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
             return False
-        while True:
+        for _ in range(self.IDLE_EXPIRIES_LIMIT):
             if self.intc is not None and self.intc.interrupt_pending():
                 self.halted = False
                 self.deliver_external_interrupt()
@@ -790,6 +796,10 @@ class CPU:
                     "halted forever", "HLT with no interrupt that could wake the CPU (no timer armed)")
                 return False
             clock.run_due()
+        self.stop = MachineStop(
+            "halted forever", f"HLT: {self.IDLE_EXPIRIES_LIMIT} timer expiries woke nothing "
+            "(every interrupt line the timers raise is masked)")
+        return False
 
     def deliver_external_interrupt(self) -> None:
         vector = self.intc.acknowledge()

@@ -14,7 +14,16 @@ import iced_x86 as iced
 from . import flags as F
 from .constants import DF, ES
 from .operands import MASK, SIGN, op_size
-from .registry import NORMAL, END, handles
+from .registry import NORMAL, END, JUMP, handles
+
+# A REP string instruction runs at most this many iterations per execution,
+# then leaves EIP on itself and is executed again: the processor may be
+# interrupted between iterations (SDM Vol. 2, REP: "the instruction is
+# restarted"), so interrupts, timers and instruction limits are seen even
+# during a REP STOSB with ECX = 0xFFFFFFFF.  Every iteration counts as one
+# instruction in ``cpu.icount``: the instruction count is the CPU's measure of
+# work and of guest time, and a million-iteration REP is not one unit of either.
+REP_CHUNK = 4096
 
 M = iced.Mnemonic
 K = iced.OpKind
@@ -104,13 +113,27 @@ def c_string(cpu, ins):
             one()
         return string_once, (END if op in (M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD) else NORMAL)
 
+    ip = ins.ip
+    nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)
+
     def string_rep():
-        while regs[1] & amask:
-            go_on = one()
-            regs[1] = (regs[1] & ~amask & 0xFFFFFFFF) | ((regs[1] - 1) & amask)
-            if conditional and not go_on:
-                break
-    return string_rep, END if op in (M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD) else NORMAL
+        left = REP_CHUNK
+        try:
+            while regs[1] & amask:
+                go_on = one()
+                regs[1] = (regs[1] & ~amask & 0xFFFFFFFF) | ((regs[1] - 1) & amask)
+                left -= 1
+                if conditional and not go_on:
+                    break
+                if not left and regs[1] & amask:
+                    cpu.eip = ip          # interrupted between iterations: run it again
+                    return
+            cpu.eip = nxt
+        finally:
+            # The dispatch loop retires the instruction once; the other iterations here.
+            if left < REP_CHUNK - 1:
+                cpu.icount += REP_CHUNK - 1 - left
+    return string_rep, JUMP
 
 
 def iced_seg(ins):
