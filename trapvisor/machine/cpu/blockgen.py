@@ -309,11 +309,11 @@ class _Gen:
             if v != n:
                 self.L(f"{n} = {v}")
         elif size == 2:
-            self.L(f"{n} = ({n} & 0xFFFF0000) | {v}")
+            self.L(f"{n} = ({n} & 0xFFFF0000) | ({v})")
         elif shift:
-            self.L(f"{n} = ({n} & 0xFFFF00FF) | ({v} << 8)")
+            self.L(f"{n} = ({n} & 0xFFFF00FF) | (({v}) << 8)")
         else:
-            self.L(f"{n} = ({n} & 0xFFFFFF00) | {v}")
+            self.L(f"{n} = ({n} & 0xFFFFFF00) | ({v})")
         self.written.add(idx)
         self.dirty.add(idx)
 
@@ -373,7 +373,9 @@ class _Gen:
         self.rsegs.add(seg)
         rs = self.rs
         if self.paging:
-            self.L(f"F = tr.get({a} >> 12, {BIG})")
+            # dict subscript in a try: cheaper than a .get() call when the page is in the TLB
+            self.L(f"try: F = tr[{a} >> 12]")
+            self.L(f"except KeyError: F = {BIG}")
             if size == 1:
                 self.L(f"if F < {rs}: {dst} = ram[F | ({a} & 4095)]")
             elif size == 2:
@@ -405,7 +407,8 @@ class _Gen:
         # (looked up at run time: a monitor may redirect a CPU's invalidations)
         inv = "cpu.invalidate_code_page(P); slow = 1"
         if self.paging:
-            self.L(f"F = tw.get({a} >> 12, {BIG})")
+            self.L(f"try: F = tw[{a} >> 12]")
+            self.L(f"except KeyError: F = {BIG}")
             cond = f"F < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}")
             pa = f"(F | ({a} & 4095))"
             self.L(f"if {cond}:")
@@ -547,9 +550,9 @@ def g_alu(g, ins, i):
     mem0 = ins.op0_kind == K.MEMORY
     if not mem0 and not _gpr(ins, 0):
         raise Unsupported("alu operand")
-    if i in g.dead and not mem0 and size == 4 and kind not in ("adc", "sbb"):
+    if i in g.dead and not mem0 and kind not in ("adc", "sbb"):
         # Flags nobody observes: compute the result only (CMP/TEST: just the read, which may fault).
-        bv = g.read_op(ins, 1, 4, b)
+        bv = g.read_op(ins, 1, size, b)
         if writes:
             d = g.rreg(ins.op0_register)
             if op == Mn.XOR and ins.op1_kind == K.REGISTER and ins.op1_register == ins.op0_register:
@@ -600,7 +603,7 @@ def g_unary(g, ins, i):
     mask, s = MASK[size], SIGN[size]
     a, r, c = f"a{i}", f"r{i}", f"c{i}"
     mem0 = ins.op0_kind == K.MEMORY
-    if i in g.dead and not mem0 and size == 4 and op != Mn.NOT:
+    if i in g.dead and not mem0 and op != Mn.NOT:
         d = g.rreg(ins.op0_register)
         g.wreg(ins.op0_register, {Mn.INC: f"({d} + 1) & {mask}", Mn.DEC: f"({d} - 1) & {mask}",
                                   Mn.NEG: f"(-{d}) & {mask}"}[op])
@@ -1118,9 +1121,15 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
             groups.append(([idx], p))
     for j, (idxs, p) in enumerate(groups):
         m = _handler_mat(g, p)
+        if m == "cpu.lf":
+            m = None                     # already there
         if len(groups) == 1:
-            H.append(f"cpu.lf = {m}")
-        elif j == len(groups) - 1:
+            if m is not None:
+                H.append(f"cpu.lf = {m}")
+            continue
+        if m is None:
+            m = "cpu.lf"
+        if j == len(groups) - 1:
             H.append(f"else: cpu.lf = {m}")
         else:
             H.append(f"{'if' if j == 0 else 'elif'} idx <= {idxs[-1]}: cpu.lf = {m}")
@@ -1163,7 +1172,6 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     # successor from its EIP (linear address = EIP).
     guard.append(f"rf[{CS}]")
 
-    need_lf_any = g.need_lf or any(_chain_refs_livein(p) for _, p in g.fault_points)
     src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
            " C, GCF, SHLF, SHRF, SARF, MULF, cache_get):",
            "  def run(end):",
@@ -1174,10 +1182,10 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     if g.paging and g.wsegs:
         P("    tw = cpu.tlb_w")
     P("    eax, ecx, edx, ebx, esp, ebp, esi, edi = regs")
-    if need_lf_any or g.need_cfin:
+    if g.need_lf:
         P("    lf = cpu.lf")
     if g.need_cfin:
-        P("    cf_in = GCF(lf)")
+        P(f"    cf_in = GCF({'lf' if g.need_lf else 'cpu.lf'})")
     P("    ic = ic0 = cpu.icount" if g.loop else "    ic = cpu.icount")
     P("    idx = 0")
     P("    slow = 0")
@@ -1201,15 +1209,18 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
 def _handler_mat(g: _Gen, p: Prod) -> str:
     """The tuple for the producer live at a fault point, as the handler can compute it.
 
-    In a self-loop whose body never needs the live-in tuple, ``lf`` is not
-    carried round the back edge; the live-in flags of iteration k > 0 are then
-    those of iteration k-1's last producer, whose locals are intact until it
-    runs again, so the handler rebuilds them from those.
+    The live-in flags are still in ``cpu.lf`` when the handler runs: nothing in
+    the block stores it before a fallback, and after a fallback the live
+    producer is the fallback's.  In a self-loop whose body does not carry
+    ``lf`` round the back edge, the live-in flags of iteration k > 0 are those
+    of iteration k-1's last producer, whose locals are intact until it runs
+    again, so the handler rebuilds them from those.
     """
     saved = g.need_lf
-    g.handler_livein = None
-    if g.loop and not g.need_lf and g.live.kind != "in":
-        g.handler_livein = f"(lf if ic == ic0 else {g.live.mat()})"
+    if not g.need_lf:
+        g.handler_livein = "cpu.lf"
+        if g.loop and g.live.kind != "in":
+            g.handler_livein = f"(cpu.lf if ic == ic0 else {g.live.mat()})"
     m = p.mat()
     g.handler_livein = None
     g.need_lf = saved
