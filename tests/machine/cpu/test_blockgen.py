@@ -562,3 +562,33 @@ def test_oracle_harness_runs_generated_code(block_tier, monkeypatch):
     case = Case(code, [1, 2, 3, 4, STACK_TOP, 6, 7, DATA_MID])
     O.check(case)
     assert CODE in ran
+
+
+class _PendingIrq:
+    """An interrupt controller that always has IRQ vector 0x20 to give."""
+
+    def interrupt_pending(self):
+        return True
+
+    def acknowledge(self):
+        return 0x20
+
+
+@pytest.mark.parametrize("asm", [
+    # the block after STI's one-instruction shadow is a hot self-loop
+    "mov $1000, %ecx\nsti\n1: add $1, %eax\ndec %ecx\njnz 1b\nhlt",
+    # ... and a chain of blocks
+    "mov $1000, %ecx\nsti\n1: add $1, %eax\njmp 2f\n2: dec %ecx\njnz 1b\nhlt",
+])
+@pytest.mark.parametrize("hot", [1, 3])
+def test_interrupt_delivered_at_the_same_instruction(asm, hot):
+    """An interrupt pending when a block starts is taken after that one block in both tiers."""
+    def setup(cpu):
+        cpu.intc = _PendingIrq()
+
+    case = _fault_case(asm)
+    for paging in (False, True):
+        for chunks in ([100000], [1, 2, 5, 100000]):
+            a, b = run_both(case, paging, chunks, hot=hot, setup=setup)
+            assert a.test_faults and a.test_faults[0][0] == 0x20
+            assert a.test_faults == b.test_faults

@@ -650,14 +650,20 @@ class CPU:
         end = self.icount + budget
         # A patched fetch_block (PC --trace) must see every block: closures only then.
         tier = self.block_tier and "fetch_block" not in self.__dict__
+        quiet = False     # known: no interrupt pending with IF=1 (the check after a block passed)
         while self.icount < end:
             if self.eflags_rest & TF:
                 self.single_step()
                 if self.stop is not None or self.halted or self.exit_code is not None:
                     return
+                quiet = False
                 continue
             self.inhibit_irq = False
             blk = ip = gen = None
+            # Generated code may run several blocks in one go (self-loops, chaining); the
+            # closure path would return after one block if an interrupt is deliverable.
+            lim = end if quiet or not (self.eflags_rest & IF and self.intc is not None
+                                       and self.intc.interrupt_pending()) else self.icount + 1
             try:
                 blk = self.fetch_block()
                 gen = blk.gen if tier else None
@@ -666,13 +672,13 @@ class CPU:
                     if blk.hits >= _blockgen().HOT:
                         gen = self._compile_block(blk)
                 if gen is not None:
-                    nxt = gen(end)
+                    nxt = gen(lim)
                     # A generated block may return its successor (chaining, see blockgen):
                     # run it directly while the budget lasts.
-                    while nxt.__class__ is Block and self.icount < end and nxt.gen is not None:
+                    while nxt.__class__ is Block and self.icount < lim and nxt.gen is not None:
                         blk = nxt
                         gen = blk.gen
-                        nxt = gen(end)
+                        nxt = gen(lim)
                     if nxt is False:         # not in the context it was generated for
                         gen = blk.gen = None
                         blk.regens += 1
@@ -699,11 +705,13 @@ class CPU:
                 self.raise_exception(fault.vector, fault.error_code)
                 if self.stop is not None or self.exit_code is not None:
                     return
+                quiet = False
                 continue
             if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq:
                 return
             if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
                 return
+            quiet = True
 
     def _compile_block(self, blk: Block):
         try:
