@@ -143,6 +143,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from trapvisor.theory.classifier import classify
 
     loaded = _load(args.isa)
+    command = getattr(loaded, "classify_command", None)
+    if command is not None:  # a bridge with its own report (trapvisor/theory/bridges/x86.py)
+        return command(args, _console())
     adapter: ISAAdapter = FormalAdapter(loaded) if isinstance(loaded, ISA) else loaded
     bounds = _bounds(args)
     c = classify(adapter, bounds=bounds, samples=args.samples, seed=args.seed)
@@ -217,7 +220,7 @@ def cmd_theorems(args: argparse.Namespace) -> int:
         # is no recipe monitor to run on it.
         from trapvisor.theory.classifier import classify
 
-        c = classify(loaded, samples=args.samples or 500, seed=args.seed)
+        c = classify(loaded, samples=args.samples or getattr(loaded, "default_samples", 500), seed=args.seed)
         report = check_theorems(_NoISA(loaded), classification=c, programs=0)
     else:
         report = check_theorems(loaded, bounds=_bounds(args), programs=args.programs, seed=args.seed)

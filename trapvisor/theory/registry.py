@@ -30,11 +30,12 @@ _plugins: dict[str, tuple[Callable[[], Loadable], str]] = {}
 
 #: name -> (module expected to register it, what the user is told if it is missing)
 KNOWN_BRIDGES: dict[str, tuple[str, str]] = {
-    "x86": (
+    name: (
         "trapvisor.theory.bridges.x86",
-        "--isa x86: the x86 bridge needs the simulated PC and is not available yet "
+        f"--isa {name}: the x86 bridge needs the simulated PC (trapvisor.machine), which cannot be imported "
         f"(bundled ISAs: {', '.join(BUNDLED)}; or pass a Python file defining an ISA)",
-    ),
+    )
+    for name in ("x86", "x86-strict")
 }
 
 
@@ -51,10 +52,25 @@ def names() -> list[tuple[str, str]]:
         out.append((n, isa.doc))
     for n, (_, desc) in _plugins.items():
         out.append((n, desc))
-    for n, (_, msg) in KNOWN_BRIDGES.items():
+    for n, (module, _) in KNOWN_BRIDGES.items():
         if n not in _plugins:
-            out.append((n, "(plug-in, not available yet)"))
+            _import_bridge(module)
+        if n in _plugins and all(n != m for m, _ in out):
+            out.append((n, _plugins[n][1]))
+        elif n not in _plugins:
+            out.append((n, "(plug-in, not available)"))
     return out
+
+
+def _import_bridge(module: str) -> bool:
+    """Import a known bridge's module (it registers itself); False if it is not there."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return False
+        raise
+    return True
 
 
 def _bundled(name: str) -> ISA:
@@ -69,13 +85,7 @@ def load(spec: str) -> Loadable:
         return _bundled(spec)
     if spec not in _plugins and spec in KNOWN_BRIDGES:
         module, missing = KNOWN_BRIDGES[spec]
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and (module == e.name or module.startswith(e.name + ".")):
-                raise TheoryError(missing) from None
-            raise
-        if spec not in _plugins:
+        if not _import_bridge(module) or spec not in _plugins:
             raise TheoryError(missing)
     if spec in _plugins:
         loaded = _plugins[spec][0]()

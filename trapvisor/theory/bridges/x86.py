@@ -1,0 +1,308 @@
+"""The bridge to x86: Popek & Goldberg's classifier run on the simulated IA-32 CPU.
+
+``trapvisor theory classify --isa x86`` runs the *same* classifier that
+classifies the formal machine's ISAs (``trapvisor/theory/classifier.py``) on
+the CPU of the simulated PC (``trapvisor/machine/cpu``), one instruction form
+at a time, from sampled machine states.  It prints which forms are
+privileged, which are sensitive, and which are sensitive but not privileged,
+with a witness for each verdict, and compares the last set with the 17
+instructions of Robin and Irvine (2000).  ``--isa x86-strict`` does the same
+on the CPU variant in which the sensitive instructions trap outside ring 0.
+
+How the formal notions map onto x86
+-----------------------------------
+
+The definitions ask a handful of questions of a machine (``adapter.py``);
+this is how each is answered here.
+
+**State S = (E, M, P, R).**  A bridge state (``x86_state.X86State``) is a
+whole machine: GDT, LDT, IDT, TSS, page tables, segment registers, control
+registers and a 16 KiB *window* of memory that the guest addresses.
+
+* **M, the mode**, is x86's privilege state: the CPL (the RPL of CS and SS,
+  so the mode changes the CS and SS selectors too) together with EFLAGS.IOPL,
+  which decides for CLI, STI, IN, OUT, INS, OUTS and POPF's IF exactly what M
+  decides for a privileged instruction, and which, like M, only the
+  supervisor can change.  ``s`` is CPL 0 (with the sampled IOPL); ``u`` is
+  CPL 3 with IOPL 0, the mode a monitor runs guest code in.  Every other
+  combination (CPL 1 and 2, CPL 3 with IOPL 1..3) is *extra mode-like
+  state*: the privilege profile (below) runs every form there too.
+* **E, the storage**, is what a program can see and address: the general
+  registers, EFLAGS apart from IF and IOPL, the data-segment selectors, and
+  the window's bytes (code, data, stack, inner stacks).  Port writes are
+  recorded and count as results.
+* **P** is EIP.
+* **R, relocation-bounds**, is everything that places and confines the guest
+  in the real machine: the segment descriptor caches (base, limit, rights),
+  the paging setup (CR0.PG, CR3 and the frames behind the window), the
+  descriptor-table registers (GDTR, IDTR, LDTR, TR: where the system tables
+  are, and which GDT slots hold the TSS and LDT descriptors) and CR0.
+
+**r (+) x, the same visible storage moved by x** (``counterpart``): the
+classifier draws x in -3..3; the bridge gives each value one kind of
+relocation that keeps the program's view exactly (registers, selectors,
+window bytes at the same segment offsets) and changes only R:
+
+* x = +1 / -1: the window at the next / previous 16 KiB slot of linear
+  memory (all segment bases moved with it; the same frames when paging);
+* x = +2: the same linear window on other physical frames, through another
+  page directory (paging turned on if it was off);
+* x = -2: paging switched the other way (identity frames when turned on);
+* x = +3: the system tables at other addresses, with the TSS and LDT
+  descriptors in other GDT slots (a monitor's own tables);
+* x = -3: another machine status word: CR0.MP, TS and NE flipped (a
+  monitor's CR0, e.g. TS set for lazy FPU switching).
+
+**Traps.**  An execution *traps* when the CPU's ``exception_hook`` fires:
+every exception and every software interrupt goes through it before IDT
+delivery, i.e. it is the x86 trap sequence (save EFLAGS, CS, EIP; load a new
+CS:EIP from the vector table), and the bridge takes it there.  INT n, INT3
+and INTO are therefore traps: they *are* the trap sequence, invoked on
+purpose.  An execution that makes the CPU stop the machine (a task switch,
+IRET with NT set) is outside the model and is excluded like a memory trap.
+
+**Memory traps**, which the definitions exclude, are traps caused by the
+operands rather than by the mode.  The paper's memory traps do not depend on
+the mode, and that is how the bridge recognises them: a trap is a memory trap
+if the execution's twin in the other mode (same E, P and R) traps too, or if
+it is #PF, #SS or #AC (address translation, stack bounds and alignment: the
+x86 memory traps proper).  So a privilege pair counts unless both executions
+trap; a trap that only user mode has is what privilege avoids; and a trap that
+only supervisor mode has (loading SS with a ring-3 selector at CPL 0) refutes
+privilege like a user-mode execution that does not trap.
+
+**Control sensitive** = the execution completes without trapping and changes
+M or R: CPL, IOPL, IF (which decides whether the monitor can take the CPU
+back: it belongs with M in the PSW that the trap sequence saves), the CS/SS
+selectors, any segment descriptor cache, GDTR, IDTR, LDTR, TR, CR0, CR3, CR4
+or the SYSENTER MSRs.
+
+**Behaviour sensitive** = two non-trapping executions from states with the
+same view whose results (registers, EIP, EFLAGS without IF/IOPL, data
+selectors, window bytes through the state's own R, port writes) differ:
+*location* sensitive for a pair related by a relocation above, *mode*
+sensitive for the s/u twins.
+
+Instruction forms are enumerated, not listed (``x86_forms.py``); states are
+sampled (``x86_state.py``) through hypothesis with a fixed seed, so a run is
+reproducible; the privilege profile, the grouping by mnemonic and the
+comparison with Robin and Irvine are in ``x86_report.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from typing import Hashable
+
+from trapvisor.theory import registry
+from trapvisor.theory.adapter import ISAAdapter, Outcome
+from trapvisor.theory.bridges.x86_forms import Encoding, Form, forms
+from trapvisor.theory.bridges.x86_state import (
+    Machine, Snapshot, X86State, random_state, relocate, selector_name, trap_text,
+)
+from trapvisor.theory.machine import Mode
+from trapvisor.machine.cpu.constants import AC_VEC, PF_VEC, SS_VEC
+
+#: Exceptions that are memory traps whatever the mode (address translation,
+#: stack-segment bounds, alignment).
+MEMORY_VECTORS = frozenset({PF_VEC, SS_VEC, AC_VEC})
+
+DEFAULT_SAMPLES = 30
+
+
+class _Bounded(OrderedDict):
+    """A small LRU dict."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class X86Adapter(ISAAdapter):
+    """Answers the classifier's questions with the simulated IA-32 CPU (module docstring)."""
+
+    supports_exhaustive = False
+    default_samples = DEFAULT_SAMPLES
+
+    def __init__(self, strict: bool = False, form_filter=None, *, user_iopl: int | None = 0,
+                 software_interrupts_trap: bool = True):
+        """``strict``: the CPU variant in which sensitive instructions trap outside ring 0.
+
+        The two readings the mapping chooses between (module docstring) are
+        options, so that the alternatives can be run and compared:
+        ``user_iopl=None`` treats IOPL as ordinary state (u keeps the sampled
+        IOPL) instead of part of M; ``software_interrupts_trap=False`` lets INT
+        n, INT3 and INTO go through the IDT as gate transfers instead of
+        counting them as the trap sequence.
+        """
+        self.strict = strict
+        self.user_iopl = user_iopl
+        self.software_interrupts_trap = software_interrupts_trap
+        self.name = "x86-strict" if strict else "x86"
+        self.description = (
+            "IA-32, the simulated PC's CPU" + (", strict variant (sensitive instructions trap outside ring 0)"
+                                               if strict else "")
+            + ": one verdict per instruction form, from sampled machine states")
+        self.machine = Machine(strict, software_interrupts_trap)
+        self.forms: list[Form] = [f for f in forms() if form_filter is None or form_filter(f)]
+        self._resources = _Bounded(512)     # state -> resources as loaded
+        self._runs = _Bounded(64)           # (encoding, state) -> what Machine.run returned
+        self.executions = 0
+        # Per form, a few (encoding, state) that ran without trapping in
+        # supervisor mode: where the privilege profile looks (x86_report).
+        self.ran_in_s: dict[int, list] = {}
+        self._keep = random.Random(0)
+
+    # -- instructions -----------------------------------------------------
+    def opcodes(self):
+        return list(self.forms)
+
+    def opcode_name(self, form: Form) -> str:
+        return form.name
+
+    def opcode_doc(self, form: Form) -> str:
+        return f"{form.opcode}; {len(form.encodings)} encoding(s): " + ", ".join(map(str, form.encodings[:4])) \
+            + (", ..." if len(form.encodings) > 4 else "")
+
+    def instances(self, form, bounds):
+        return list(form.encodings)
+
+    def instance_strategy(self, form: Form):
+        from hypothesis import strategies as st
+
+        return st.sampled_from(form.encodings)
+
+    # -- states -----------------------------------------------------------
+    def state_strategy(self):
+        """States drawn through hypothesis as one 64-bit seed each (cheap to draw, replayable)."""
+        from hypothesis import strategies as st
+
+        return st.builds(lambda seed: random_state(random.Random(seed)), st.integers(0, 2**64 - 1))
+
+    def run(self, instance: Encoding, state: X86State):
+        """One execution on the CPU (cached: the classifier's twins are run more than once)."""
+        key = (instance, state)
+        r = self._runs.get(key)
+        if r is None:
+            r = self.machine.run(state, instance.raw)
+            self.executions += 1
+            self._runs.put(key, r)
+        return r
+
+    def execute(self, instance: Encoding, state: X86State) -> Outcome:
+        before, after, trap, stop = self.run(instance, state)
+        self._resources.put(state, before.resources())
+        if stop is not None:
+            return Outcome(state, after, f"machine stop ({stop})", True)
+        if trap is None:
+            if state.cpl == 0 and not state.tag:
+                self._remember(instance, state)
+            return Outcome(state, after, None, False)
+        return Outcome(state, after, trap_text(trap), self.memory_trap(instance, state, trap))
+
+    def _remember(self, instance: Encoding, state: X86State, keep: int = 6) -> None:
+        kept = self.ran_in_s.setdefault(instance.code, [])
+        if len(kept) < keep:
+            kept.append((instance, state))
+        elif self._keep.random() < 0.2:
+            kept[self._keep.randrange(keep)] = (instance, state)
+
+    def memory_trap(self, instance: Encoding, state: X86State, trap: tuple) -> bool:
+        """Whether a trap is independent of the mode, like the paper's memory traps.
+
+        #PF, #SS and #AC always are; any other trap is when the twin in the
+        other mode (same E, P, R) traps too.  So a pair of executions counts for
+        privilege unless both trap, and a trap that only supervisor mode has
+        (loading SS with a ring-3 selector at CPL 0) refutes privilege.
+        """
+        vector, _, kind = trap
+        if kind == "exception" and vector in MEMORY_VECTORS:
+            return True
+        twin = self.with_mode(state, Mode.U if state.cpl == 0 else Mode.S)
+        _, _, twin_trap, twin_stop = self.run(instance, twin)
+        return twin_trap is not None or twin_stop is not None
+
+    def mode(self, state: X86State) -> Mode:
+        return Mode.S if state.cpl == 0 else Mode.U
+
+    def with_mode(self, state: X86State, mode: Mode) -> X86State:
+        if mode == Mode.S:
+            return state.with_privilege("s", 0, state.iopl_s)
+        return state.with_privilege("u", 3, state.iopl_s if self.user_iopl is None else self.user_iopl)
+
+    def base(self, state: X86State) -> int:
+        return state.tag
+
+    def resources(self, state) -> Hashable:
+        if isinstance(state, Snapshot):
+            return state.resources()
+        r = self._resources.get(state)
+        if r is None:
+            cpu = self.machine.load(state, b"\x90")
+            r = self.machine.snapshot(cpu, state).resources()
+            self._resources.put(state, r)
+        return r
+
+    def view_key(self, state: X86State) -> Hashable:
+        return (state.regs, state.eip, state.eflags & ~0x3200, state.segs, state.data_hot, state.stack_hot)
+
+    def observe(self, outcome: Outcome) -> Hashable:
+        return outcome.after.view()
+
+    def counterpart(self, state: X86State, x: int, mode: Mode) -> X86State | None:
+        if state.tag:
+            return None
+        return relocate(state, x)
+
+    def classify_command(self, args, console) -> int:
+        """The theory CLI's ``classify`` for this bridge: the grouped table and the comparison."""
+        from trapvisor.theory.bridges.x86_report import command
+
+        return command(args, console)
+
+    # -- presentation -----------------------------------------------------
+    def describe(self, s) -> str:
+        if isinstance(s, Snapshot):
+            r = s.regs
+            return (f"CPL={s.cpl} IOPL={s.iopl} IF={int(bool(s.eflags & 0x200))} CS={s.sel[1]:#06x} "
+                    f"SS={s.sel[2]:#06x} DS={s.sel[3]:#06x} EIP={s.eip:#x} EFLAGS={s.eflags:#x} "
+                    f"EAX={r[0]:#x} ECX={r[1]:#x} EDX={r[2]:#x} EBX={r[3]:#x} ESP={r[4]:#x} "
+                    f"GDTR={s.gdtr[0]:#x} CR0={s.cr[0]:#x}")
+        r = s.regs
+        return (f"{s.mode}: CPL={s.cpl} IOPL={s.iopl} IF={int(bool(s.eflags & 0x200))} EIP={s.eip:#x} "
+                f"EFLAGS={s.eflags:#x} EAX={r[0]:#x} ECX={r[1]:#x} EDX={r[2]:#x} EBX={r[3]:#x} ESP={r[4]:#x} "
+                f"DS={s.segs[1]:#06x} | R: {s.R.describe()}")
+
+    def state_json(self, s) -> dict:
+        if isinstance(s, Snapshot):
+            return {"cpl": s.cpl, "iopl": s.iopl, "eflags": s.eflags, "eip": s.eip, "regs": list(s.regs),
+                    "selectors": list(s.sel), "segment_bases": [c[0] for c in s.cache],
+                    "gdtr": list(s.gdtr), "idtr": list(s.idtr), "ldtr": s.ldtr[0], "tr": s.tr[0],
+                    "cr0": s.cr[0], "cr3": s.cr[2], "cr4": s.cr[3], "ports_written": [list(p) for p in s.ports]}
+        R = s.R
+        return {"mode": s.mode, "cpl": s.cpl, "iopl": s.iopl, "eflags": s.eflags, "eip": s.eip,
+                "regs": list(s.regs), "data_selectors": {"es": s.segs[0], "ds": s.segs[1], "fs": s.segs[2],
+                                                         "gs": s.segs[3]},
+                "R": {"segment_base": R.seg_base, "paging": R.paging, "frames": R.frame, "cr3": R.cr3,
+                      "tables": "AB"[R.tables], "cr0": R.cr0},
+                "relocation": s.tag}
+
+
+def _load(strict: bool):
+    def loader():
+        return X86Adapter(strict=strict)
+    return loader
+
+
+registry.register("x86", _load(False), "IA-32, the simulated PC's CPU (sampled states, one verdict per form)")
+registry.register("x86-strict", _load(True),
+                  "IA-32, strict variant: every sensitive instruction traps outside ring 0")
+
+__all__ = ["X86Adapter", "MEMORY_VECTORS", "selector_name"]
