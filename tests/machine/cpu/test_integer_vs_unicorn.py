@@ -457,6 +457,7 @@ _BT_IMM = st.one_of(sampled((0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 255)), ints(0, 
 _BT_OFFSET = {bits: st.one_of(ints(-0x7000, 0x7000), ints(-70, 70)).map(lambda v, m=(1 << bits) - 1: v & m)
               for bits in (16, 32)}
 _ENTER_ALLOC = st.one_of(sampled((0, 1, 4, 8, 0x100, 0xFFFF)), ints(0, 0x200))
+_ENTER_SMALL_ALLOC = st.one_of(sampled((0, 1, 4, 8, 0x100)), ints(0, 0x200))
 _ENTER_LEVEL = st.one_of(sampled((0, 1, 2, 3, 31, 32, 33, 255)), ints(0, 40))
 _RET_IMM = st.one_of(st.none(), sampled((0, 2, 4, 8, 0x100, 0x7FFF)), ints(0, 0x7FFF))
 _LOOP_EDX = st.one_of(ints(0, 64), value(32))
@@ -613,21 +614,25 @@ def test_enter_leave(data):
     b.writes.append((STACK_TOP - 0x1000, b"".join(
         (STACK_TOP + rnd.randrange(-0x400, 0x400, 4)).to_bytes(4, "little") for _ in range(0x800))))
 
-    def enter(code):
-        alloc = data.draw(_ENTER_ALLOC, label="alloc")
+    def enter(code, innermost):
+        # A large allocation moves ESP to another 64 KiB than EBP: only for the
+        # innermost frame, so that a 16-bit ENTER/LEAVE pair inside it (which
+        # restores only BP) cannot hand a wrong EBP to an outer LEAVE.
+        alloc = data.draw(_ENTER_ALLOC if innermost else _ENTER_SMALL_ALLOC, label="alloc")
         level = data.draw(_ENTER_LEVEL, label="level")
         return I.create_u32_u32(code, alloc, level)
 
     instrs = []
     pairs = data.draw(ints(0, 2), label="pairs")
     sizes = [data.draw(sampled((16, 32)), label="size") for _ in range(pairs)]
-    for sz in sizes:
-        instrs.append(enter(C.ENTERW_IMM16_IMM8 if sz == 16 else C.ENTERD_IMM16_IMM8))
+    tail = data.draw(sampled(("", "", "enterw", "enterd", "leavew", "leaved")), label="tail")
+    for k, sz in enumerate(sizes):
+        instrs.append(enter(C.ENTERW_IMM16_IMM8 if sz == 16 else C.ENTERD_IMM16_IMM8,
+                            innermost=k == len(sizes) - 1 and not tail.startswith("enter")))
     for sz in reversed(sizes):
         instrs.append(I.create(C.LEAVEW if sz == 16 else C.LEAVED))
-    tail = data.draw(sampled(("", "", "enterw", "enterd", "leavew", "leaved")), label="tail")
     if tail.startswith("enter"):
-        instrs.append(enter(C.ENTERW_IMM16_IMM8 if tail == "enterw" else C.ENTERD_IMM16_IMM8))
+        instrs.append(enter(C.ENTERW_IMM16_IMM8 if tail == "enterw" else C.ENTERD_IMM16_IMM8, True))
     elif tail:
         instrs.append(I.create(C.LEAVEW if tail == "leavew" else C.LEAVED))
     assume(instrs)
@@ -857,3 +862,20 @@ def test_xlat(data):
                          else 0)
     b.set_reg(R.AL, data.draw(value(8), label="al"))
     run(b, [raw(*prefix, 0xD7)])
+
+
+@family_settings(100)
+@given(st.data())
+def test_pushf_popf(data):
+    """PUSHF/POPF (16 and 32 bits) at CPL 0, around a flag producer.  The popped
+    image keeps TF clear (a trap would end the snippet)."""
+    b = Builder(data, stack=True)
+    image = data.draw(value(32), label="image") & ~0x100 & ~0x20000   # TF, VM
+    b.write(b.regs[4], image, 4)
+    seq = data.draw(sampled(((C.PUSHFD,), (C.PUSHFW,), (C.POPFD,), (C.POPFW,), (C.POPFD, C.PUSHFD),
+                             (C.PUSHFD, C.POPFD), (C.POPFW, C.PUSHFW))), label="sequence")
+    instrs = [I.create(c) for c in seq]
+    if data.draw(st.booleans(), label="producer first?"):
+        instrs.insert(0, build(b, data.draw(sampled(tuple(ARITH_CODES + SHIFT_CODES)), label="producer"),
+                               force_mem=False, exclude_regs={4}, imm=shift_count()))
+    run(b, instrs)
