@@ -65,8 +65,9 @@ from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_siz
 
 # A block is compiled after it has run this many times through the closures
 # (cold code does not pay for exec).
-HOT = int(os.environ.get("TRAPVISOR_BLOCKGEN_HOT", "4"))
-# Tests set this: a generator error raises instead of leaving the block to the closures.
+HOT = int(os.environ.get("TRAPVISOR_BLOCKGEN_HOT", "8"))
+# Tests set this: a generator error raises instead of leaving the block to the closures,
+# and each function keeps its source (``gen.source``) for the assertion messages.
 STRICT = os.environ.get("TRAPVISOR_BLOCKGEN_STRICT", "") == "1"
 # Drop the operands of flag producers nothing observes (see generate); off only for A/B runs.
 DEAD_FLAGS = True
@@ -949,7 +950,8 @@ def compile_block(cpu, blk):
     exec(code, env, ns)
     make = ns["make"]
     fn = make(*[env[k] for k in make.__code__.co_varnames[:make.__code__.co_argcount]])
-    fn.source = src
+    if STRICT:
+        fn.source = src      # (not by default: thousands of blocks' text is a lot of memory)
     return fn
 
 
