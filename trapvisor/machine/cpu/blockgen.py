@@ -4,49 +4,63 @@ The reference path (``translate.py``) runs a block as a tuple of per-
 instruction closures; every instruction then pays a Python call, closure-cell
 loads for its operands, list subscripts for each register and a tuple build
 for its flags.  This tier compiles a block that has run ``HOT`` times into a
-single function by generating Python source and ``exec``-ing it once:
+single function by generating Python source and ``exec``-ing it once
+(``CPU.execute`` triggers it and runs the function instead of the closures):
 
 * registers live in local variables for the whole block (loaded with one
   unpack at entry, stored back at exit, before a fallback call and on a
   fault);
 * the common instruction forms gcc emits are inlined as straight-line Python
-  (``FORMS`` below); every other instruction calls its closure from the
-  reference path, so correctness falls back to the reference semantics;
+  (``FORMS`` below: MOV, MOVZX/MOVSX, LEA, the ALU family, INC/DEC/NEG/NOT,
+  shifts, IMUL/MUL, CDQ/CWDE, XCHG, SETcc, CMOVcc, PUSH/POP/LEAVE, JMP, Jcc,
+  CALL, RET); every other instruction calls its reference closure from the
+  generated code (a *fallback*), so correctness falls back to the reference;
 * memory operands inline the flat-segment / TLB / RAM fast path; anything
-  else (TLB miss, page-crossing or unaligned access, MMIO, a store into a
-  code page) calls the CPU's own ``rd*``/``wr*``;
-* flags are lazy *within* the block: a flag-producing instruction only keeps
-  its operands and result in fresh locals (``a3``, ``r3``...); the
-  ``cpu.lf`` tuple is built only where something can observe it: before a
-  fallback call, at block exit, and in the fault handler.  A flag consumer
-  (Jcc, SETcc, CMOVcc, ADC, SBB, INC/DEC's CF) tests the producer's locals
-  directly (``a7 != b7`` for CMP+JNE).  Nothing is ever skipped, so the
-  state is exact at every possible fault point (QEMU's rule): the fault
-  handler knows which producer is live at each fault point and rebuilds its
-  tuple from the locals.
+  else (TLB miss, unaligned access, MMIO, a store into a code page) calls the
+  CPU's own ``rd*``/``wr*``;
+* flags are lazy *within* the block: a flag-producing instruction keeps its
+  operands and result in fresh locals (``a3``, ``r3``...); the ``cpu.lf``
+  tuple is built only where something can observe it: before a fallback
+  call, at block exit, and in the fault handler.  A flag consumer (Jcc,
+  SETcc, CMOVcc, ADC, SBB, INC/DEC's CF) tests the producer's locals
+  directly (``a7 != b7`` for CMP+JNE).  Producers nothing observes keep no
+  locals at all (dead-flag elimination, see ``generate``);
 * a block whose last instruction jumps back to its own start (most inner
-  loops) loops inside the function while the instruction budget lasts and
-  nothing external can have happened (no slow-path memory access, no code
-  invalidation): exactly the iterations the dispatch loop would have run.
+  loops) loops inside the function while the budget lasts and nothing
+  external can have happened (no slow-path access, no code invalidation):
+  exactly the iterations the dispatch loop would have run;
+* a block without fallbacks returns its successor block when it is already
+  translated (chaining): the dispatch loop runs it without ``fetch_block``
+  and without the between-block checks, which such a block cannot affect.
 
-Exactness on a fault.  Each instruction performs every access that can
+Exactness (QEMU's rule: the state is exact at every point where an
+exception can be raised).  Each instruction performs every access that can
 fault before it assigns a register local (stores before register updates,
-like the closures), and assigns ``idx`` (its index in the block) before its
-first fault point.  The ``except`` clause stores the register locals back,
-rebuilds ``cpu.lf`` for the producer live before ``idx``, sets
-``cpu.icount`` to the count at the start of the current iteration and
-``cpu.fault_index = idx``; ``CPU.execute`` then retires ``idx`` instructions
-and points EIP at the faulting one, as it does for the closure path.
+like the closures), and sets ``idx`` (its index in the block) before its
+first fault point.  Nothing is dropped that a fault point could see: a
+producer's flags are only left unmaterialised if a later producer
+overwrites all six flags with no fault point, fallback or consumer in
+between.  The ``except`` clause stores the register locals back, rebuilds
+``cpu.lf`` for the producer live before ``idx``, sets ``cpu.icount`` to the
+count at the start of the current iteration and ``cpu.fault_index = idx``;
+``CPU.execute`` then retires ``idx`` instructions and points EIP at the
+faulting one, as it does for the closure path.  Self-modifying code behaves
+as in the closure path: a store into a code page drops its blocks, the
+running block finishes as decoded, the next execution sees the new code.
 
 Context.  The generated code is specialised for the CPU context seen when
-the block was compiled: paging on or off, flat (base 0, 4 GiB) segments for
-the segments its memory operands use, a 32-bit stack, a flat code segment.
-Those can only change through instructions that end a block (segment loads,
-CR writes, far transfers, IRET, exceptions), so the function checks them once
-at entry and returns False (run the closures instead) when they differ.
+it was generated: paging on or off, which segments are flat (base 0, 4 GiB;
+the others go through ``rd*``/``wr*``), a 32-bit stack, a flat code segment
+(else no function at all).  Those change only through instructions that end
+a block (segment loads, CR writes, far transfers, IRET, exceptions), so the
+function checks them once at entry and returns False when they differ; the
+dispatch loop then runs the closures and regenerates the block for the new
+context.
 
-The hot code (generated source, memory fast paths) is dense on purpose: every
-extra attribute load or call in it is paid once per guest instruction.
+The hot code (generated source, memory fast paths, the dispatch loop) is
+dense on purpose: every extra attribute load or call in it is paid once per
+guest instruction.  ``STRICT`` keeps each function's source as
+``blk.gen.source`` for reading.
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ import weakref
 import iced_x86 as iced
 
 from . import flags as F
-from .constants import AF, CF, CS, OF, SF, SS, ZF
+from .constants import CF, CS, OF, SF, SS, ZF
 from .flags import CONDITIONS, PARITY, get_cf
 from .audit import is_sensitive_form
 from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_size
@@ -260,12 +274,10 @@ class _Gen:
         self.written: set[int] = set()     # register indices assigned somewhere in the block
         self.dirty: set[int] = set()       # assigned since the last store-back to cpu.regs
         self.live = Prod(self, "in")       # the producer whose flags are live now (index -1)
-        self.livein = self.live
         self.need_lf = False               # the body reads the live-in tuple
         self.need_cfin = False             # the body reads the live-in CF
         self.fault_points: list[tuple[int, Prod]] = []
         self.has_fallback = False
-        self.has_producer = False
         self.env: dict = {}
         self.loop = False                  # the block jumps back to its own start
         self.handler_livein = None         # see _handler_mat
@@ -447,7 +459,6 @@ class _Gen:
     def produce(self, p: Prod) -> None:
         self.prods.append(p)
         self.live = p
-        self.has_producer = True
 
     # -- fallback to the reference closure
     def sync(self) -> None:
@@ -960,7 +971,7 @@ def _is_unimplemented(fn) -> bool:
     return getattr(fn, "__qualname__", "").startswith("_unimplemented.")
 
 
-_STATE = ("written", "dirty", "live", "has_producer", "rsegs", "wsegs", "uses_stack",
+_STATE = ("written", "dirty", "live", "rsegs", "wsegs", "uses_stack",
           "need_lf", "need_cfin", "env")
 
 
