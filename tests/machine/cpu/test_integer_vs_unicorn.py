@@ -219,8 +219,9 @@ class Builder:
                 disp = (addr - self.regs[bi] - total) & M32
                 if bi == 4 and self.stack:
                     # ESP-based operand in a stack test: address the stack instead.
-                    disp = self.draw(ints(-16, 64), label="esp-disp") & M32
-                    addr = (self.regs[4] + disp) & M32
+                    off = self.draw(ints(-16, 64), label="esp-disp")
+                    addr = (self.regs[4] + off) & M32
+                    disp = (off - total) & M32
             else:
                 disp = {0: 0, 1: self.draw(ints(-128, 127), label="d8"),
                         4: self.draw(ints(-0x80000000, 0x7FFFFFFF), label="d32")}[disp_choice] & M32
@@ -389,66 +390,66 @@ def family_settings(n: int = 150):
                                            HealthCheck.filter_too_much])
 
 
-def one_instruction_test(codes, n=150, stack=False, **build_kw):
+def one_instruction_test(name, codes, n=150, stack=False, **build_kw):
     """A test running one instruction of a random Code from ``codes``."""
-    @family_settings(n)
-    @given(st.data())
     def test(data):
         code = data.draw(sampled(tuple(codes)), label="code")
         b = Builder(data, stack=stack)
         run(b, [build(b, code, **build_kw)])
-    return test
+    # Its own name (reports, hypothesis' example database).
+    test.__name__ = test.__qualname__ = name
+    return family_settings(n)(given(st.data())(test))
 
 
 # =============================================================== families
 MOV_CODES = codes_for(M.MOV, M.MOVZX, M.MOVSX, exclude={
     C.MOV_RM16_SREG, C.MOV_R32M16_SREG, C.MOV_SREG_RM16, C.MOV_SREG_R32M16, C.MOV_R32_CR,
     C.MOV_R32_DR, C.MOV_CR_R32, C.MOV_DR_R32, C.MOV_R32_TR, C.MOV_TR_R32})
-test_mov = one_instruction_test(MOV_CODES)
+test_mov = one_instruction_test("test_mov", MOV_CODES)
 
-test_lea = one_instruction_test(codes_for(M.LEA))
+test_lea = one_instruction_test("test_lea", codes_for(M.LEA))
 
-test_xchg = one_instruction_test(codes_for(M.XCHG))
+test_xchg = one_instruction_test("test_xchg", codes_for(M.XCHG))
 
-test_xadd = one_instruction_test(codes_for(M.XADD))
+test_xadd = one_instruction_test("test_xadd", codes_for(M.XADD))
 
-test_bswap = one_instruction_test([C.BSWAP_R32, C.BSWAP_R16])
+test_bswap = one_instruction_test("test_bswap", [C.BSWAP_R32, C.BSWAP_R16])
 
 ARITH_CODES = codes_for(M.ADD, M.ADC, M.SUB, M.SBB, M.CMP)
-test_arith = one_instruction_test(ARITH_CODES, n=250)
+test_arith = one_instruction_test("test_arith", ARITH_CODES, n=250)
 
 # F6 /1 and F7 /1 are undocumented aliases of TEST that real CPUs execute;
 # QEMU raises #UD for them (docs/undefined-flags.md, "Deliberate differences").
 LOGIC_CODES = codes_for(M.AND, M.OR, M.XOR, M.TEST, exclude={C.TEST_RM8_IMM8_F6R1, C.TEST_RM16_IMM16_F7R1,
                                                              C.TEST_RM32_IMM32_F7R1})
-test_logic = one_instruction_test(LOGIC_CODES, n=200)
+test_logic = one_instruction_test("test_logic", LOGIC_CODES, n=200)
 
 UNARY_CODES = codes_for(M.INC, M.DEC, M.NEG, M.NOT)
-test_unary = one_instruction_test(UNARY_CODES, n=200)
+test_unary = one_instruction_test("test_unary", UNARY_CODES, n=200)
 
-test_mul = one_instruction_test(codes_for(M.MUL, exclude=()) + [C.IMUL_RM8, C.IMUL_RM16, C.IMUL_RM32], n=200)
+test_mul = one_instruction_test("test_mul", codes_for(M.MUL, exclude=()) + [C.IMUL_RM8, C.IMUL_RM16, C.IMUL_RM32], n=200)
 
-test_imul = one_instruction_test([C.IMUL_R16_RM16, C.IMUL_R32_RM32, C.IMUL_R16_RM16_IMM16,
+test_imul = one_instruction_test("test_imul", [C.IMUL_R16_RM16, C.IMUL_R32_RM32, C.IMUL_R16_RM16_IMM16,
                                   C.IMUL_R32_RM32_IMM32, C.IMUL_R16_RM16_IMM8, C.IMUL_R32_RM32_IMM8],
                                  n=200)
 
-test_convert = one_instruction_test(codes_for(M.CBW, M.CWDE, M.CWD, M.CDQ), n=60)
+test_convert = one_instruction_test("test_convert", codes_for(M.CBW, M.CWDE, M.CWD, M.CDQ), n=60)
 
 SHIFT_CODES = codes_for(M.SHL, M.SAL, M.SHR, M.SAR)
-test_shift = one_instruction_test(SHIFT_CODES, n=300, imm=shift_count())
+test_shift = one_instruction_test("test_shift", SHIFT_CODES, n=300, imm=shift_count())
 
 ROTATE_CODES = codes_for(M.ROL, M.ROR, M.RCL, M.RCR)
-test_rotate = one_instruction_test(ROTATE_CODES, n=300, imm=shift_count())
+test_rotate = one_instruction_test("test_rotate", ROTATE_CODES, n=300, imm=shift_count())
 
-test_shld_shrd = one_instruction_test(codes_for(M.SHLD, M.SHRD), n=300, imm=shift_count())
+test_shld_shrd = one_instruction_test("test_shld_shrd", codes_for(M.SHLD, M.SHRD), n=300, imm=shift_count())
 
-test_bsf_bsr = one_instruction_test(codes_for(M.BSF, M.BSR), n=200)
+test_bsf_bsr = one_instruction_test("test_bsf_bsr", codes_for(M.BSF, M.BSR), n=200)
 
-test_flag_ops = one_instruction_test(codes_for(M.CLC, M.STC, M.CMC, M.CLD, M.STD, M.LAHF, M.SAHF), n=80)
+test_flag_ops = one_instruction_test("test_flag_ops", codes_for(M.CLC, M.STC, M.CMC, M.CLD, M.STD, M.LAHF, M.SAHF), n=80)
 
-test_nop = one_instruction_test(codes_for(M.NOP, M.PAUSE), n=40)
+test_nop = one_instruction_test("test_nop", codes_for(M.NOP, M.PAUSE), n=40)
 
-test_bcd = one_instruction_test(codes_for(M.DAA, M.DAS, M.AAA, M.AAS, M.AAM, M.AAD), n=200,
+test_bcd = one_instruction_test("test_bcd", codes_for(M.DAA, M.DAS, M.AAA, M.AAS, M.AAM, M.AAD), n=200,
                                 imm=st.one_of(sampled((0, 1, 10, 16, 0xFF)), ints(0, 255)))
 
 # Strategies used per example, built once.
