@@ -126,12 +126,13 @@ def test_iopl_sensitive_and_system_instructions_land_where_the_notes_say(standar
 
 def test_every_verdict_has_a_witness_that_replays(standard):
     fresh = X86Adapter()        # no caches: every witness is executed again
+    encodings = {(f.name, str(e)): e for f in forms() for e in f.encodings}
     checked = 0
     for v in standard.classification.verdicts:
         if v.sensitive:
             assert v.control or v.location or v.mode
         for w in filter(None, (v.control, v.location, v.mode)):
-            outcomes = [fresh.execute(w.instance, o.before) for o in w.executions]
+            outcomes = [fresh.execute(encodings[v.name, w.instance], o.before) for o in w.executions]
             assert not any(o.trapped for o in outcomes), (v.name, w.definition)
             if w.definition == "control sensitive":
                 o, = outcomes
@@ -148,11 +149,12 @@ def test_every_verdict_has_a_witness_that_replays(standard):
         if v.unprivileged_sensitive is not None:
             counter = v.unprivileged_counter["sensitive"]
             assert counter is not None and counter.definition == "not privileged", v.name
-            s, u = (fresh.execute(counter.instance, o.before) for o in counter.executions)
+            s, u = (fresh.execute(encodings[v.name, counter.instance], o.before) for o in counter.executions)
             assert not s.memory_trap and not u.memory_trap and not (u.trapped and not s.trapped), v.name
             checked += 1
         if v.privileged and not v.vacuous:
-            s, u = (fresh.execute(v.privileged_witness.instance, o.before) for o in v.privileged_witness.executions)
+            w = v.privileged_witness
+            s, u = (fresh.execute(encodings[v.name, w.instance], o.before) for o in w.executions)
             assert u.trapped and not u.memory_trap and not s.trapped, v.name
             checked += 1
     assert checked > 150

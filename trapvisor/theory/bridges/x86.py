@@ -99,7 +99,7 @@ from trapvisor.theory import registry
 from trapvisor.theory.adapter import ISAAdapter, Outcome
 from trapvisor.theory.bridges.x86_forms import Encoding, Form, forms
 from trapvisor.theory.bridges.x86_state import (
-    Machine, Snapshot, X86State, random_state, relocate, selector_name, trap_text,
+    Machine, Snapshot, X86State, random_state, relocate, trap_text,
 )
 from trapvisor.theory.machine import Mode
 from trapvisor.machine.cpu.constants import AC_VEC, PF_VEC, SS_VEC
@@ -305,4 +305,4 @@ registry.register("x86", _load(False), "IA-32, the simulated PC's CPU (sampled s
 registry.register("x86-strict", _load(True),
                   "IA-32, strict variant: every sensitive instruction traps outside ring 0")
 
-__all__ = ["X86Adapter", "MEMORY_VECTORS", "selector_name"]
+__all__ = ["X86Adapter", "MEMORY_VECTORS", "DEFAULT_SAMPLES"]

@@ -169,7 +169,6 @@ def _candidates(oi) -> list[bytes]:
         if k in _REG:
             reg_field.append(_REG_CHOICES[_REG[k]])
         elif k in _RM:
-            size = _RM[k]
             regs = tuple(bytes([0xC0 | r]) for r in _RM_REG_CHOICES)
             if k == K.MEM:
                 rm_field.append(_MEM_CHOICES)
@@ -177,7 +176,6 @@ def _candidates(oi) -> list[bytes]:
                 rm_field.append(regs)
             else:
                 rm_field.append(_MEM_CHOICES[:1] + regs)
-            del size
         elif k in _OPCODE_REG:
             opcode_reg.append((0, 1, 3) if _OPCODE_REG[k] != 4 else (0, 1, 4))
         elif k in _IMM:
@@ -189,7 +187,7 @@ def _candidates(oi) -> list[bytes]:
         elif k in _FAR:
             n = _FAR[k]
             # offset, then selector: the far pointers name selectors of the
-            # bridge's GDT (x86.SELECTORS), with different privilege levels.
+            # bridge's GDT (x86_state.FAR_TARGETS), with different privilege levels.
             from trapvisor.theory.bridges.x86_state import FAR_TARGETS
             tail.append(tuple(off.to_bytes(n, "little") + sel.to_bytes(2, "little")
                               for sel, off in FAR_TARGETS))
@@ -256,7 +254,7 @@ def _enumerate() -> tuple[tuple[Form, ...], tuple[Skipped, ...]]:
         mn = mnemonic_name(oi.mnemonic)
         name = oi.instruction_string
         opcode = oi.op_code_string
-        if mn.startswith("F") and mn not in ("FEMMS",):
+        if mn.startswith("F"):
             skipped.append(Skipped(name, opcode, "x87: the CPU has no x87 unit (only the #NM checks of CR0.EM/TS)"))
             continue
         encodings, refused = [], []

@@ -454,8 +454,9 @@ class X86Report:
         if sbu:
             v = sbu[0]
             out.append(f"{g.name}: sensitive and unprivileged ({len(sbu)} of {len(g.forms)} forms, e.g. {v.name})")
-            out += _witness(a, v.unprivileged_sensitive)
-            counter = v.unprivileged_counter.get("sensitive")
+            user = v.unprivileged_user_sensitive      # a user-mode witness, if there is one, says the most
+            out += _witness(a, user or v.unprivileged_sensitive)
+            counter = v.unprivileged_counter.get("user" if user else "sensitive")
             if counter is not None:
                 out += _witness(a, counter)
             return out
@@ -526,8 +527,10 @@ def diff_resources(r1, r2) -> list[str]:
     out = []
     if cpl1 != cpl2:
         out.append(f"CPL {cpl1} -> {cpl2}")
-    if fl1 != fl2:
-        out.append(f"IOPL {(fl1 >> 12) & 3} -> {(fl2 >> 12) & 3}, IF {int(bool(fl1 & 0x200))} -> {int(bool(fl2 & 0x200))}")
+    if (fl1 ^ fl2) & 0x3000:
+        out.append(f"IOPL {(fl1 >> 12) & 3} -> {(fl2 >> 12) & 3}")
+    if (fl1 ^ fl2) & 0x200:
+        out.append(f"IF {int(bool(fl1 & 0x200))} -> {int(bool(fl2 & 0x200))}")
     if cs1 != cs2:
         out.append(f"CS {cs1:#06x} -> {cs2:#06x}")
     if ss1 != ss2:

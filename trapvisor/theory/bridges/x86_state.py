@@ -48,7 +48,7 @@ from trapvisor.machine.cpu import CPU, MachineStop
 from trapvisor.machine.cpu import descriptors as D
 from trapvisor.machine.cpu.constants import (
     AC, CR0_AM, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_DE, CR4_PGE,
-    CR4_PSE, CR4_TSD, CS, DF, DS, ES, EXCEPTION_NAMES, FS, GS, ID, IF, IOPL, NT, RF, SS, TF, VM,
+    CR4_PSE, CR4_TSD, CS, DF, DS, ES, EXCEPTION_NAMES, FS, GS, ID, IF, IOPL, NT, RF, SS, TF,
 )
 from trapvisor.machine.memory import PhysicalMemory
 
@@ -126,27 +126,6 @@ def _gate(selector: int, offset: int, access: int, params: int = 0) -> int:
 def _segment(base: int, kind: str, dpl: int, typ: int) -> int:
     present = 0 if kind == "absent" else 0x80
     return _seg_descriptor(base, LIMIT, present | (dpl << 5) | 0x10 | typ)
-
-
-def selector_name(sel: int, layout: int = 0) -> str:
-    idx, ti, rpl = sel & ~7, sel & 4, sel & 3
-    if sel & ~3 == 0:
-        return f"null({sel:#x})"
-    if ti:
-        n = LDT_SEGMENTS.get(idx, ("LDT entry?",))[0]
-    elif idx in SEGMENTS:
-        n = SEGMENTS[idx][0]
-    elif idx == CALL_GATE:
-        n = "call gate"
-    elif idx == SPARE_TSS:
-        n = "available TSS"
-    elif idx == TABLES[layout]["tss_sel"]:
-        n = "TSS"
-    elif idx == TABLES[layout]["ldt_sel"]:
-        n = "LDT"
-    else:
-        n = "no descriptor"
-    return f"{sel:#06x}({n}, RPL {rpl})"
 
 
 # ---------------------------------------------------------------------------
