@@ -163,7 +163,7 @@ NEW_STATE = "QEMU delivers a fault after the commit point of a task switch with 
 NEW_STATE_LDT = ("QEMU delivers a #TS for a bad LDT after the commit point of a task switch on a "
                  "stack segment that is not loaded yet (no checks); Bochs triple-faults")
 for name, off, value in (("ds-not-present", 0x54, "NPDATA|3"), ("es-code", 0x48, "XOCODE|3"),
-                         ("fs-beyond-gdt", 0x58, "0x100"), ("gs-dpl", 0x5c, "UDATA|1"),
+                         ("fs-beyond-gdt", 0x58, "0x100"), ("gs-rpl", 0x5c, "KDATA|3"),
                          ("ldt-not-ldt", 0x60, "TSSSEL"), ("ldt-in-ldt", 0x60, "LDATA0|0")):
     CASES += variants(f"task-new-state-{name}", """
     lcall $TSS2SEL, $0

@@ -101,10 +101,17 @@ trap_stubs_noerr:
     .globl trap_common
 trap_common:
     pushal
-    pushl %ds
-    pushl %es
-    pushl %fs
-    pushl %gs
+    /* The selectors go through EAX (saved above): a 32-bit PUSH of a segment
+     * register writes only 16 bits on some CPUs (Bochs) and a zero-extended
+     * dword on others (QEMU), and the dump shows this memory. */
+    movl %ds, %eax
+    pushl %eax
+    movl %es, %eax
+    pushl %eax
+    movl %fs, %eax
+    pushl %eax
+    movl %gs, %eax
+    pushl %eax
     movl %cs, %eax
     addl $8, %eax
     movl %eax, %ds

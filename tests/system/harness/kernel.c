@@ -445,6 +445,8 @@ static void dump(const struct frame *f, u32 ss, u32 esp, u32 reason)
     __asm__ volatile("sidt %0" : "=m"(i));
     __asm__ volatile("sldt %0" : "=r"(ldtr));
     __asm__ volatile("str %0" : "=r"(tr));
+    /* No data breakpoints on the dump's own reads. */
+    __asm__ volatile("mov %0, %%db7" :: "r"(0x400u));
     /* Read memory physically from here on (the kernel is identity mapped). */
     WR_CR(0, cr0 & 0x7fffffff);
 
@@ -586,6 +588,15 @@ void trap_c(struct frame *f)
         t->hfl = hfl;
     }
     ntraps++;
+    if (vec == 1 && cpl == 0) {
+        /* Like an OS: DR6 is cleared after each #DB, and an instruction
+         * breakpoint (DR7 R/W = 00) is stepped over by returning with RF=1. */
+        u32 dr6 = RD_DR(6), dr7 = RD_DR(7);
+        for (int n = 0; n < 4; n++)
+            if ((dr6 >> n) & 1 && ((dr7 >> (16 + 4 * n)) & 3) == 0)
+                f->eflags |= RF;
+        __asm__ volatile("mov %0, %%db6" :: "r"(0xffff0ff0u));
+    }
     if (ntraps >= MAX_TRAPS)
         finish(f, cpl, R_LIMIT);
     if (vec == 8)

@@ -143,6 +143,11 @@ class CPU:
         self.wfast = [False] * 6      # flat, writable
         self.cpl = 0
         self.ac_on = False            # alignment checking active (update_ac)
+        self.slow_data = False        # data segments take the checked path (update_ac)
+        self.bp_exec = ()             # enabled instruction breakpoints: (n, linear address)
+        self.bp_data = ()             # enabled data breakpoints: (n, first, last, write only)
+        self.bp_hits = 0              # data breakpoints hit by the current instruction
+        self.rep_break = False        # single_step: a REP string instruction does one iteration
         self.cs32 = True
         self.ss32 = True
 
@@ -213,7 +218,7 @@ class CPU:
         present = attr & 0x80
         typ = attr & 0x1F  # S bit + type
         flat = present and base == 0 and limit == 0xFFFFFFFF and (sel & ~3 or s == CS) \
-            and (s == CS or not self.ac_on)
+            and (s == CS or not self.slow_data)
         is_code = typ & 0x18 == 0x18
         is_data = typ & 0x18 == 0x10
         readable = is_data or (is_code and typ & 2)
@@ -238,8 +243,11 @@ class CPU:
         (``seg_lin``), which checks the alignment; call after any change of
         CR0, EFLAGS.AC or CPL."""
         on = bool(self.cr0 & CR0_AM and self.eflags_rest & AC and self.cpl == 3)
-        if on != self.ac_on:
-            self.ac_on = on
+        self.ac_on = on
+        # Data breakpoints (ops_system.debug_update) need the slow path too.
+        slow = on or bool(self.bp_data)
+        if slow != self.slow_data:
+            self.slow_data = slow
             for s in range(6):
                 if s != CS:
                     self.set_segment_cache(s, self.sel[s], self.base[s], self.limit[s], self.attr[s])
@@ -267,6 +275,11 @@ class CPU:
         lin = (self.base[s] + off) & 0xFFFFFFFF
         if self.ac_on and lin & (size - 1) and s != CS:
             raise CpuFault(AC_VEC, 0)     # misaligned data access (update_ac)
+        if self.bp_data:                  # data breakpoints: a #DB trap after the instruction
+            last = lin + size - 1
+            for n, lo, hi, write_only in self.bp_data:
+                if lin <= hi and last >= lo and (write or not write_only):
+                    self.bp_hits |= 1 << n
         return lin
 
     # -------------------------------------------------------------- paging
@@ -652,7 +665,7 @@ class CPU:
         tier = self.block_tier and "fetch_block" not in self.__dict__
         quiet = False     # known: no interrupt pending with IF=1 (the check after a block passed)
         while self.icount < end:
-            if self.eflags_rest & TF:
+            if self.eflags_rest & TF or self.bp_exec or self.bp_data:
                 self.single_step()
                 if self.stop is not None or self.halted or self.exit_code is not None:
                     return
@@ -727,16 +740,34 @@ class CPU:
         return blk.gen
 
     def single_step(self) -> None:
-        """Execute one instruction with EFLAGS.TF set, then raise #DB (SDM Vol. 3A §17.3.1.4).
+        """Execute one instruction with debug checks: EFLAGS.TF set (a #DB trap
+        after it, SDM Vol. 3A §17.3.1.4) or debug-register breakpoints enabled
+        (§17.2: an instruction breakpoint is a #DB fault before the instruction
+        unless EFLAGS.RF is set; data breakpoints hit by the instruction give a
+        #DB trap after it).  DR6 gets BS and the B0-B3 bits of the hits.
 
-        No trap follows an INT n/INT3/INTO that entered its handler (the gate
-        cleared TF on the way in).  After MOV SS or POP SS the trap is held
-        for one more instruction (SDM Vol. 3A §6.8.3): the next one is
-        stepped with the trap still pending, and one #DB follows both.
+        No single-step trap follows an INT n/INT3/INTO that entered its handler
+        (the gate cleared TF on the way in).  After MOV SS or POP SS the trap is
+        held for one more instruction (§6.8.3): the next one is stepped with the
+        trap still pending, and one #DB follows both.
         """
-        from .constants import DB
+        from .constants import DB, RF
+        if self.bp_exec and not self.eflags_rest & RF:
+            lin = (self.base[CS] + self.eip) & 0xFFFFFFFF
+            hits = 0
+            for n, addr in self.bp_exec:
+                if addr == lin:
+                    hits |= 1 << n
+            if hits:
+                self.dr[6] |= hits
+                self.raise_exception(DB, None)      # a fault: EIP stays at the instruction
+                return
+        tf = self.eflags_rest & TF
+        rf = self.eflags_rest & RF
         blk = None
         self.ss_shadow = self.sw_int_delivered = False
+        self.bp_hits = 0
+        self.rep_break = True       # TF and data breakpoints act after each iteration (§17.3.1.4)
         try:
             blk = self.fetch_block()
             ip, fn = blk.ops[0]
@@ -747,13 +778,27 @@ class CPU:
             elif blk.n > 1:
                 self.eip = blk.ops[1][0]
         except CpuFault as fault:
+            self.rep_break = False
             if blk is not None:
                 self.eip = blk.ops[0][0]
             self.raise_exception(fault.vector, fault.error_code)
             return
-        if self.sw_int_delivered or self.ss_shadow:
+        self.rep_break = False
+        if rf:
+            self.eflags_rest &= ~RF        # it suppressed this instruction's breakpoint: spent
+        hits = self.bp_hits
+        if (self.sw_int_delivered or self.ss_shadow) and not hits:
             return
-        self.dr[6] |= 0x4000  # BS
+        if not (tf or hits):
+            return
+        if self.bp_exec and not self.eflags_rest & RF:
+            # An instruction breakpoint at the next instruction is reported in
+            # the same #DB (as Bochs and QEMU do); the handler returns with RF.
+            lin = (self.base[CS] + self.eip) & 0xFFFFFFFF
+            for n, addr in self.bp_exec:
+                if addr == lin:
+                    hits |= 1 << n
+        self.dr[6] |= hits | (0x4000 if tf else 0)   # B0-B3, BS
         self.raise_exception(DB, None)
 
     def step(self) -> None:

@@ -242,14 +242,14 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
             # present" (SDM Vol. 2 IRET, exceptions); RET far uses #SS instead.
             raise CpuFault(NP, new_ss & 0xFFFC)
         D.load_cs(cpu, new_cs, d, rpl)
-        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=False)
+        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=bool(cpu.bp_exec))
         D.set_accessed(cpu, new_ss, ssd)
         D.load_cache(cpu, SS, new_ss, ssd)
         regs[4] = new_esp if cpu.ss32 else (regs[4] & 0xFFFF0000) | (new_esp & 0xFFFF)
         D.invalidate_outer_segments(cpu)
     else:
         D.load_cs(cpu, new_cs, d, rpl)
-        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=False)
+        set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=bool(cpu.bp_exec))
         regs[4] = (sp + 3 * size) & mask if cpu.ss32 else (regs[4] & 0xFFFF0000) | ((sp + 3 * size) & 0xFFFF)
     cpu.eip = new_eip
 
@@ -271,9 +271,10 @@ def set_flags_by_privilege(cpu, value: int, cpl: int, size: int, keep_rf: bool =
         new = (new & ~RF) | (value & RF)
     else:
         # POPF clears RF.  IRET loads it (SDM Vol. 3A §17.3.1.1), but RF only
-        # suppresses instruction breakpoints (which this CPU does not have)
-        # until the next instruction completes, and the processor clears it
-        # then; no later frame can show it, so IRET clears it here too.
+        # suppresses instruction breakpoints until the next instruction
+        # completes, and the processor clears it then: so IRET keeps it only
+        # while instruction breakpoints are enabled (then CPU.single_step
+        # runs every instruction and clears it).
         new &= ~RF
     cpu.lf = (F.EAGER, new & ARITH_FLAGS, 0, 0, 0)
     cpu.eflags_rest = (new & ~ARITH_FLAGS) | EFLAGS_RESERVED_1

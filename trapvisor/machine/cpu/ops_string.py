@@ -128,6 +128,9 @@ def c_string(cpu, ins):
                 if not left and regs[1] & amask:
                     cpu.eip = ip          # interrupted between iterations: run it again
                     return
+                if cpu.rep_break and regs[1] & amask:
+                    cpu.eip = ip          # single-stepping (TF, breakpoints): one iteration a step
+                    return
             cpu.eip = nxt
         finally:
             # The dispatch loop retires the instruction once; the other iterations here.

@@ -193,6 +193,7 @@ def compile_mov_to_special(cpu, ins):
 
         def mov_dr():
             require_cpl0(cpu)
+            general_detect(cpu)
             v = src()
             if n in (4, 5):
                 if cpu.cr4 & 8:   # CR4.DE: DR4/DR5 are reserved
@@ -205,8 +206,40 @@ def compile_mov_to_special(cpu, ins):
             elif n2 == 7:
                 v = (v & 0xFFFF2BFF) | 0x400
             cpu.dr[n2] = v
+            if n2 != 6:
+                debug_update(cpu)
         return mov_dr, END
     raise Unsupported(f"MOV to {reg}")
+
+
+def general_detect(cpu) -> None:
+    """DR7.GD: any MOV to or from a debug register is a #DB fault, with DR6.BD
+    set and GD cleared for the handler (SDM Vol. 3A §17.2.4)."""
+    if cpu.dr[7] & 0x2000:
+        cpu.dr[6] |= 0x2000
+        cpu.dr[7] &= ~0x2000
+        raise CpuFault(1)
+
+
+def debug_update(cpu) -> None:
+    """Recompute the enabled breakpoints from DR0-DR3 and DR7 (SDM Vol. 3A §17.2):
+    R/W 00 instruction, 01 data write, 11 data read/write (10, I/O, is not
+    implemented); LEN 00/01/11 = 1/2/4 bytes, the address aligned down.  The CPU
+    checks them in ``single_step`` and ``seg_lin``."""
+    dr7 = cpu.dr[7]
+    ex, da = [], []
+    for n in range(4):
+        if not (dr7 >> (2 * n)) & 3:
+            continue
+        rw = (dr7 >> (16 + 4 * n)) & 3
+        size = (1, 2, 8, 4)[(dr7 >> (18 + 4 * n)) & 3]
+        if rw == 0:
+            ex.append((n, cpu.dr[n]))
+        elif rw in (1, 3):
+            lo = cpu.dr[n] & ~(size - 1) & 0xFFFFFFFF
+            da.append((n, lo, lo + size - 1, rw == 1))
+    cpu.bp_exec, cpu.bp_data = tuple(ex), tuple(da)
+    cpu.update_ac()
 
 
 def write_cr(cpu, n: int, v: int) -> None:
@@ -248,6 +281,7 @@ def compile_mov_from_special(cpu, ins):
 
         def mov_from_dr():
             require_cpl0(cpu)
+            general_detect(cpu)
             n2 = n
             if n in (4, 5):
                 if cpu.cr4 & 8:
