@@ -60,6 +60,15 @@ add("de-memory-and-aam", """
     divw data
 """)
 
+add("de-aam-zero", """
+    mov $0x0507, %ax
+    .byte 0xd4, 0x00
+    mov %eax, %ebx
+    .byte 0xd4, 0x0a
+    mov %eax, %ecx
+    cmp %eax, %eax
+""")
+
 # -- #DB -----------------------------------------------------------------------
 add("db-icebp", """
     .byte 0xf1
