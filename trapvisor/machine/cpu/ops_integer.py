@@ -189,15 +189,19 @@ def c_cmpxchg8b(cpu, ins):
 
     def cmpxchg8b():
         a = ea()
-        lo, hi = cpu.rd32(seg, a), cpu.rd32(seg, (a + 4) & 0xFFFFFFFF)
+        a4 = (a + 4) & 0xFFFFFFFF
+        lo, hi = cpu.rd32(seg, a), cpu.rd32(seg, a4)
+        # The destination is always written.  Write the old value back first:
+        # if the second dword's page faults, memory is unchanged and the
+        # instruction restarts cleanly (an operand may straddle two pages).
+        cpu.wr32(seg, a4, hi)
+        cpu.wr32(seg, a, lo)
         rest = F.arith_flags(cpu.lf) & ~ZF
         if lo == regs[0] and hi == regs[2]:
             cpu.wr32(seg, a, regs[3])
-            cpu.wr32(seg, (a + 4) & 0xFFFFFFFF, regs[1])
+            cpu.wr32(seg, a4, regs[1])
             cpu.lf = (F.EAGER, rest | ZF, 0, 0, 0)
         else:
-            cpu.wr32(seg, a, lo)
-            cpu.wr32(seg, (a + 4) & 0xFFFFFFFF, hi)
             regs[0], regs[2] = lo, hi
             cpu.lf = (F.EAGER, rest, 0, 0, 0)
     return cmpxchg8b, NORMAL
