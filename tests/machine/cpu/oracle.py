@@ -49,6 +49,10 @@ STACK = 0x20000
 STACK_SIZE = 0x10000
 STACK_TOP = STACK + 0x8000
 MAX_STEPS = 5000
+# Paging (Case.paging): an identity map of all of MEM_SIZE through one page
+# table, except Case.hole, a page left not present (for restartable #PF tests).
+PD = 0x30000
+PT = 0x31000
 
 ARITH = CF | PF | AF | ZF | SF | OF
 COMPARED_FLAGS = ARITH | DF
@@ -166,6 +170,15 @@ class Case:
     writes: list[tuple[int, bytes]] = field(default_factory=list)
     ignore_flags: int = 0          # extra flags a test chooses not to compare
     max_steps: int = MAX_STEPS
+    paging: bool = False
+    hole: int | None = None        # with paging: a not-present page
+
+    def page_tables(self) -> list[tuple[int, bytes]]:
+        if not self.paging:
+            return []
+        pt = b"".join(((p << 12) | 7 if (p << 12) != self.hole else 0).to_bytes(4, "little")
+                      for p in range(MEM_SIZE >> 12))
+        return [(PT, pt), (PD, (PT | 7).to_bytes(4, "little"))]
 
     def write(self, addr: int, value: int, size: int) -> None:
         self.writes.append((addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")))
@@ -186,6 +199,7 @@ class Outcome:
     data: bytes
     stack: bytes
     note: str = ""
+    cr2: int = 0
 
 
 # ------------------------------------------------------------------- unicorn
@@ -209,8 +223,11 @@ class _Unicorn:
         mu = self.mu
         mu.mem_write(0, _ZERO)     # all of it: a case may write outside the compared areas
         mu.mem_write(CODE, case.code)
-        for addr, b in case.writes:
+        for addr, b in case.writes + case.page_tables():
             mu.mem_write(addr, b)
+        if case.paging:
+            mu.reg_write(ux.UC_X86_REG_CR3, PD)
+            mu.reg_write(ux.UC_X86_REG_CR0, mu.reg_read(ux.UC_X86_REG_CR0) | 0x80000001)
         mu.ctl_remove_cache(CODE, CODE + len(case.code) + 16)
         for r, v in zip(_UC_REGS, case.regs):
             mu.reg_write(r, v)
@@ -231,7 +248,8 @@ class _Unicorn:
         if self.fault is None and not note and eip != end:
             note = f"unicorn stopped at {eip:#x} (step budget {case.max_steps}?)"
         return Outcome(regs, eip, mu.reg_read(ux.UC_X86_REG_EFLAGS), self.fault,
-                       bytes(mu.mem_read(DATA, DATA_SIZE)), bytes(mu.mem_read(STACK, STACK_SIZE)), note)
+                       bytes(mu.mem_read(DATA, DATA_SIZE)), bytes(mu.mem_read(STACK, STACK_SIZE)), note,
+                       mu.reg_read(ux.UC_X86_REG_CR2))
 
 
 _UC: _Unicorn | None = None
@@ -242,7 +260,7 @@ def run_unicorn(case: Case) -> Outcome:
     if _UC is None:
         _UC = _Unicorn()
     out = _UC.run(case)
-    if out.fault is not None or out.note:
+    if out.fault is not None or out.note or case.paging:
         # After an exception unicorn's CPU believes it is still delivering it
         # (the next one would become a double fault): start afresh.
         _UC = None
@@ -257,10 +275,13 @@ class _Stop(Exception):
 def run_ours(case: Case) -> Outcome:
     mem = PhysicalMemory(MEM_SIZE)
     mem.write(CODE, case.code)
-    for addr, b in case.writes:
+    for addr, b in case.writes + case.page_tables():
         mem.write(addr, b)
     cpu = CPU(mem, IoBus())
     enter_flat_protected_mode(cpu)
+    if case.paging:
+        cpu.set_cr3(PD)
+        cpu.set_cr0(cpu.cr0 | 0x80000001)
     cpu.regs[:] = case.regs
     cpu.set_eflags((case.eflags & COMPARED_FLAGS) | 2)
     cpu.eip = CODE
@@ -288,7 +309,8 @@ def run_ours(case: Case) -> Outcome:
     if not fault and not note and eip != end:
         note = f"our CPU halted at {eip:#x}, not at the end {end:#x}"
     return Outcome(list(cpu.regs), eip, cpu.get_eflags(), fault[0] if fault else None,
-                   bytes(mem.ram[DATA:DATA + DATA_SIZE]), bytes(mem.ram[STACK:STACK + STACK_SIZE]), note)
+                   bytes(mem.ram[DATA:DATA + DATA_SIZE]), bytes(mem.ram[STACK:STACK + STACK_SIZE]), note,
+                   cpu.cr2)
 
 
 # ---------------------------------------------------------------- compare
@@ -323,6 +345,8 @@ def compare(case: Case, ref: Outcome, ours: Outcome) -> list[str]:
         diffs.append(ours.note)
     if ref.fault != ours.fault:
         diffs.append(f"exception: unicorn {ref.fault} ours {ours.fault}")
+    elif ref.fault == 14 and ref.cr2 != ours.cr2:
+        diffs.append(f"CR2: unicorn {ref.cr2:08x} ours {ours.cr2:08x}")
     for n, a, b in zip(REG_NAMES, ref.regs, ours.regs):
         if a != b:
             diffs.append(f"{n}: unicorn {a:08x} ours {b:08x}")

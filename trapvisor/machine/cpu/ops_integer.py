@@ -313,15 +313,16 @@ def c_pusha(cpu, ins):
     mask = MASK[size]
 
     def pusha():
+        # The eight stores go from the lowest address (EDI) up, as QEMU does:
+        # a stack growing into a not-present page faults on the first store
+        # with nothing written.  ESP changes only after all of them.
         old = regs[4]
-        vals = [r & mask for r in regs]
-        sp = old
         wr = cpu.wr32 if size == 4 else cpu.wr16
         m = 0xFFFFFFFF if cpu.ss32 else 0xFFFF
-        for v in vals:
-            sp = (sp - size) & m
-            wr(SS, sp, v)
-        regs[4] = sp if cpu.ss32 else (old & 0xFFFF0000) | sp
+        low = (old - 8 * size) & m
+        for i in range(7, -1, -1):      # EDI at the lowest address, EAX at the highest
+            wr(SS, (low + (7 - i) * size) & m, regs[i] & mask)
+        regs[4] = low if cpu.ss32 else (old & 0xFFFF0000) | low
     return pusha, NORMAL
 
 
@@ -390,9 +391,10 @@ def c_enter(cpu, ins):
             sp = (sp - size) & m
             wr(SS, sp, frame & vmask)
         sp = (sp - alloc) & m
-        # Probe the final stack address as the hardware does before committing.
-        if alloc:
-            cpu.rd8(SS, sp)
+        # ENTER ends with a write check of the final stack pointer (the memory
+        # is touched, not changed; Bochs does the same, QEMU does not): a
+        # frame that runs into a not-present page faults here, not later.
+        wr(SS, sp, rd(SS, sp))
         if cpu.ss32:
             regs[5], regs[4] = frame, sp
         else:
