@@ -9,7 +9,8 @@ undefined by shifts, logic ops, MUL/DIV, BT...).  Everything else goes:
 segment loads of any selector into FS/GS, flat ones into DS/ES, LAR/LSL/
 VERR/VERW on every selector, SGDT/SIDT/SLDT/STR/SMSW, PUSHF/POPF with random
 IF/IOPL/DF/arithmetic bits, CLI/STI, IN/OUT, INT n through DPL 0 and DPL 3
-gates, INTO, far calls through the call gate, and plain arithmetic.
+gates, INTO, far calls through the call gate, task switches through a task
+gate, and plain arithmetic.
 
 Examples: 24 by default (deterministic, so CI runs the same ones and the
 reference results are cached); ``TVSYS_EXAMPLES=N`` for more (random).
@@ -77,6 +78,7 @@ SENSITIVE = st.one_of(
                      "mov $0x3ff, %dx\n    inb %dx, %al", "inb $0x21, %al",
                      "mov $0x80, %dx\n    outw %ax, %dx", "mov $0x82, %dx\n    outb %al, %dx"]),
     st.just("lcall $CGATE3, $0"),
+    st.sampled_from(["int $V_TASK", "lcall $TASKGATE, $0"]),
     st.sampled_from(["mov %cr0, %eax", "hlt", "clts", "lmsw %ax"]),
 )
 INSTR = st.one_of(ARITH, SENSITIVE)
@@ -86,6 +88,9 @@ cgt0:
     mov %cs, %edx
     lret
 """
+# Task 2 (TSS2, reached through TASKGATE and V_TASK): records and returns.
+from tests.system.test_tasks import TASK2_SETUP, task2  # noqa: E402
+TASK2 = task2("iret")
 
 
 def _settings(f):
@@ -104,5 +109,6 @@ def test_random_sequences(system_machines, body, cpl, iopl, intf):
         body = [b for b in body if b != "hlt"]
     text = "\n".join("    " + b for b in body)
     case = Case(f"hyp-cpl{cpl}-iopl{iopl}", text, cpl=cpl, iopl=iopl,
-                eflags=runner.IF if intf else 0, extra=CGT0, topic="hypothesis")
+                eflags=runner.IF if intf else 0, extra=CGT0 + TASK2, setup=TASK2_SETUP,
+                topic="hypothesis")
     runner.check(case)
