@@ -41,6 +41,9 @@ reg16 = st.sampled_from(REGS16)
 imm = st.integers(0, 0xFFFFFFFF).map(hex)
 off = st.integers(0, 0xF8).map(lambda o: f"data+{o:#x}")
 sel = st.sampled_from(SELECTORS)
+# Not a null selector with a non-zero RPL in FS/GS: QEMU keeps it on a return
+# to an outer ring, Intel zeroes it (a recorded difference, iret-null-fs-gs).
+fsgs_sel = st.sampled_from([x for x in SELECTORS if x != "3"])
 flat = st.sampled_from(FLAT_DATA)
 
 ARITH = st.one_of(
@@ -65,9 +68,9 @@ SENSITIVE = st.one_of(
     st.builds(lambda op, s, a: f"mov ${s}, %ax\n    {op} %ax, {a}", st.sampled_from(["lar", "lsl"]), sel,
               st.sampled_from(REGS[1:])),
     st.builds(lambda op, s: f"mov ${s}, %ax\n    {op} %ax", st.sampled_from(["verr", "verw"]), sel),
-    st.builds(lambda s, r: f"mov ${s}, %ax\n    mov %ax, %{r}", sel, st.sampled_from(["fs", "gs"])),
+    st.builds(lambda s, r: f"mov ${s}, %ax\n    mov %ax, %{r}", fsgs_sel, st.sampled_from(["fs", "gs"])),
     st.builds(lambda s, r: f"mov ${s}, %ax\n    mov %ax, %{r}", flat, st.sampled_from(["ds", "es"])),
-    st.builds(lambda s, r: f"push ${s}\n    pop %{r}", sel, st.sampled_from(["fs", "gs"])),
+    st.builds(lambda s, r: f"push ${s}\n    pop %{r}", fsgs_sel, st.sampled_from(["fs", "gs"])),
     st.builds(lambda r, a: f"mov %{r}, {a}", st.sampled_from(["cs", "ss", "ds", "es", "fs", "gs"]),
               st.one_of(reg, reg16)),
     st.builds(lambda r: f"push %{r}\n    pop %ecx", st.sampled_from(["cs", "ss", "ds", "es", "fs", "gs"])),
