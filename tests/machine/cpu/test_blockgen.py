@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -51,10 +52,20 @@ try:
 except Exception:  # pragma: no cover - the suite is being written by someone else
     _suite = None
 
+
+def _block_tier_copy(test):
+    """A new function object running ``test`` (marking the original would change their module)."""
+    @functools.wraps(test)
+    def copy(*args, **kwargs):
+        return test(*args, **kwargs)
+    copy.pytestmark = [*getattr(test, "pytestmark", []), pytest.mark.usefixtures("block_tier").mark]
+    return copy
+
+
 if _suite is not None:
     for _name in dir(_suite):
         if _name.startswith("test_") and callable(getattr(_suite, _name)):
-            globals()[_name + "__block_tier"] = pytest.mark.usefixtures("block_tier")(getattr(_suite, _name))
+            globals()[_name + "__block_tier"] = _block_tier_copy(getattr(_suite, _name))
 
 
 # ------------------------------------------------------------------- harness
