@@ -170,6 +170,16 @@ for name, off, value in (("ds-not-present", 0x54, "NPDATA|3"), ("es-code", 0x48,
     mov %ds, %ebx
 """, cpls=(0,), topic=T, setup=TASK2_SETUP + f"    movw ${value}, tss2+{off:#x}\n", extra=IRET2,
         qemu_differs=NEW_STATE_LDT if name.startswith("ldt") else NEW_STATE)
+# The EFLAGS a task switch saves include the arithmetic flags of the last
+# instruction (here the INC before task 2's IRET).
+CASES += variants("task-saved-eflags", """
+    int $V_TASK
+    int $V_TASK
+    int $V_TASK
+    int $V_TASK
+""", cpls=(0,), topic=T, setup=TASK2_SETUP, extra=IRET2,
+    qemu_differs="QEMU saves stale arithmetic flags in the old TSS on a task switch by IRET")
+
 # The T bit of the new TSS: a #DB trap before the new task's first instruction.
 CASES += variants("task-trap-bit", """
     lcall $TSS2SEL, $0
