@@ -219,7 +219,7 @@ class ProgGen:
         r = self.r
         size = r.choice([4, 4, 4, 4, 2, 1, 1])
         s = SUF[size]
-        k = r.randrange(24)
+        k = r.randrange(25)
         if k < 4:       # ALU
             op = r.choice(["add", "sub", "and", "or", "xor", "cmp", "test", "adc", "sbb"])
             form = r.randrange(5)
@@ -280,7 +280,18 @@ class ProgGen:
             return pre + [f"{'imul' if form == 2 else 'mul'}l {x}"]
         if k == 12:
             return [r.choice(["cltd", "cwtl", "nop", "xchg %eax, %ebx", "xchg %dl, %bh",
-                              "xchg %si, %bp"])]
+                              "xchg %si, %bp", "bswap %edx", "cld", "std\ncld"])]
+        if k == 23:     # rotates, divisions
+            x, pre = self.rm(size)
+            op = r.choice(["rol", "ror"])
+            if r.random() < 0.5:
+                return pre + [f"{op}{s} ${r.choice([0, 1, 3, 8, 16, 31, r.randrange(32)])}, {x}"]
+            if r.random() < 0.5:
+                return pre + [f"{op}{s} %cl, {x}"]
+            # divisors that cannot overflow: EDX:EAX = zero- or sign-extended EAX
+            return r.choice([["or $1, %ebx", "xor %edx, %edx", "divl %ebx"],
+                             ["and $0x7fff, %ebx", "or $1, %ebx", "cltd", "idivl %ebx"],
+                             ["orl $1, (%edi)", "xor %edx, %edx", "divl (%edi)"]])
         if k == 13:
             m, pre = self.mem(size)
             return pre + [f"xchg{s} {self.reg(size)}, {m}"]
@@ -435,6 +446,12 @@ UNMAPPED = DATA + 0x3000          # a data page left not-present when paging is 
     f"mov ${UNMAPPED - 0x20:#x}, %esi\nmov $3, %ecx\n1: shl %cl, %eax\nmov %eax, (%esi)\nlea 4(%esi), %esi\njmp 1b",
     # #DE from a fallback (DIV) in the middle of a generated block
     "mov $5, %eax\nadd %eax, %ebx\nxor %edx, %edx\nmov $0, %ecx\ndiv %ecx\nhlt",
+    # ROL's flags (CF/OF from the result, the rest from the flags live into the block) at a fault
+    f"rol $5, %eax\nmov %eax, {UNMAPPED:#x}\nhlt",
+    f"sub %ebx, %eax\nror %cl, %eax\nmovl {UNMAPPED:#x}, %ebx\nhlt",
+    # #DE from a generated IDIV (quotient overflow) and DIV by zero
+    "mov $0x80000000, %eax\ncltd\nmov $-1, %ebx\nadd $1, %esi\nidiv %ebx\nhlt",
+    "xor %ebx, %ebx\nshl $2, %esi\ndivl %ebx\nhlt",
     # a call whose push faults, then a ret
     f"mov ${UNMAPPED + 0x10:#x}, %esp\nneg %eax\ncall 1f\n1: ret",
 ])

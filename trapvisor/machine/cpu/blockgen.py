@@ -72,7 +72,8 @@ import weakref
 import iced_x86 as iced
 
 from . import flags as F
-from .constants import CF, CS, OF, SF, SS, ZF
+from .constants import CF, CS, DE, DF, OF, SF, SS, ZF
+from .cpu import CpuFault
 from .flags import CONDITIONS, PARITY, get_cf
 from .audit import is_sensitive_form
 from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_size
@@ -127,6 +128,43 @@ def shr_flags(a, c, r, sign):
 def sar_flags(sa, c, r, sign):
     cf = (sa >> (c - 1)) & 1
     return _szp(r, sign) | (CF if cf else 0)
+
+
+def rot_flags(old, r, sign, left):
+    """ROL/ROR: CF and OF from the result, the other four flags as they were."""
+    if left:
+        cf = r & 1
+        of = ((r & sign) != 0) != bool(cf)
+    else:
+        cf = 1 if r & sign else 0
+        of = ((r & sign) != 0) != ((r & (sign >> 1)) != 0)
+    return (F.arith_flags(old) & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
+
+
+def div32(hi, lo, d):
+    """DIV r/m32: (quotient, remainder) of EDX:EAX / d, or #DE."""
+    if d == 0:
+        raise CpuFault(DE)
+    q, rem = divmod((hi << 32) | lo, d)
+    if q > 0xFFFFFFFF:
+        raise CpuFault(DE)
+    return q, rem
+
+
+def idiv32(hi, lo, d):
+    """IDIV r/m32: signed, quotient truncated toward zero, or #DE."""
+    if d == 0:
+        raise CpuFault(DE)
+    d = (d ^ 0x80000000) - 0x80000000
+    n = (hi << 32) | lo
+    n = (n ^ (1 << 63)) - (1 << 63)
+    q = abs(n) // abs(d)
+    if (n < 0) != (d < 0):
+        q = -q
+    rem = n - q * d
+    if q >= 0x80000000 or q < -0x80000000:
+        raise CpuFault(DE)
+    return q & 0xFFFFFFFF, rem & 0xFFFFFFFF
 
 
 def mul_flags(overflow, r_low, sign):
@@ -189,6 +227,8 @@ class Prod:
             return f"({F.DEC}, {self.a}, {self.c}, {self.r}, {self.s})"
         if k == "eager":
             return f"({F.EAGER}, {self.e}, 0, 0, 0)"
+        if k == "rot":      # ROL/ROR: e is filled in with the previous producer's tuple
+            return f"({F.EAGER}, ROTF({self.prev.mat()}, {self.r}, {self.s}, {self.e}), 0, 0, 0)"
         if k == "cond":
             return f"({self.inner.mat()} if {self.n} else {self.prev.mat()})"
         raise AssertionError(k)
@@ -216,6 +256,8 @@ class Prod:
             return c
         if k == "eager":
             return f"({self.e} & 1)"
+        if k == "rot":
+            return f"({self.r} & 1)" if self.e == "True" else f"(1 if {self.r} & {self.s} else 0)"
         if k == "cond":
             return f"({self.inner.cf()} if {self.n} else {self.prev.cf()})"
         raise AssertionError(k)
@@ -238,6 +280,8 @@ class Prod:
             t = {4: f"{r} == 0", 5: f"{r} != 0", 8: f"{r} & {s}", 9: f"not {r} & {s}"}.get(cc)
             if t is None and cc in (2, 3) and k != "adc":
                 t = self.cf() if cc == 2 else f"not {self.cf()}"
+        elif k == "rot" and cc in (2, 3):
+            t = self.cf() if cc == 2 else f"not {self.cf()}"
         elif k == "eager" and r != "0" and cc in (4, 5, 8, 9):
             t = {4: f"{r} == 0", 5: f"{r} != 0", 8: f"{r} & {s}", 9: f"not {r} & {s}"}[cc]
         elif k == "eager":
@@ -759,6 +803,89 @@ def g_mul(g, ins, i):
     return None
 
 
+@form(Mn.ROL, Mn.ROR)
+def g_rotate(g, ins, i):
+    op = ins.mnemonic
+    size = op_size(ins, 0)
+    mask, s = MASK[size], SIGN[size]
+    bits = size * 8
+    left = op == Mn.ROL
+    a, r, n = f"a{i}", f"r{i}", f"n{i}"
+    mem0 = ins.op0_kind == K.MEMORY
+    if ins.op1_kind == K.REGISTER:
+        if ins.op1_register != iced.Register.CL:
+            raise Unsupported("rotate count")
+        cnt = None
+    else:
+        cnt = imm_value(ins, 1) & 0x1F
+    if mem0:
+        addr = g.addr(ins)
+        seg = g.seg(ins)
+        g.load(size, seg, addr, a)
+    elif _gpr(ins, 0):
+        g.L(f"{a} = {g.rreg(ins.op0_register)}")
+    else:
+        raise Unsupported("rotate operand")
+    if cnt == 0:
+        return None          # count 0: nothing changes (the read above may still fault)
+
+    def result(cc: str) -> str:
+        if left:
+            return f"(({a} << {cc}) | ({a} >> ({bits} - {cc}))) & {mask}"
+        return f"(({a} >> {cc}) | ({a} << ({bits} - {cc}))) & {mask}"
+
+    def write() -> None:
+        if mem0:
+            g.store(size, seg, addr, r)
+        else:
+            g.wreg(ins.op0_register, r)
+
+    prev = g.live
+    if cnt is not None:
+        cc = cnt % bits
+        g.L(f"{r} = {result(str(cc)) if cc else a}")
+        write()
+        g.produce(Prod(g, "rot", r=r, s=s, e=str(left), prev=prev))
+        return None
+    g.L(f"{n} = ecx & 0x1F")
+    g.L(f"if {n}:")
+    g.ind += 1
+    g.L(f"C_ = {n} % {bits}")
+    g.L(f"{r} = {result('C_')} if C_ else {a}")
+    write()
+    g.ind -= 1
+    g.produce(Prod(g, "cond", n=n, inner=Prod(g, "rot", r=r, s=s, e=str(left), prev=prev), prev=prev))
+    return None
+
+
+@form(Mn.DIV, Mn.IDIV)
+def g_div(g, ins, i):
+    if op_size(ins, 0) != 4:
+        raise Unsupported("div size")
+    v = g.read_op(ins, 0, 4, "V")
+    g.fault_point()          # #DE
+    g.L(f"Q, R_ = {'DIVU' if ins.mnemonic == Mn.DIV else 'DIVS'}(edx, eax, {v})")
+    g.wreg32(0, "Q")
+    g.wreg32(2, "R_")
+    return None              # flags: left as they were (as the reference and the oracle do)
+
+
+@form(Mn.BSWAP)
+def g_bswap(g, ins, i):
+    idx, size, _ = GPR[ins.op0_register]
+    if size != 4:
+        raise Unsupported("bswap16")
+    x = REG[idx]
+    g.wreg32(idx, f"(({x} & 0xFF) << 24) | (({x} & 0xFF00) << 8) | (({x} >> 8) & 0xFF00) | ({x} >> 24)")
+    return None
+
+
+@form(Mn.CLD, Mn.STD)
+def g_direction(g, ins, i):
+    g.L(f"cpu.eflags_rest {'&= ~' if ins.mnemonic == Mn.CLD else '|= '}{DF}")
+    return None
+
+
 @form(Mn.CDQ, Mn.CWDE)
 def g_convert(g, ins, i):
     if ins.mnemonic == Mn.CDQ:
@@ -1049,7 +1176,8 @@ def _self_target(blk) -> bool:
 
 
 def _chain_refs_livein(p: Prod) -> bool:
-    while p.kind == "cond":
+    """Does this producer's tuple depend on the flags live into the block?"""
+    while p.kind in ("cond", "rot"):
         p = p.prev
     return p.kind == "in"
 
@@ -1058,7 +1186,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     blk, n = g.blk, g.blk.n
     last = g.live
     fallback_last = term is None and blk.fallthrough is None
-    if g.loop and last.kind == "cond" and _chain_refs_livein(last):
+    if g.loop and last.kind in ("cond", "rot") and _chain_refs_livein(last):
         g.need_lf = True     # the flags after an iteration may be the live-in ones
 
     # Exit: registers, flags, count, EIP (after the loop for a self-loop).
@@ -1186,7 +1314,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     guard.append(f"rf[{CS}]")
 
     src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
-           " C, GCF, SHLF, SHRF, SARF, MULF, cache_get):",
+           " C, GCF, SHLF, SHRF, SARF, MULF, ROTF, DIVU, DIVS, cache_get):",
            "  def run(end):",
            f"    if not ({' and '.join(guard)}): return False"]
     P = src.append
@@ -1248,5 +1376,5 @@ def _names(g: _Gen) -> dict:
                rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
                wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rf=cpu.rfast, wf=cpu.wfast,
                C=CONDITIONS, GCF=get_cf, SHLF=shl_flags, SHRF=shr_flags, SARF=sar_flags,
-               MULF=mul_flags, cache_get=cpu.cache.get)
+               MULF=mul_flags, ROTF=rot_flags, DIVU=div32, DIVS=idiv32, cache_get=cpu.cache.get)
     return env
