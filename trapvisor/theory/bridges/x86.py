@@ -158,7 +158,7 @@ class X86Adapter(ISAAdapter):
         # Per form, a few (encoding, state) that ran without trapping in
         # supervisor mode: where the privilege profile looks (x86_report).
         self.ran_in_s: dict[int, list] = {}
-        self._keep = random.Random(0)
+        self._keep: dict[int, random.Random] = {}   # per form, so the choice does not depend on other forms
 
     # -- instructions -----------------------------------------------------
     def opcodes(self):
@@ -209,10 +209,11 @@ class X86Adapter(ISAAdapter):
 
     def _remember(self, instance: Encoding, state: X86State, keep: int = 6) -> None:
         kept = self.ran_in_s.setdefault(instance.code, [])
+        rng = self._keep.setdefault(instance.code, random.Random(instance.code))
         if len(kept) < keep:
             kept.append((instance, state))
-        elif self._keep.random() < 0.2:
-            kept[self._keep.randrange(keep)] = (instance, state)
+        elif rng.random() < 0.2:
+            kept[rng.randrange(keep)] = (instance, state)
 
     def memory_trap(self, instance: Encoding, state: X86State, trap: tuple) -> bool:
         """Whether a trap is independent of the mode, like the paper's memory traps.

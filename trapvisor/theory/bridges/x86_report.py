@@ -321,6 +321,8 @@ class X86Report:
             if name in DIFFERENCES:
                 return DIFFERENCES[name]
             g = next((g for g in self.groups if g.name == name), None)
+            if g is None:
+                return "not classified in this run"
             if self.options.get("strict") and g is not None and g.sensitive and not g.unprivileged_sensitive:
                 return "the strict CPU traps it outside ring 0: sensitive and privileged"
             return "UNEXPLAINED"
@@ -374,11 +376,12 @@ class X86Report:
         con.print("[dim]M: s = CPL 0, u = CPL 3 with IOPL 0.  R: segment bases and limits, paging, descriptor "
                   "tables, CR0.  trap = the CPU's exception hook fired (exceptions and INT n).  A 'form' is one "
                   "opcode/operand shape (iced-x86 Code).  Mapping: trapvisor/theory/bridges/x86.py.[/]", soft_wrap=True)
-        t = Table(title="Privileged or sensitive instructions", title_justify="left")
-        for col in ("instruction", "forms", "privileged", "control", "location", "mode",
-                    "sensitive & unprivileged forms", "traps for lack of privilege", "R&I"):
-            t.add_column(col, justify="left" if col in ("instruction", "sensitive & unprivileged forms",
-                                                        "traps for lack of privilege") else "center")
+        t = Table(title="Privileged or sensitive instructions (n = forms; (k trap): k forms trapped in both modes "
+                        "in every sample)", title_justify="left")
+        for col, just in (("instruction", "left"), ("n", "right"), ("privileged", "center"), ("control", "center"),
+                          ("location", "center"), ("mode", "center"), ("sensitive & unprivileged forms", "left"),
+                          ("traps when", "left"), ("R&I", "center")):
+            t.add_column(col, justify=just)
         ri = set(ROBIN_IRVINE)
         innocuous = []
         for g in self.groups:
@@ -388,17 +391,17 @@ class X86Report:
             n = len(g.forms)
 
             def cnt(lst):
-                return f"[green]{len(lst)}/{n}[/]" if lst else "[dim]-[/]"
-            priv = {"yes": "[green]yes[/]", "no": "[dim]no[/]", "some": "[yellow]some forms[/]"}[g.privileged]
+                return f"[green]{len(lst)}[/]" if lst else "[dim]-[/]"
+            priv = {"yes": "[green]yes[/]", "no": "[dim]no[/]", "some": "[yellow]some[/]"}[g.privileged]
             if g.vacuous:
                 priv = "[cyan]always traps[/]"
             elif g.trapping_forms:
-                priv += f" [cyan]({len(g.trapping_forms)} always trap)[/]"
+                priv += f" [cyan]({len(g.trapping_forms)} trap)[/]"
             sbu = g.unprivileged_sensitive
-            sbu_text = ("[red]" + esc(", ".join(_short(v.name) for v in sbu[:4]) + (" ..." if len(sbu) > 4 else "")) + "[/]"
-                        if sbu else "[dim]-[/]")
+            sbu_text = (f"[red]{len(sbu)}: " + esc("; ".join(_short(v.name, g.name) for v in sbu[:6])
+                                                   + (" ..." if len(sbu) > 6 else "")) + "[/]" if sbu else "[dim]-[/]")
             t.add_row(esc(g.name), str(n), priv, cnt(g.control), cnt(g.location), cnt(g.mode), sbu_text,
-                      esc(g.rule), "listed" if g.name in ri else "")
+                      esc(g.rule.replace(", some states", " (some)")), "yes" if g.name in ri else "")
         con.print(t)
         con.print(f"[bold]Innocuous, unprivileged[/] ({len(innocuous)} instructions, "
                   f"{sum(len(g.forms) for g in innocuous)} forms; no witness of sensitivity): "
@@ -417,7 +420,7 @@ class X86Report:
                   soft_wrap=True)
         con.print(f"  in both ({len(cmp['both'])}):")
         for name, w in cmp["both"].items():
-            forms_ = ", ".join(_short(f) for f in w["forms"][:4]) + (" ..." if len(w["forms"]) > 4 else "")
+            forms_ = "; ".join(_short(f, name) for f in w["forms"][:6]) + (" ..." if len(w["forms"]) > 6 else "")
             con.print(f"    {esc(name)}: {esc(forms_)} ({', '.join(w['kinds'])} sensitive)"
                       + (f" -- [yellow]{esc(w['note'])}[/]" if w["note"] else ""), soft_wrap=True)
         for label, key in (("derived, not on their list", "derived_only"), ("on their list, not derived", "robin_irvine_only")):
@@ -476,8 +479,14 @@ class X86Report:
         return out
 
 
-def _short(name: str) -> str:
-    return name.replace(" (o32 ", " (").replace(" (o16 ", " (o16 ")
+def _short(name: str, group: str | None = None) -> str:
+    """A form's name without its group's mnemonic or opcode: 'PUSH CS (o16 0E)' -> 'CS o16'."""
+    o16 = "(o16 " in name
+    base = name.split(" (")[0]
+    first, _, rest = base.partition(" ")
+    if group is not None and first == group and rest:
+        base = rest
+    return base + (" o16" if o16 else "")
 
 
 # ---------------------------------------------------------------------------
