@@ -745,6 +745,14 @@ def test_loop_jecxz(data):
     run(b, instrs)
 
 
+def pre_op_codes(codes, keep) -> tuple:
+    """The codes among ``codes`` whose implicit destination (AL/AX/EAX forms)
+    is not one of the registers ``keep`` (addresses, counts)."""
+    return tuple(c for c in codes
+                 if not (iced.OpCodeInfo(c).op_kind(0) in _FIXED_REG
+                         and reg_slot(_FIXED_REG[iced.OpCodeInfo(c).op_kind(0)])[0] in keep))
+
+
 PRODUCER_CODES = (ARITH_CODES + LOGIC_CODES + UNARY_CODES + SHIFT_CODES + ROTATE_CODES
                   + codes_for(M.SHLD, M.SHRD, M.BSF, M.BSR, M.MUL, M.IMUL, M.BT, M.BTS, M.BTR, M.BTC,
                               M.XADD, M.CMPXCHG, M.SAHF, M.CLC, M.STC, M.CMC, M.DAA, M.DAS, M.AAA,
@@ -766,9 +774,10 @@ def producer(b, data):
     if data.draw(ints(0, 2), label="pre-op?") == 0:
         # A flag-setting instruction first: exercises producers that keep some
         # flags (INC/DEC, rotates, shifts by 0, BT) on top of a lazy state.
-        pre = build(b, data.draw(sampled(tuple(ARITH_CODES + LOGIC_CODES + UNARY_CODES + SHIFT_CODES)),
-                                 label="pre-op"),
-                    force_mem=False, exclude_regs=b.fixed | {4}, assign_regs=False, imm=shift_count())
+        keep = b.fixed | {4}
+        pre = build(b, data.draw(sampled(pre_op_codes(ARITH_CODES + LOGIC_CODES + UNARY_CODES + SHIFT_CODES,
+                                                      keep)), label="pre-op"),
+                    force_mem=False, exclude_regs=keep, assign_regs=False, imm=shift_count())
         instrs.insert(0, pre)
     if data.draw(ints(0, 3), label="keeper?") == 0:
         k = data.draw(sampled(tuple(KEEPERS)), label="keeper")
@@ -958,8 +967,10 @@ def test_page_fault(data):
     pre = None
     if data.draw(st.booleans(), label="producer first?"):
         # Lazy flags live at the fault: they must survive it.
-        pre = build(b, data.draw(sampled(tuple(ARITH_CODES + LOGIC_CODES + UNARY_CODES)), label="pre-op"),
-                    force_mem=False, exclude_regs=b.fixed | {1, 4, 6, 7}, assign_regs=False)
+        keep = b.fixed | {1, 4, 6, 7}
+        pre = build(b, data.draw(sampled(pre_op_codes(ARITH_CODES + LOGIC_CODES + UNARY_CODES, keep)),
+                                 label="pre-op"),
+                    force_mem=False, exclude_regs=keep, assign_regs=False)
         instrs.insert(0, pre)
     case = b.case(instrs)
     case.paging, case.hole = True, HOLE
