@@ -9,6 +9,20 @@ biased towards the edges (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF,
 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, ...), runs it on both machines and
 compares registers, EIP, flags, memory and exceptions (``oracle.py``).
 
+Families: MOV/MOVZX/MOVSX (incl. moffs), LEA, XCHG, XADD, CMPXCHG, CMPXCHG8B,
+BSWAP, ADD/ADC/SUB/SBB/CMP, AND/OR/XOR/TEST, INC/DEC/NEG/NOT, MUL and
+one-operand IMUL, two/three-operand IMUL, DIV/IDIV (#DE included),
+CBW/CWDE/CWD/CDQ, shifts, rotates, SHLD/SHRD, BT*, BSF/BSR, flag operations,
+NOP/PAUSE, BCD adjusts, PUSH/POP (every form, ESP-relative operands),
+PUSHA/POPA, ENTER/LEAVE (nesting levels 0..31+), JMP/CALL/RET/RET imm (rel,
+register, memory, 16-bit operand size, "rep ret"), LOOP/LOOPcc/JECXZ/JCXZ,
+SETcc/CMOVcc/Jcc for all 16 conditions after every kind of flag producer
+(optionally preceded by another producer and followed by a flag-preserving
+instruction), string instructions with REP/REPE/REPNE, both DF values and
+16-bit addressing, XLAT, PUSHF/POPF, and restartable page faults (paging on,
+one data page not present).  Memory destinations get a LOCK prefix at times.
+Deliberate differences and oracle bugs: docs/undefined-flags.md.
+
 Example counts: ``settings(max_examples=...)`` per test, multiplied by the
 environment variable ``TRAPVISOR_ORACLE_EXAMPLES`` (a factor, default 1), e.g.
 ``TRAPVISOR_ORACLE_EXAMPLES=20 pytest -n 2 tests/machine/cpu`` for a long run.
@@ -22,12 +36,11 @@ import os
 import random
 
 import iced_x86 as iced
-import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from . import oracle as O
-from .oracle import CODE, DATA, DATA_MID, DATA_SIZE, STACK, STACK_TOP, Case, check
+from .oracle import DATA, DATA_MID, DATA_SIZE, STACK_TOP, Case, check
 
 C = iced.Code
 R = iced.Register
