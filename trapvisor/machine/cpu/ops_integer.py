@@ -1059,15 +1059,11 @@ def c_cmovcc(cpu, ins):
     size = op_size(ins, 0)
     src = reader(cpu, ins, 1, size)
     dst = reg_writer(cpu, ins.op0_register)
-    idx = GPR[ins.op0_register][0]
-    regs = cpu.regs
 
     def cmov():
         v = src()   # the source is read (and may fault) even when the condition is false
         if cond(cpu.lf):
             dst(v)
-        elif size == 4:
-            regs[idx] = regs[idx]
     return cmov, NORMAL
 
 
