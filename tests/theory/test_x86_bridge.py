@@ -33,18 +33,16 @@ ROBIN_IRVINE = {"SGDT", "SIDT", "SLDT", "SMSW", "PUSHF", "POPF", "LAR", "LSL", "
 
 # Derived but not on their list (x86_report.DIFFERENCES says why).
 DERIVED_ONLY = {"IRET", "SYSENTER", "LDS", "LES", "LFS", "LGS", "LSS"}
-# On their list but not derived.
-ROBIN_IRVINE_ONLY: set[str] = set()
-# INT n is derived, but only through INT1, which this CPU delivers without
-# calling the exception hook (x86_report.AGREEMENTS["INT n"]).  INT imm8, INT3
-# and INTO trap in every execution (x86_report.NOTES["INT n"]).
-INT_N_FORMS = {"INT1"}
+# On their list but not derived: every form of INT n (INT imm8, INT3, INTO, INT1)
+# traps in every execution -- it is the x86 trap sequence, and the monitor's
+# hook receives it -- so no execution is left to be sensitive
+# (x86_report.DIFFERENCES["INT n"]; the gate-transfer reading recovers it below).
+ROBIN_IRVINE_ONLY = {"INT n"}
+INT_N_FORMS: set[str] = set()
 
-# The strict CPU (every sensitive instruction traps outside ring 0) still lets
-# these through: it does not trap LDS/LES/LFS/LGS/LSS, and INT1 bypasses the
-# exception hook on either CPU.  If the CPU is fixed, these sets shrink and the
-# test tells you to update them.
-STRICT_GAPS = {"LDS", "LES", "LFS", "LGS", "LSS", "INT n"}
+# The strict CPU (every sensitive instruction traps outside ring 0) leaves no
+# sensitive instruction unprivileged: Theorem 1's condition holds on it.
+STRICT_GAPS: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +85,7 @@ def test_the_sensitive_forms_are_the_ones_robin_and_irvine_describe(standard):
     assert _forms(standard, "CALL") and all("ptr16" in f or "m16:" in f for f in _forms(standard, "CALL"))
     assert _forms(standard, "JMP") and all("ptr16" in f or "m16:" in f for f in _forms(standard, "JMP"))
     assert _forms(standard, "RET") and all(f.startswith("RETF") for f in _forms(standard, "RET"))
-    assert _forms(standard, "INT n") == INT_N_FORMS, x86_report.AGREEMENTS["INT n"]
+    assert _forms(standard, "INT n") == INT_N_FORMS, x86_report.DIFFERENCES["INT n"]
     # ... and why: the kinds of sensitivity found.
     kinds = {g.name: ({"control"} if g.control else set()) | ({"location"} if g.location else set())
              | ({"mode"} if g.mode else set()) for g in standard.groups}
@@ -189,7 +187,6 @@ def test_the_strict_cpu_closes_every_hole_but_the_ones_it_does_not_trap(standard
     strict = x86_report.run(strict=True, names=names, seed=0, profile_states=0)
     assert strict.derived == STRICT_GAPS, (
         f"strict CPU: sensitive and unprivileged {sorted(strict.derived)}, expected {sorted(STRICT_GAPS)}")
-    assert _forms(strict, "INT n") == {"INT1"}
     # Theorem 1's condition holds on the strict CPU once those are set aside:
     # every other sensitive form is privileged.
     for g in strict.groups:

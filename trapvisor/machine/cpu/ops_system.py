@@ -587,6 +587,7 @@ def c_lxs(cpu, ins):
     dst = reg_writer(cpu, ins.op0_register)
 
     def lxs():
+        strict_trap(cpu)     # a segment load like MOV Sreg: sensitive, so it traps on the strict CPU
         a = ea()
         off = cpu.rd32(seg, a) if size == 4 else cpu.rd16(seg, a)
         sel = cpu.rd16(seg, (a + size) & 0xFFFFFFFF)
@@ -817,8 +818,13 @@ def c_int(cpu, ins):
         return int3, JUMP
     if op == M.INT1:
         def int1():
+            # ICEBP raises #DB as a trap: like every exception, it is offered to
+            # the monitor first (the hook), then delivered through the IDT.
             from .interrupts import deliver_event
             cpu.eip = nxt
+            hook = cpu.exception_hook
+            if hook is not None and hook(cpu, 1, None, "exception"):
+                return
             deliver_event(cpu, 1, None, kind="exception")
         return int1, JUMP
 

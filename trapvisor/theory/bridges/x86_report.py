@@ -74,15 +74,7 @@ DIFFERENCES = {
 }
 
 # Instructions on both lists, but for a reason worth saying.
-AGREEMENTS = {
-    "INT n": (
-        "Derived only through INT1 (ICEBP, F1), and not for Robin and Irvine's reason. This CPU delivers INT1 "
-        "through the IDT without calling the exception hook (ops_system.c_int calls interrupts.deliver_event("
-        "kind='exception') directly, and deliver_event consults the hook only for other kinds), so from CPL 3 it "
-        "enters ring 0 with no trap a monitor could see: control sensitive and unprivileged. Architecturally "
-        "INT1 raises #DB, a trap; with the hook called it would drop out. INT imm8, INT3 and INTO are not "
-        "sensitive here: see the note on INT n."),
-}
+AGREEMENTS: dict[str, str] = {}
 
 # Notes on instructions the brief singles out; each states the verdict it
 # explains, and the tests hold the classification to it.
