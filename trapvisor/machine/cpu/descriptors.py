@@ -152,6 +152,39 @@ def load_cs(cpu, sel: int, d: int, cpl: int) -> None:
         cpu.set_cpl(cpl)
 
 
+def check_return_cs(cpu, sel: int) -> int:
+    """The code segment a far RET or IRET returns to (SDM Vol. 2 RET, IRET):
+    RPL >= CPL, conforming DPL <= RPL or non-conforming DPL == RPL, present."""
+    if sel & ~3 == 0:
+        raise CpuFault(GP, 0)
+    d = read_descriptor(cpu, sel)
+    rpl = sel & 3
+    if not d_is_code(d) or rpl < cpu.cpl:
+        raise CpuFault(GP, sel & 0xFFFC)
+    if d_type(d) & SEG_CONFORMING:
+        if d_dpl(d) > rpl:
+            raise CpuFault(GP, sel & 0xFFFC)
+    elif d_dpl(d) != rpl:
+        raise CpuFault(GP, sel & 0xFFFC)
+    if not d_present(d):
+        raise CpuFault(NP, sel & 0xFFFC)
+    return d
+
+
+def check_return_ss(cpu, sel: int, rpl: int, not_present: int) -> int:
+    """The stack segment popped on a return to an outer ring: a writable data
+    segment whose RPL and DPL equal the new CPL.  ``not_present`` is the vector
+    for a not-present one (#SS for RET far, #NP for IRET)."""
+    if sel & ~3 == 0:
+        raise CpuFault(GP, 0)
+    d = read_descriptor(cpu, sel)
+    if (sel & 3) != rpl or d_dpl(d) != rpl or not d_is_data(d) or not d_type(d) & SEG_WRITABLE:
+        raise CpuFault(GP, sel & 0xFFFC)
+    if not d_present(d):
+        raise CpuFault(not_present, sel & 0xFFFC)
+    return d
+
+
 def invalidate_outer_segments(cpu) -> None:
     """After a return to an outer ring, null DS/ES/FS/GS that the new CPL may not use
     (SDM Vol. 2 RET/IRET: data or non-conforming code with DPL < CPL).  A register

@@ -210,19 +210,8 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         new_flags = (cpu.get_eflags() & 0xFFFF0000) | new_flags
     if new_flags & VM and cpu.cpl == 0:
         raise MachineStop("virtual-8086 mode", "IRET to virtual-8086 mode is not implemented")
-    if new_cs & ~3 == 0:
-        raise CpuFault(GP, 0)
-    d = D.read_descriptor(cpu, new_cs)
+    d = D.check_return_cs(cpu, new_cs)
     rpl = new_cs & 3
-    if not D.d_is_code(d) or rpl < cpu.cpl:
-        raise CpuFault(GP, new_cs & 0xFFFC)
-    if D.d_type(d) & 4:
-        if D.d_dpl(d) > rpl:
-            raise CpuFault(GP, new_cs & 0xFFFC)
-    elif D.d_dpl(d) != rpl:
-        raise CpuFault(GP, new_cs & 0xFFFC)
-    if not D.d_present(d):
-        raise CpuFault(NP, new_cs & 0xFFFC)
     if not size == 4:
         new_eip &= 0xFFFF
     if new_eip > D.d_limit(d):
@@ -232,15 +221,9 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         # Return to an outer privilege level: also pop ESP and SS, and check SS.
         new_esp = rd(SS, (sp + 3 * size) & mask)
         new_ss = rd(SS, (sp + 4 * size) & mask) & 0xFFFF
-        if new_ss & ~3 == 0:
-            raise CpuFault(GP, 0)
-        ssd = D.read_descriptor(cpu, new_ss)
-        if (new_ss & 3) != rpl or D.d_dpl(ssd) != rpl or not D.d_is_data(ssd) or not D.d_type(ssd) & 2:
-            raise CpuFault(GP, new_ss & 0xFFFC)
-        if not D.d_present(ssd):
-            # IRET: #NP(selector) "if the return code or stack segment is not
-            # present" (SDM Vol. 2 IRET, exceptions); RET far uses #SS instead.
-            raise CpuFault(NP, new_ss & 0xFFFC)
+        # IRET: #NP(selector) "if the return code or stack segment is not
+        # present" (SDM Vol. 2 IRET, exceptions); RET far uses #SS instead.
+        ssd = D.check_return_ss(cpu, new_ss, rpl, NP)
         D.load_cs(cpu, new_cs, d, rpl)
         set_flags_by_privilege(cpu, new_flags, old_cpl, size, keep_rf=bool(cpu.bp_exec))
         D.set_accessed(cpu, new_ss, ssd)

@@ -126,16 +126,20 @@ def check_io(cpu, port: int, size: int) -> None:
         raise CpuFault(GP, 0)
 
 
+def _port_operand(cpu, ins, i: int):
+    """A closure giving the port of IN/OUT operand ``i``: DX or an imm8."""
+    if ins.op_kind(i) == K.REGISTER:
+        regs = cpu.regs
+        return lambda: regs[2] & 0xFFFF
+    port = ins.immediate8
+    return lambda: port
+
+
 @handles(M.IN)
 def c_in(cpu, ins):
     size = op_size(ins, 0)
     dst = reg_writer(cpu, ins.op0_register)
-    if ins.op1_kind == K.REGISTER:
-        regs = cpu.regs
-        port_of = lambda: regs[2] & 0xFFFF  # noqa: E731
-    else:
-        p = ins.immediate8
-        port_of = lambda: p  # noqa: E731
+    port_of = _port_operand(cpu, ins, 1)
     bus = cpu.io_bus
 
     def in_():
@@ -149,12 +153,7 @@ def c_in(cpu, ins):
 def c_out(cpu, ins):
     size = op_size(ins, 1)
     src = reg_reader(cpu, ins.op1_register)
-    if ins.op0_kind == K.REGISTER:
-        regs = cpu.regs
-        port_of = lambda: regs[2] & 0xFFFF  # noqa: E731
-    else:
-        p = ins.immediate8
-        port_of = lambda: p  # noqa: E731
+    port_of = _port_operand(cpu, ins, 0)
     bus = cpu.io_bus
 
     def out():
@@ -759,32 +758,15 @@ def far_return(cpu, size: int, extra: int) -> None:
     rd = cpu.rd32 if size == 4 else cpu.rd16
     new_eip = rd(SS, sp)
     new_cs = rd(SS, (sp + size) & mask) & 0xFFFF
-    if new_cs & ~3 == 0:
-        raise CpuFault(GP, 0)
-    d = D.read_descriptor(cpu, new_cs)
+    d = D.check_return_cs(cpu, new_cs)
     rpl = new_cs & 3
-    if not D.d_is_code(d) or rpl < cpu.cpl:
-        raise CpuFault(GP, new_cs & 0xFFFC)
-    if D.d_type(d) & 4:
-        if D.d_dpl(d) > rpl:
-            raise CpuFault(GP, new_cs & 0xFFFC)
-    elif D.d_dpl(d) != rpl:
-        raise CpuFault(GP, new_cs & 0xFFFC)
-    if not D.d_present(d):
-        raise CpuFault(NP, new_cs & 0xFFFC)
     if new_eip > D.d_limit(d):
         raise CpuFault(GP, 0)
     if rpl > cpu.cpl:
         base = (sp + 2 * size + extra) & mask
         new_esp = rd(SS, base)
         new_ss = rd(SS, (base + size) & mask) & 0xFFFF
-        if new_ss & ~3 == 0:
-            raise CpuFault(GP, 0)
-        ssd = D.read_descriptor(cpu, new_ss)
-        if (new_ss & 3) != rpl or D.d_dpl(ssd) != rpl or not D.d_is_data(ssd) or not D.d_type(ssd) & 2:
-            raise CpuFault(GP, new_ss & 0xFFFC)
-        if not D.d_present(ssd):
-            raise CpuFault(SS_VEC, new_ss & 0xFFFC)
+        ssd = D.check_return_ss(cpu, new_ss, rpl, SS_VEC)
         D.load_cs(cpu, new_cs, d, rpl)
         D.set_accessed(cpu, new_ss, ssd)
         D.load_cache(cpu, SS, new_ss, ssd)
