@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..vmm.costmodel import CostModel
 from ..vmm.run import run_technique
 from ..vmm.techniques.base import TechniqueResult
-from .divergence import Divergence, divergences, summarize
+from .divergence import divergences, summarize
 
 DEFAULT_TECHNIQUES = ("native", "emulate", "trap-emulate")
 

@@ -23,8 +23,7 @@ delivery through the guest's IDT and TSS is performed by the virtual CPU.
 
 from __future__ import annotations
 
-from ..machine.cpu.constants import ARITH_FLAGS, IF, IOPL, VM, EFLAGS_RESERVED_1, RF
-from ..machine.cpu import flags as F
+from ..machine.cpu.constants import IF, IOPL, VM, EFLAGS_RESERVED_1
 from ..machine.cpu.cpu import CpuFault
 from .shadow_descriptors import (
     compress_attr, compress_selector, decompress_attr, decompress_selector, host_segment,

@@ -28,7 +28,7 @@ whose physical accesses reach the VM's MMIO bus.
 from __future__ import annotations
 
 from ..machine.cpu.constants import (
-    CR0_PG, CR0_WP, CR4_PSE, PDE_PS, PF_VEC, PTE_D, PTE_P, PTE_RW, PTE_US,
+    CR0_PG, CR4_PSE, PDE_PS, PF_VEC, PTE_D, PTE_P, PTE_RW, PTE_US,
 )
 from ..machine.cpu.cpu import CpuFault
 from .allocator import MONITOR_REGION, MONITOR_WINDOW

@@ -76,11 +76,7 @@ class VM:
         # Instructions the guest has executed, directly or interpreted; set by the technique.
         self.instructions = lambda: 0
         self.clock = VmClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
-        out = serial_out if serial_out is not None else self.console.write
-        if serial_out is not None:
-            def out(data, _user=serial_out, _mine=self.console.write):
-                _mine(data)
-                _user(data)
+        out = self.console.write if serial_out is None else self._tee(serial_out)
         self.devices = build_devices(self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
                                      serial_out=out, disk=disk, on_exit=self._on_exit,
                                      on_reset=self._on_reset)
@@ -88,6 +84,13 @@ class VM:
         self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock)
         self.exit_code: int | None = None
         self.stop: MachineStop | None = None
+
+    def _tee(self, serial_out):
+        """Console output kept for the report and passed on to the user's sink."""
+        def out(data):
+            self.console.write(data)
+            serial_out(data)
+        return out
 
     def _on_exit(self, code: int) -> None:
         self.exit_code = code

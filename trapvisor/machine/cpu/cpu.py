@@ -36,7 +36,7 @@ import struct
 
 from . import flags as F
 from .constants import (
-    AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, DF_VEC, EFLAGS_RESERVED_1,
+    AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, EFLAGS_RESERVED_1,
     GP, IF, PDE_PS, PF_P, PF_RSVD, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
     PTE_US, SS, SS_VEC, TF, EXCEPTION_NAMES, SEG_NAMES, APIC_BASE_DEFAULT,
     APIC_BASE_BSP, APIC_BASE_ENABLE,
@@ -293,7 +293,6 @@ class CPU:
         gets accessed/dirty only when the access is allowed.  Reserved bits
         21:13 of a 4 MiB PDE (no PSE-36 here) give #PF with RSVD (§4.7).
         """
-        ram, ram_size = self.ram, self.ram_size
         pde_addr = (self.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
         pde = self.phys_read32(pde_addr)
         err = (PF_W if write else 0) | (PF_U if user else 0)

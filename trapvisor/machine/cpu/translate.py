@@ -18,7 +18,7 @@ import iced_x86 as iced
 from .constants import UD
 from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
 from .operands import Unsupported
-from .registry import END, HANDLERS, JUMP, NORMAL
+from .registry import END, HANDLERS, JUMP
 from . import ops_integer, ops_control, ops_string, ops_system  # noqa: F401  (register handlers)
 
 _FORMATTER = iced.Formatter(iced.FormatterSyntax.INTEL)

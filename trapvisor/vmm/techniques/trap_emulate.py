@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 
-from ...events import EXIT, INJECT, TRAP, Event, EventLog
+from ...events import INJECT, TRAP, Event, EventLog
 from ...machine.bus import IoBus, MmioBus
 from ...machine.cpu import CPU, MachineStop
 from ...machine.cpu.constants import (
@@ -41,7 +41,7 @@ from ..allocator import Allocator
 from ..costmodel import CostModel
 from ..interpreter import SystemState, pull, push
 from ..shadow_descriptors import ShadowDescriptors
-from ..shadow_paging import EMULATE, FILLED, REFLECTED, ShadowPaging
+from ..shadow_paging import FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
 from .base import TechniqueResult
 
