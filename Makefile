@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := build/.apt-installed
 APT_PACKAGES := gcc binutils qemu-system-x86 bochs bochsbios
 
-.PHONY: demo demo-linux test setup guests clean bench
+.PHONY: demo demo-linux test fuzz setup guests clean bench
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -39,6 +39,12 @@ demo-linux: setup
 
 test: guests
 	$(PY) -m pytest -n 2 --dist loadfile tests
+
+# The property tests with fresh random examples (make test replays fixed ones),
+# four times as many for the unicorn oracle; failures are kept in .hypothesis/.
+fuzz: guests
+	TRAPVISOR_FUZZ=1 TRAPVISOR_ORACLE_EXAMPLES=4 $(PY) -m pytest -n 2 --dist loadfile \
+	  tests/machine/cpu/test_integer_vs_unicorn.py tests/machine/cpu/test_blockgen.py tests/system/test_hypothesis.py tests/machine/devices
 
 bench: guests
 	$(PY) benchmarks/run_all.py

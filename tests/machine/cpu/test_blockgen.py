@@ -452,6 +452,10 @@ UNMAPPED = DATA + 0x3000          # a data page left not-present when paging is 
     # #DE from a generated IDIV (quotient overflow) and DIV by zero
     "mov $0x80000000, %eax\ncltd\nmov $-1, %ebx\nadd $1, %esi\nidiv %ebx\nhlt",
     "xor %ebx, %ebx\nshl $2, %esi\ndivl %ebx\nhlt",
+    # a REP SCAS/CMPS (a fallback) that compares one element, then faults on the next:
+    # the flags are those of that comparison, not of the INC before it (CI found this)
+    f"inc %eax\nmov ${UNMAPPED - 1:#x}, %edi\nmov $3, %ecx\nrepne scasb\nhlt",
+    f"inc %eax\nmov ${UNMAPPED - 2:#x}, %esi\nmov ${DATA:#x}, %edi\nmov $3, %ecx\nrepe cmpsw\nhlt",
     # a call whose push faults, then a ret
     f"mov ${UNMAPPED + 0x10:#x}, %esp\nneg %eax\ncall 1f\n1: ret",
 ])

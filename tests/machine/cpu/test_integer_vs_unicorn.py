@@ -401,7 +401,7 @@ def family_settings(n: int = 150):
     extra = {}
     if os.environ.get("TRAPVISOR_ORACLE_SHRINK", "1") == "0":
         extra["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]
-    return settings(max_examples=O.scaled_examples(n), deadline=None, derandomize=False, **extra,
+    return settings(max_examples=O.scaled_examples(n), deadline=None, **extra,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 

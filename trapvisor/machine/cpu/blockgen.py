@@ -196,7 +196,7 @@ class Prod:
         self.used = False            # something observes these flags (see generate)
 
     def _use(self) -> None:
-        if self.i in self.g.dead and self.kind not in ("in", "fb"):
+        if self.i in self.g.dead and self.kind not in ("in", "fb", "cpu"):
             raise AssertionError(f"flags of instruction {self.i} were found dead but are read")
         self.used = True
 
@@ -211,6 +211,8 @@ class Prod:
             return "lf"
         if k == "fb":
             return "lf"
+        if k == "cpu":
+            return "cpu.lf"
         if k == "add":
             return f"({F.ADD}, {self.a}, {self.b}, {self.r}, {self.s})"
         if k == "adc":
@@ -322,6 +324,7 @@ class _Gen:
         self.need_cfin = False             # the body reads the live-in CF
         self.fault_points: list[tuple[int, Prod]] = []
         self.has_fallback = False
+        self.fallback_idx: list[int] = []  # instructions run by their closure
         self.env: dict = {}
         self.loop = False                  # the block jumps back to its own start
         self.handler_livein = None         # see _handler_mat
@@ -512,10 +515,15 @@ class _Gen:
 
     def fallback(self, i: int, fn, last: bool) -> None:
         self.has_fallback = True
-        self.fault_point()
+        self.fallback_idx.append(i)
         self.sync()
         if self.live.kind not in ("in", "fb"):     # else cpu.lf already holds them
             self.L(f"cpu.lf = {self.live.mat()}")
+        # From here cpu.lf is the closure's: when it faults it leaves them exact
+        # (a REP CMPS/SCAS that faults on element k keeps the flags of element
+        # k-1), so the handler must not put the earlier producer's flags back.
+        self.live = Prod(self, "cpu")
+        self.fault_point()
         name = self.const(f"op{i}", fn)
         self.L(f"{name}()")
         # The closure may have changed any register and the flags (POPF, SAHF, ...):
@@ -1253,7 +1261,13 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
             go(term[3], exit_lines, "")
 
     # The fault handler: exact state at the instruction idx.
+    # A fallback closure faults with cpu.regs exact (sync() stored the locals before
+    # the call, and the closure may have moved them on: a REP string instruction
+    # keeps the iterations it completed), so the locals are not stored back then.
     H = [f"regs[{r}] = {REG[r]}" for r in sorted(g.written)]
+    if H and g.fallback_idx:
+        fb = "(" + ", ".join(map(str, g.fallback_idx)) + ",)"
+        H = [f"if idx not in {fb}:"] + ["    " + h for h in H]
     groups: list = []
     for idx, p in g.fault_points:
         if groups and groups[-1][1] is p:
