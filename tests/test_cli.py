@@ -31,6 +31,8 @@ def one_line_error(p, status=2):
     (("run", "guest:hello", "--serial", "bogus:x"), "bad --serial"),
     (("run", "guest:hello", "--cpu", "turbo"), "invalid choice"),
     (("compare", "/nonexistent/kernel"), "not found"),
+    (("run", "guest:hello", "--technique", "trap-emulate", "--shadow-cache", "0"), "bad shadow cache size"),
+    (("compare", "guest:hello", "--shadow-cache", "many"), "bad shadow cache size"),
 ])
 def test_bad_input_is_one_line_and_status_2(args, message):
     p = tv(*args)

@@ -37,6 +37,16 @@ def parse_size(text: str) -> int:
     return size
 
 
+def _shadow_cache(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"bad shadow cache size {text!r}: a whole number of address spaces, at least 1")
+    return n
+
+
 def _add_run(sub):
     p = sub.add_parser("run", help="boot a kernel on the simulated PC (or on KVM)")
     p.add_argument("kernel", help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME")
@@ -59,6 +69,9 @@ def _add_run(sub):
     p.add_argument("--technique", choices=("native", "emulate", "trap-emulate"), default="native",
                    help="native (the bare PC, default), emulate or trap-emulate")
     p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
+    p.add_argument("--shadow-cache", type=_shadow_cache, default=None, metavar="N",
+                   help="trap-emulate: shadow address spaces kept across CR3 loads "
+                        "(default 8; 1 rebuilds the shadow on every context switch)")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
     p.set_defaults(func=cmd_run)
 
@@ -74,6 +87,8 @@ def _add_compare(sub):
     p.add_argument("--memory", "-m", default="128M")
     p.add_argument("--max-instructions", type=int, default=2_000_000_000)
     p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
+    p.add_argument("--shadow-cache", type=_shadow_cache, default=None, metavar="N",
+                   help="trap-emulate: shadow address spaces kept across CR3 loads (default 8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--html", default=None, metavar="REPORT", help="also write an HTML report")
     p.set_defaults(func=cmd_compare)
@@ -95,7 +110,7 @@ def cmd_compare(args) -> int:
     costs = CostModel.load(args.costs)
     rows = compare(kernel, cmdline=args.append, techniques=techniques, strict=args.cpu == "strict",
                    memory_bytes=parse_size(args.memory), max_instructions=args.max_instructions,
-                   costs=costs, keep_events=bool(args.html),
+                   costs=costs, keep_events=bool(args.html), shadow_cache=args.shadow_cache,
                    progress=None if args.json else lambda n: print(f"running {n} ...", file=sys.stderr))
     if args.json:
         print(to_json(rows, kernel, args.append))
@@ -147,7 +162,7 @@ def run_technique_from_args(args, memory: int) -> int:
         r = run_technique(args.technique, kernel, cmdline=args.append, memory_bytes=memory,
                           max_instructions=args.max_instructions or 2_000_000_000,
                           costs=CostModel.load(args.costs), strict=args.cpu == "strict",
-                          serial_out=write, trace_file=trace)
+                          serial_out=write, trace_file=trace, shadow_cache=args.shadow_cache)
     finally:
         if trace:
             trace.close()
@@ -161,6 +176,8 @@ def run_technique_from_args(args, memory: int) -> int:
               file=sys.stderr)
         for reason, n in list(r.traps_by_reason().items())[:12]:
             print(f"  {n:>9,}  {reason}", file=sys.stderr)
+        for note in r.notes:
+            print(f"  {note}", file=sys.stderr)
     if r.exit_code is not None:
         return r.exit_code
     return 3 if r.stop_reason == "instruction limit" else 4

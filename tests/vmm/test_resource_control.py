@@ -90,6 +90,7 @@ CASES = [
     Case("pt-escape"),
     Case("pt-escape", "cr3=1", stops=("triple fault", "fetch outside RAM"), qemu=False),
     Case("pt-exhaust"),
+    Case("cr3-stale"),
     Case("gdt-outside", stops=("triple fault",)),
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),

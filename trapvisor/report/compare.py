@@ -51,6 +51,7 @@ class Row:
             "cycle_slowdown": self.cycle_slowdown, "seconds": r.seconds,
             "wall_slowdown": self.wall_slowdown,
             "divergences": [d.to_dict() for d in (self.divergences or [])],
+            "notes": list(r.notes),
         }
 
 
@@ -69,7 +70,8 @@ def first_difference(native: bytes, other: bytes) -> str | None:
 
 def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, strict: bool = False,
             memory_bytes: int = 128 << 20, max_instructions: int = 2_000_000_000,
-            costs: CostModel | None = None, keep_events: bool = False, progress=None) -> list[Row]:
+            costs: CostModel | None = None, keep_events: bool = False, progress=None,
+            shadow_cache: int | None = None) -> list[Row]:
     costs = costs or CostModel.default()
     names = list(techniques)
     if "native" not in names:
@@ -83,7 +85,7 @@ def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, st
         results[name] = run_technique(name, kernel, cmdline=cmdline, memory_bytes=memory_bytes,
                                       max_instructions=max_instructions, costs=costs,
                                       strict=strict, keep_events=keep_events,
-                                      audit=name in ("native", "trap-emulate"))
+                                      audit=name in ("native", "trap-emulate"), shadow_cache=shadow_cache)
     native = results["native"]
     rows = []
     for name in names:

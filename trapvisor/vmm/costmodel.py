@@ -25,6 +25,7 @@ class CostModel:
     shadow_fill: int
     shadow_update: int
     shadow_flush: int
+    shadow_switch: int
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int

@@ -21,7 +21,7 @@ TECHNIQUES = {
 def run_technique(name: str, kernel: str, *, cmdline: str = "", memory_bytes: int = 128 << 20,
                   max_instructions: int = 2_000_000_000, costs: CostModel | None = None,
                   strict: bool = False, serial_out=None, keep_events: bool = False,
-                  trace_file=None, audit: bool = False) -> TechniqueResult:
+                  trace_file=None, audit: bool = False, shadow_cache: int | None = None) -> TechniqueResult:
     fn = TECHNIQUES.get(name)
     if fn is None:
         raise UserError(f"unknown technique {name!r}; known: {', '.join(TECHNIQUES)}")
@@ -29,6 +29,8 @@ def run_technique(name: str, kernel: str, *, cmdline: str = "", memory_bytes: in
                   costs=costs or CostModel.default(), strict=strict, serial_out=serial_out)
     if name == "trap-emulate":
         kwargs.update(keep_events=keep_events, trace_file=trace_file, audit=audit)
+        if shadow_cache is not None:
+            kwargs.update(shadow_cache=shadow_cache)
     elif name == "native":
         kwargs.update(audit=audit)
     # emulate runs the guest on its own complete software PC: nothing to audit.

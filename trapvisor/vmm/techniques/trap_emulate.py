@@ -41,7 +41,7 @@ from ..allocator import Allocator
 from ..costmodel import CostModel
 from ..interpreter import SystemState, pull, push
 from ..shadow_descriptors import ShadowDescriptors
-from ..shadow_paging import FILLED, REFLECTED, ShadowPaging
+from ..shadow_paging import DEFAULT_CACHE_SIZE, FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
 from .base import TechniqueResult
 
@@ -59,7 +59,7 @@ class TrapEmulate:
 
     def __init__(self, kernel: str, *, cmdline: str = "", memory_bytes: int, costs: CostModel,
                  strict: bool = False, serial_out=None, keep_events: bool = False,
-                 trace_file=None, audit: bool = False):
+                 trace_file=None, audit: bool = False, shadow_cache: int = DEFAULT_CACHE_SIZE):
         self.costs = costs
         self.strict = strict
         host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
@@ -81,7 +81,7 @@ class TrapEmulate:
         base_page = vm.partition.base >> 12
         vcpu.invalidate_code_page = lambda page: host.invalidate_code_page(page + base_page)
         vm.memory.on_code_write = vcpu.invalidate_code_page
-        self.shadow = ShadowPaging(self.alloc, host, vm)
+        self.shadow = ShadowPaging(self.alloc, host, vm, cache_size=shadow_cache)
         self.descriptors = ShadowDescriptors(host, host_mem, vcpu, trace_frame=self.shadow.trace)
         self.shadow.vm_shadow_gdt_changed = self.descriptors.rebuild
         guest_invlpg = vcpu.invlpg
@@ -203,10 +203,15 @@ class TrapEmulate:
     def after_interpret(self, before: SystemState) -> None:
         """The allocator's turn: react to changes of the VM's resources."""
         vcpu = self.vm.vcpu
-        if vcpu.cr3 != before.cr3 or (vcpu.cr0 ^ before.cr0) & (CR0_PG | CR0_WP) \
-                or (vcpu.cr4 ^ before.cr4) & (CR4_PSE | CR4_PGE):
-            self.shadow.reset()
-            self.charge(TRAP, "shadow flush (CR3/CR0/CR4 load)", self.costs.shadow_flush, log=False)
+        if (vcpu.cr0 ^ before.cr0) & (CR0_PG | CR0_WP) or (vcpu.cr4 ^ before.cr4) & (CR4_PSE | CR4_PGE):
+            self.shadow.reset()      # every guest table now reads differently
+            self.charge(TRAP, "shadow flush (CR0/CR4 paging mode)", self.costs.shadow_flush, log=False)
+        elif vcpu.cr3 != before.cr3:
+            if self.shadow.switch():
+                self.charge(TRAP, "shadow switch (cached address space)", self.costs.shadow_switch, log=False)
+            else:
+                self.charge(TRAP, "shadow flush (CR3 load, new address space)", self.costs.shadow_flush,
+                            log=False)
         if vcpu.gdtr != before.gdtr or vcpu.tr != before.tr or vcpu.ldtr != before.ldtr:
             self.descriptors.rebuild()
 
@@ -294,6 +299,11 @@ class TrapEmulate:
             self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
             reason.reason if reason else None, reason.detail if reason else "",
             total, direct, cycles, seconds, self.log)
+        sp = self.shadow
+        result.notes.append(
+            f"shadow paging: {sp.fills:,} hidden-fault fills, {sp.updates:,} traced updates, "
+            f"{sp.switches:,} CR3 switches of which {sp.cache_hits:,} found their shadow cached "
+            f"(cache of {sp.cache_size}), {sp.flushes:,} shadows built, {sp.evictions:,} evicted")
         if self.auditor is not None:
             result.audit = self.auditor.records
         return result
@@ -307,7 +317,9 @@ def _mnemonic(ins) -> str:
 
 def run_trap_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
                      costs: CostModel, strict: bool = False, serial_out=None,
-                     keep_events: bool = False, trace_file=None, audit: bool = False) -> TechniqueResult:
+                     keep_events: bool = False, trace_file=None, audit: bool = False,
+                     shadow_cache: int = DEFAULT_CACHE_SIZE) -> TechniqueResult:
     te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=memory_bytes, costs=costs, strict=strict,
-                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file, audit=audit)
+                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file, audit=audit,
+                     shadow_cache=shadow_cache)
     return te.run(max_instructions)
