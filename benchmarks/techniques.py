@@ -4,9 +4,13 @@ Prints, side by side from one run, the host wall-time slowdown and the
 simulated-cycle slowdown (cost model: trapvisor/vmm/costs.toml) of
 trap-and-emulate (strict CPU, the configuration that is a correct monitor)
 and of full emulation, against the bare simulated PC.  Wall times are
-medians over --rounds runs; cycles are deterministic.
+medians over --rounds runs; cycles are deterministic.  ``trap-emulate/N``
+is trap-and-emulate with a shadow cache of N address spaces (the default
+keeps 8; ``trap-emulate/1`` rebuilds the shadow on every CR3 load), so the
+cache's effect is measured in the same run.
 
     .venv/bin/python benchmarks/techniques.py [--rounds 3] [--scale 1.0] [--workloads syscall,compute]
+        [--techniques trap-emulate,trap-emulate/1,emulate]
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration count")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--techniques", default="trap-emulate,emulate")
+    ap.add_argument("--techniques", default="trap-emulate,trap-emulate/1,emulate")
     args = ap.parse_args()
     kernel = str(build_guest("tvos"))
     costs = CostModel.default()
@@ -53,7 +57,9 @@ def main() -> int:
         res = {}
         for _ in range(args.rounds):
             for t in ["native"] + techniques:
-                r = run_technique(t, kernel, cmdline=cmd, costs=costs, strict=(t == "trap-emulate"))
+                name_, _, cache = t.partition("/")
+                r = run_technique(name_, kernel, cmdline=cmd, costs=costs, strict=(name_ == "trap-emulate"),
+                                  shadow_cache=int(cache) if cache else None)
                 if r.exit_code != 1:
                     print(f"{name}: {t} did not finish cleanly ({r.stop_reason}: {r.detail})")
                 walls[t].append(r.seconds)
