@@ -576,6 +576,69 @@ def test_non_flat_segments_run_as_closures(which):
             assert any(blk.gen is not None and "rd32(3" in blk.gen.source for blk in b.cache.values())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_truncated_segments_fault_where_the_closures_do(seed):
+    """Base-0 segments whose limit is below 4 GiB, as a monitor truncates its guest's
+    (vmm/shadow_descriptors.py): the block tier runs them inline with a limit check
+    (and checks jump targets against a truncated CS) and must leave exactly the state
+    the closures leave, faults included.  Limits fall inside the data the programs
+    touch, just below or above the stack, and inside the code itself."""
+    from trapvisor.machine.cpu import CS, DS, ES, SS
+
+    rng = random.Random(seed * 104729)
+    generated = checked = faulted = 0
+    for text, case in _programs(100 + seed, N_PROGRAMS // 2, fallbacks=seed % 2 == 1):
+        dl = rng.choice([DATA_MID + d for d in (-0x41, -3, -1, 0, 1, 2, 0x3D, 0x100)] + [0xFFBFFFFF])
+        el = rng.choice([dl, 0xFFBFFFFF])
+        sl = rng.choice([STACK_TOP - 1, STACK_TOP + 0x1000, 0xFFBFFFFF, STACK_TOP - 0x11])
+        cl = rng.choice([CODE + rng.randrange(len(case.code)), CODE + len(case.code) - 1, 0xFFBFFFFF])
+
+        def setup(cpu):
+            cpu.set_segment_cache(CS, 0x08, 0, cl, 0x409B)
+            cpu.set_segment_cache(DS, 0x10, 0, dl, 0x4093)
+            cpu.set_segment_cache(ES, 0x10, 0, el, 0x4093)
+            cpu.set_segment_cache(SS, 0x10, 0, sl, 0x4093)
+
+        chunks = [rng.choice([1, 2, 3, 5, 8, 13, 40, 200]) for _ in range(20)] + [100000]
+        for paging in (False, True):
+            a, b = run_both(case, paging, chunks, hot=rng.choice([1, 2]), setup=setup)
+            assert a.halted or a.test_faults, (a.stop, text)
+            faulted += bool(a.test_faults)
+            for blk in b.cache.values():
+                if blk.gen is not None:
+                    generated += 1
+                    checked += " <= 0x" in blk.gen.source or "raise CpuFault(GP" in blk.gen.source
+    # The inline limit checks ran, and some programs did hit a limit.
+    assert generated and checked and faulted, (generated, checked, faulted)
+
+
+@pytest.mark.parametrize("asm", [
+    "mov $0x{t:x}, %eax\nadd $1, %ebx\njmp *%eax",
+    "mov $0x{t:x}, %eax\nadd $1, %ebx\ncall *%eax",
+    "add $1, %ebx\npush $0x{t:x}\nret",
+    "add $1, %ebx\npush $0x{t:x}\nret $8",
+])
+def test_jump_past_a_truncated_code_segment_faults_at_the_jump(asm):
+    """An indirect JMP/CALL/RET to a target past CS's limit raises #GP(0) at the jump,
+    with ESP, the stack and EIP as before it, in both tiers (not at the target)."""
+    from trapvisor.machine.cpu import CS
+
+    target = CODE + 0x100
+    code = assemble_many([asm.format(t=target)])[0]
+    case = Case(code + b"\x90" * (0x100 - len(code)) + b"\xf4",
+                [0, 1, 2, 3, STACK_TOP, 5, 6, DATA_MID], eflags=0x8D5)
+
+    def setup(cpu):
+        cpu.set_segment_cache(CS, 0x08, 0, target - 1, 0x409B)
+
+    for paging in (False, True):
+        a, b = run_both(case, paging, [100000], hot=1, setup=setup)
+        assert a.test_faults and a.test_faults[0][0] == 13, a.test_faults
+        vector, err, regs, eip, _, _, _ = a.test_faults[0]
+        assert err == 0 and eip < CODE + len(code) and regs[4] == STACK_TOP - (4 if "push" in asm else 0)
+        assert any(blk.gen is not None for blk in b.cache.values()), "no generated code ran"
+
+
 def test_oracle_harness_runs_generated_code(block_tier, monkeypatch):
     """The re-exported unicorn suite really executes generated functions under the fixture."""
     ran = []

@@ -72,7 +72,7 @@ import weakref
 import iced_x86 as iced
 
 from . import flags as F
-from .constants import CF, CS, DE, DF, OF, SF, SS, ZF
+from .constants import CF, CS, DE, DF, GP, OF, SF, SS, ZF
 from .cpu import CpuFault
 from .flags import CONDITIONS, PARITY, get_cf
 from .audit import is_sensitive_form
@@ -309,10 +309,15 @@ class _Gen:
         self.ind = 0
         self.paging = bool(cpu.paging)
         self.rs = cpu.ram_size
-        # Segments flat when the block is generated get the inline fast path (and a guard);
-        # the others go through the CPU's rd*/wr*, which are right in any context.
+        # Base-0 segments (flat, or truncated by a monitor) when the block is generated
+        # get the inline fast path (and a guard); a truncated one adds an offset check
+        # against its limit.  The others go through the CPU's rd*/wr*, right in any context.
         self.rflat = list(cpu.rfast)
         self.wflat = list(cpu.wfast)
+        self.rlim = list(cpu.rlim)
+        self.wlim = list(cpu.wlim)
+        # The code segment's limit: jump targets beyond it fault at the jump (unless flat).
+        self.clim = cpu.clim
         self.ss32 = bool(cpu.ss32)
         self.rsegs: set[int] = set()   # segments read through the inline fast path
         self.wsegs: set[int] = set()   # segments written through it
@@ -427,21 +432,23 @@ class _Gen:
         """``dst = <size-byte read at a>``; a must be a name or a constant."""
         self.fault_point()
         slow = f"{self.slow()}{dst} = rd{size * 8}({seg}, {a})"
-        if not self.rflat[seg]:
+        lim = self.rlim[seg]
+        if lim < 0 or (a.startswith("0x") and int(a, 16) > lim):
             self.L(slow)
             return
         self.rsegs.add(seg)
         rs = self.rs
+        within = "" if self.rflat[seg] or a.startswith("0x") else f" and {a} <= {lim:#x}"
         if self.paging:
             # dict subscript in a try: cheaper than a .get() call when the page is in the TLB
             self.L(f"try: F = tr[{a} >> 12]")
             self.L(f"except KeyError: F = {BIG}")
             if size == 1:
-                self.L(f"if F < {rs}: {dst} = ram[F | ({a} & 4095)]")
+                self.L(f"if F < {rs}{within}: {dst} = ram[F | ({a} & 4095)]")
             elif size == 2:
-                self.L(f"if F < {rs} and not {a} & 1: {dst} = m16[(F | ({a} & 4095)) >> 1]")
+                self.L(f"if F < {rs} and not {a} & 1{within}: {dst} = m16[(F | ({a} & 4095)) >> 1]")
             else:
-                self.L(f"if F < {rs} and not {a} & 3: {dst} = m32[(F | ({a} & 4095)) >> 2]")
+                self.L(f"if F < {rs} and not {a} & 3{within}: {dst} = m32[(F | ({a} & 4095)) >> 2]")
         else:
             if a.startswith("0x"):
                 v = int(a, 16)
@@ -449,32 +456,34 @@ class _Gen:
                     self.L(f"{dst} = {('ram', 'm16', '', 'm32')[size - 1]}[{v >> (size // 2)}]")
                     return
             if size == 1:
-                self.L(f"if {a} < {rs}: {dst} = ram[{a}]")
+                self.L(f"if {a} < {rs}{within}: {dst} = ram[{a}]")
             elif size == 2:
-                self.L(f"if {a} < {rs} and not {a} & 1: {dst} = m16[{a} >> 1]")
+                self.L(f"if {a} < {rs} and not {a} & 1{within}: {dst} = m16[{a} >> 1]")
             else:
-                self.L(f"if {a} < {rs} and not {a} & 3: {dst} = m32[{a} >> 2]")
+                self.L(f"if {a} < {rs} and not {a} & 3{within}: {dst} = m32[{a} >> 2]")
         self.L(f"else: {slow}")
 
     def store(self, size: int, seg: int, a: str, v: str) -> None:
         """Write v (already in range) at a; a must be a name or a constant."""
         self.fault_point()
-        if not self.wflat[seg]:
+        lim = self.wlim[seg]
+        if lim < 0 or (a.startswith("0x") and int(a, 16) > lim):
             self.L(f"{self.slow()}wr{size * 8}({seg}, {a}, {v})")
             return
         self.wsegs.add(seg)
         rs = self.rs
+        within = "" if self.wflat[seg] or a.startswith("0x") else f" and {a} <= {lim:#x}"
         # (looked up at run time: a monitor may redirect a CPU's invalidations)
         inv = "cpu.invalidate_code_page(P); slow = 1"
         if self.paging:
             self.L(f"try: F = tw[{a} >> 12]")
             self.L(f"except KeyError: F = {BIG}")
-            cond = f"F < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}")
+            cond = f"F < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}") + within
             pa = f"(F | ({a} & 4095))"
             self.L(f"if {cond}:")
             self.L(f"    P = F >> 12")
         else:
-            cond = f"{a} < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}")
+            cond = f"{a} < {rs}" + ("" if size == 1 else f" and not {a} & {size - 1}") + within
             pa = a
             self.L(f"if {cond}:")
             self.L(f"    P = {a} >> 12")
@@ -506,6 +515,19 @@ class _Gen:
     def produce(self, p: Prod) -> None:
         self.prods.append(p)
         self.live = p
+
+    # -- near jumps under a truncated code segment
+    def check_target(self, t: str) -> None:
+        """A jump to the run-time target ``t`` past the code segment's limit faults
+        at the jump, before it changes anything (#GP(0), SDM Vol. 3A §5.3)."""
+        if self.clim != 0xFFFFFFFF:
+            self.fault_point()
+            self.L(f"if {t} > {self.clim:#x}: raise CpuFault(GP, 0)")
+
+    def static_target(self, t: int) -> int:
+        if t > self.clim:
+            raise Unsupported("target beyond the code segment limit")   # the closure faults
+        return t
 
     # -- fallback to the reference closure
     def sync(self) -> None:
@@ -1025,10 +1047,11 @@ def g_jmp(g, ins, i):
     if ins.is_jmp_far or ins.is_jmp_far_indirect or _opsize16(ins):
         raise Unsupported("far/16-bit jmp")
     if ins.op0_kind == K.NEAR_BRANCH32:
-        return ("jmp", ins.near_branch_target & M32)
+        return ("jmp", g.static_target(ins.near_branch_target & M32))
     t = g.read_op(ins, 0, 4, "T")
     if t != "T":
         g.L(f"T = {t}")
+    g.check_target("T")
     return ("ind", "T")
 
 
@@ -1036,7 +1059,8 @@ def g_jmp(g, ins, i):
 def g_jcc(g, ins, i):
     if _opsize16(ins):
         raise Unsupported("16-bit jcc")
-    return ("jcc", g.live.cond(ins.condition_code - 1), ins.near_branch_target & M32, ins.next_ip & M32)
+    return ("jcc", g.live.cond(ins.condition_code - 1), g.static_target(ins.near_branch_target & M32),
+            ins.next_ip & M32)
 
 
 @form(Mn.CALL)
@@ -1045,11 +1069,13 @@ def g_call(g, ins, i):
         raise Unsupported("far/16-bit call")
     nxt = hex(ins.next_ip & M32)
     if ins.op0_kind == K.NEAR_BRANCH32:
+        target = g.static_target(ins.near_branch_target & M32)
         _push_value(g, nxt)
-        return ("jmp", ins.near_branch_target & M32)
+        return ("jmp", target)
     t = g.read_op(ins, 0, 4, "T")
     if t != "T":
         g.L(f"T = {t}")
+    g.check_target("T")
     _push_value(g, nxt)
     return ("ind", "T")
 
@@ -1061,6 +1087,7 @@ def g_ret(g, ins, i):
     extra = ins.immediate16 if ins.op_count else 0
     _stack(g)
     g.load(4, SS, "esp", "T")
+    g.check_target("T")
     g.wreg32(4, f"(esp + {4 + extra}) & 0xFFFFFFFF")
     return ("ind", "T")
 
@@ -1088,8 +1115,8 @@ def _env(cpu) -> _Env:
 
 def compile_block(cpu, blk):
     """The generated function for ``blk``, or None if it cannot have one."""
-    if not _LITTLE or not blk.cs32 or blk.n > MAX_GEN or not cpu.cs32 or not cpu.rfast[CS]:
-        return None     # (a non-flat code segment would need limit checks on every jump)
+    if not _LITTLE or not blk.cs32 or blk.n > MAX_GEN or not cpu.cs32 or cpu.clim < 0:
+        return None     # (a code segment with a base would need EIP-to-linear on every jump)
     src, env = generate(cpu, blk)
     code = compile(src, f"<block {blk.eip:#x}>", "exec")
     ns: dict = {}
@@ -1235,7 +1262,8 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
 
     def go(target: int, lines: list[str], pad: str) -> None:
         lines.append(f"{pad}cpu.eip = {target:#x}")
-        chain_to(f"{target:#x}", lines, pad)
+        if target <= g.clim:      # else fetch_block raises the #GP of a fall-through past the limit
+            chain_to(f"{target:#x}", lines, pad)
         lines.append(f"{pad}return True")
 
     if g.loop:
@@ -1319,16 +1347,16 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
 
     # Guard: the context the code was specialised for.
     guard = ["cpu.paging" if g.paging else "not cpu.paging"]
-    guard += [f"rf[{s}]" for s in sorted(g.rsegs - g.wsegs)]
-    guard += [f"wf[{s}]" for s in sorted(g.wsegs)]
+    guard += [f"rl[{s}] == {g.rlim[s]:#x}" for s in sorted(g.rsegs - g.wsegs)]
+    guard += [f"wl[{s}] == {g.wlim[s]:#x}" for s in sorted(g.wsegs)]
     if g.uses_stack:
         guard.append("cpu.ss32")
-    # A flat code segment: jump targets need no limit check, and chaining finds the
-    # successor from its EIP (linear address = EIP).
-    guard.append(f"rf[{CS}]")
+    # A base-0 code segment with the limit the jump checks were made for; chaining
+    # finds the successor from its EIP (linear address = EIP).
+    guard.append(f"cpu.clim == {g.clim:#x}")
 
     src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
-           " C, GCF, SHLF, SHRF, SARF, MULF, ROTF, DIVU, DIVS, cache_get):",
+           " rl, wl, C, GCF, SHLF, SHRF, SARF, MULF, ROTF, DIVU, DIVS, cache_get):",
            "  def run(end):",
            f"    if not ({' and '.join(guard)}): return False"]
     P = src.append
@@ -1389,6 +1417,7 @@ def _names(g: _Gen) -> dict:
     env.update(cpu=cpu, regs=cpu.regs, ram=cpu.ram, m16=e.m16, m32=e.m32, cp=cpu.code_pages,
                rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
                wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rf=cpu.rfast, wf=cpu.wfast,
+               rl=cpu.rlim, wl=cpu.wlim, CpuFault=CpuFault, GP=GP,
                C=CONDITIONS, GCF=get_cf, SHLF=shl_flags, SHRF=shr_flags, SARF=sar_flags,
                MULF=mul_flags, ROTF=rot_flags, DIVU=div32, DIVS=idiv32, cache_get=cpu.cache.get)
     return env

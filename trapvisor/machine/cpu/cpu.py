@@ -141,6 +141,13 @@ class CPU:
         self.attr = [0] * 6           # descriptor bits 40..55 (type, S, DPL, P, AVL, L, D/B, G)
         self.rfast = [False] * 6      # flat, readable: linear address = offset
         self.wfast = [False] * 6      # flat, writable
+        # Base-0 expand-up segments with any limit (flat ones, and the truncated
+        # ones a monitor gives its guest): an access of up to 4 bytes at an offset
+        # <= rlim/wlim passes every segment check, so the hot paths skip seg_lin.
+        # 0xFFFFFFFF for a flat segment, limit - 3 for a truncated one, -1 otherwise.
+        self.rlim = [-1] * 6
+        self.wlim = [-1] * 6
+        self.clim = -1                # CS limit when CS is a 32-bit base-0 segment, else -1
         self.cpl = 0
         self.ac_on = False            # alignment checking active (update_ac)
         self.slow_data = False        # data segments take the checked path (update_ac)
@@ -217,17 +224,22 @@ class CPU:
         self.sel[s], self.base[s], self.limit[s], self.attr[s] = sel, base, limit, attr
         present = attr & 0x80
         typ = attr & 0x1F  # S bit + type
-        flat = present and base == 0 and limit == 0xFFFFFFFF and (sel & ~3 or s == CS) \
-            and (s == CS or not self.slow_data)
+        base0 = present and base == 0 and (sel & ~3 or s == CS) and (s == CS or not self.slow_data)
+        flat = base0 and limit == 0xFFFFFFFF
         is_code = typ & 0x18 == 0x18
         is_data = typ & 0x18 == 0x10
         readable = is_data or (is_code and typ & 2)
         writable = is_data and typ & 2
         expand_down = is_data and typ & 4
-        self.rfast[s] = bool(flat and readable and not expand_down)
-        self.wfast[s] = bool(flat and writable and not expand_down)
+        rok = base0 and readable and not expand_down
+        wok = base0 and writable and not expand_down
+        self.rfast[s] = bool(flat and rok)
+        self.wfast[s] = bool(flat and wok)
+        self.rlim[s] = 0xFFFFFFFF if flat and rok else limit - 3 if rok and limit >= 3 else -1
+        self.wlim[s] = 0xFFFFFFFF if flat and wok else limit - 3 if wok and limit >= 3 else -1
         if s == CS:
             self.cs32 = bool(attr & 0x4000)
+            self.clim = limit if present and base == 0 and self.cs32 else -1
         elif s == SS:
             self.ss32 = bool(attr & 0x4000)
 
@@ -430,7 +442,7 @@ class CPU:
 
     # Hot path: segment + paging + RAM for the three operand sizes.
     def rd8(self, s, off):
-        lin = off if self.rfast[s] else self.seg_lin(s, off, 1, False)
+        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 1, False)
         if self.paging:
             f = self.tlb_r.get(lin >> 12)
             if f is None:
@@ -441,7 +453,7 @@ class CPU:
         return self.phys_read(lin, 1)
 
     def rd16(self, s, off):
-        lin = off if self.rfast[s] else self.seg_lin(s, off, 2, False)
+        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 2, False)
         if self.paging:
             if lin & 0xFFF == 0xFFF:
                 return self.lin_read(lin, 2)
@@ -454,7 +466,7 @@ class CPU:
         return self.phys_read(lin, 2)
 
     def rd32(self, s, off):
-        lin = off if self.rfast[s] else self.seg_lin(s, off, 4, False)
+        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 4, False)
         if self.paging:
             if lin & 0xFFF > 0xFFC:
                 return self.lin_read(lin, 4)
@@ -467,7 +479,7 @@ class CPU:
         return self.phys_read(lin, 4)
 
     def wr8(self, s, off, v):
-        lin = off if self.wfast[s] else self.seg_lin(s, off, 1, True)
+        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 1, True)
         if self.paging:
             f = self.tlb_w.get(lin >> 12)
             if f is None:
@@ -481,7 +493,7 @@ class CPU:
             self.phys_write(lin, 1, v)
 
     def wr16(self, s, off, v):
-        lin = off if self.wfast[s] else self.seg_lin(s, off, 2, True)
+        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 2, True)
         if lin & 0xFFF == 0xFFF:
             return self.lin_write(lin, 2, v)
         if self.paging:
@@ -497,7 +509,7 @@ class CPU:
             self.phys_write(lin, 2, v)
 
     def wr32(self, s, off, v):
-        lin = off if self.wfast[s] else self.seg_lin(s, off, 4, True)
+        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 4, True)
         if lin & 0xFFF > 0xFFC:
             return self.lin_write(lin, 4, v)
         if self.paging:
