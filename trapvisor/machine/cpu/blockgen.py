@@ -49,9 +49,14 @@ as in the closure path: a store into a code page drops its blocks, the
 running block finishes as decoded, the next execution sees the new code.
 
 Context.  The generated code is specialised for the CPU context seen when
-it was generated: paging on or off, which segments are flat (base 0, 4 GiB;
-the others go through ``rd*``/``wr*``), a 32-bit stack, a flat code segment
-(else no function at all).  Those change only through instructions that end
+it was generated: paging on or off, which segments have base 0 and which
+limit (``cpu.rlim``/``wlim``: a flat 4 GiB segment needs no check, a
+truncated one -- a monitor's, see vmm/shadow_descriptors.py -- gets an
+inline ``offset <= limit`` test; segments with a base go through
+``rd*``/``wr*``), a 32-bit stack, a base-0 32-bit code segment and its limit
+(``cpu.clim``: with a truncated CS every run-time jump target is checked at
+the jump, static ones beyond it are left to the closures; no function at
+all for a CS with a base).  Those change only through instructions that end
 a block (segment loads, CR writes, far transfers, IRET, exceptions), so the
 function checks them once at entry and returns False when they differ; the
 dispatch loop then runs the closures and regenerates the block for the new
