@@ -37,14 +37,20 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _shadow_cache(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"bad shadow cache size {text!r}: a whole number of address spaces, at least 1")
-    return n
+def _at_least_one(what: str):
+    """An argparse type: a whole number >= 1, else one line naming ``what``."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: expected a whole number, at least 1")
+        return n
+    return parse
+
+
+_shadow_cache = _at_least_one("shadow cache size")
 
 
 def _add_run(sub):
@@ -215,11 +221,76 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def _add_vms(sub):
+    p = sub.add_parser("vms", help="several VMs time-sliced on one host CPU (trap-emulate)",
+                       description="Run several kernels at once, each in its own VM under trap-and-emulate, "
+                                   "on one simulated host CPU: round-robin time slices and world switches "
+                                   "(docs/vmm.md). Each VM's console lines are prefixed with [vmN].")
+    p.add_argument("vm", nargs="+", metavar="'KERNEL [CMDLINE]'",
+                   help="a kernel file or guest:NAME, optionally followed by its command line")
+    p.add_argument("--memory", "-m", default="64M", help="RAM of each VM (default 64M)")
+    p.add_argument("--cpu", choices=("standard", "strict"), default="strict",
+                   help="host CPU variant (default strict: a correct monitor)")
+    p.add_argument("--slice", type=_at_least_one("time slice"), default=None, metavar="N",
+                   help="guest instructions per time slice (default 100000)")
+    p.add_argument("--max-instructions", type=_at_least_one("instruction limit"), default=2_000_000_000,
+                   help="stop a VM after N guest instructions")
+    p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
+    p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
+    p.set_defaults(func=cmd_vms)
+
+
+def cmd_vms(args) -> int:
+    from .guests import resolve_kernel
+    from .vmm.costmodel import CostModel
+    from .vmm.scheduler import DEFAULT_SLICE, Scheduler, VmSpec
+    memory = parse_size(args.memory)
+    specs = []
+    for text in args.vm:
+        kernel, _, cmdline = text.strip().partition(" ")
+        kernel = str(resolve_kernel(kernel))
+        _check_kernel_file(kernel)
+        specs.append(VmSpec(kernel, cmdline.strip(), memory))
+    sinks = []
+
+    def serial_out(i):
+        pending = bytearray()
+        sinks.append(pending)
+
+        def out(data: bytes) -> None:
+            pending.extend(data)
+            while b"\n" in pending:
+                line, _, rest = bytes(pending).partition(b"\n")
+                sys.stdout.write(f"[vm{i}] {line.decode('latin-1')}\n")
+                pending[:] = rest
+            sys.stdout.flush()
+        return out
+
+    sched = Scheduler(specs, costs=CostModel.load(args.costs), strict=args.cpu == "strict",
+                      slice_instructions=args.slice or DEFAULT_SLICE, serial_out=serial_out)
+    r = sched.run(args.max_instructions)
+    for i, pending in enumerate(sinks):
+        if pending:
+            sys.stdout.write(f"[vm{i}] {bytes(pending).decode('latin-1')}\n")
+    if not args.quiet:
+        print(f"trapvisor vms: {len(specs)} VMs on one host CPU ({args.cpu} cpu), "
+              f"slices of {sched.slice:,} instructions, {r.world_switches:,} world switches, "
+              f"{r.seconds:.2f} s", file=sys.stderr)
+        for i, (spec, res) in enumerate(zip(specs, r.results)):
+            end = f"exit code {res.exit_code}" if res.exit_code is not None else \
+                f"{res.stop_reason}: {res.detail}"
+            print(f"  vm{i}: {end}; {res.instructions:,} instructions, {100 * res.direct_share:.2f}% "
+                  f"direct, {r.slices[i]:,} slices, {res.cycles:,} simulated cycles, {res.seconds:.2f} s",
+                  file=sys.stderr)
+    return 0 if all(res.exit_code is not None for res in r.results) else 4
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trapvisor", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_compare(sub)
+    _add_vms(sub)
     sub.add_parser("guests", help="list the bundled guests").set_defaults(func=cmd_guests)
     sub.add_parser("info", help="what this host offers (KVM kind)").set_defaults(func=cmd_info)
     d = sub.add_parser("demo", help="run the main job on the bundled default guest")

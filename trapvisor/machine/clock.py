@@ -38,13 +38,19 @@ class Clock:
     def __init__(self) -> None:
         self._heap: list = []
         self._seq = itertools.count()
+        # Called when a new timer becomes the earliest: whoever runs the CPU in
+        # budgets up to the next deadline must cut the current budget short.
+        self.on_earlier_deadline = None
 
     def now_ns(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def add_timer(self, deadline_ns: int, callback) -> Timer:
         t = Timer(deadline_ns, callback)
+        earlier = deadline_ns < self.next_deadline()
         heapq.heappush(self._heap, (deadline_ns, next(self._seq), t))
+        if earlier and self.on_earlier_deadline is not None:
+            self.on_earlier_deadline()
         return t
 
     def cancel(self, timer: Timer | None) -> None:

@@ -133,6 +133,10 @@ class ShadowPaging:
         self._activate(self._new_space(key))
         return False
 
+    def enter(self) -> None:
+        """World switch: the host CPU walks this VM's current shadow again."""
+        self._activate(self.space)
+
     def _guest_key(self):
         vcpu = self.vcpu
         return vcpu.cr3 & 0xFFFFF000 if vcpu.cr0 & CR0_PG else None

@@ -125,6 +125,12 @@ class CPU:
         self.mmio_bus = mmio_bus
         self.intc = intc
         self.clock = clock
+        # A device armed a timer earlier than the deadline the current budget runs to
+        # (a PIT reprogrammed, a LAPIC one-shot): end the budget at the next block
+        # boundary, so the interrupt comes when it is due, not when the budget ends.
+        self.resched = False
+        if clock is not None:
+            clock.on_earlier_deadline = self.deadline_moved
         # A CPU variant in which every sensitive instruction traps at CPL > 0
         # (the hypothetical virtualizable x86 of the trap-and-emulate issue).
         self.strict = strict
@@ -650,6 +656,7 @@ class CPU:
                 if self.stop is not None:
                     break
             budget = limit - self.icount
+            self.resched = False
             if clock is not None:
                 deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
@@ -731,11 +738,15 @@ class CPU:
                     return
                 quiet = False
                 continue
-            if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq:
+            if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq \
+                    or self.resched:
                 return
             if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
                 return
             quiet = True
+
+    def deadline_moved(self) -> None:
+        self.resched = True
 
     def _compile_block(self, blk: Block):
         try:

@@ -59,14 +59,21 @@ class TrapEmulate:
 
     def __init__(self, kernel: str, *, cmdline: str = "", memory_bytes: int, costs: CostModel,
                  strict: bool = False, serial_out=None, keep_events: bool = False,
-                 trace_file=None, audit: bool = False, shadow_cache: int = DEFAULT_CACHE_SIZE):
+                 trace_file=None, audit: bool = False, shadow_cache: int = DEFAULT_CACHE_SIZE,
+                 host: CPU | None = None, allocator: Allocator | None = None, name: str = "vm0"):
+        """One VM under trap-and-emulate.  Alone, it gets a host machine of its own;
+        several VMs can share one host CPU and allocator (vmm/scheduler.py), each
+        entered on the host CPU in turn (:meth:`enter`, :meth:`leave`)."""
         self.costs = costs
         self.strict = strict
-        host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
-        self.alloc = Allocator(host_mem)
-        # The host CPU has no devices of its own: every port is the monitor's, none is reachable.
-        self.host = CPU(host_mem, IoBus(), MmioBus(), None, None, strict=strict)
-        self.vm = vm = VM(self.alloc, memory_bytes, serial_out=serial_out)
+        if host is None:
+            host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
+            allocator = Allocator(host_mem)
+            # The host CPU has no devices of its own: every port is the monitor's, none is reachable.
+            host = CPU(host_mem, IoBus(), MmioBus(), None, None, strict=strict)
+        self.alloc, self.host = allocator, host
+        host_mem = allocator.host
+        self.vm = vm = VM(self.alloc, memory_bytes, name=name, serial_out=serial_out)
         vm.load_kernel(kernel, cmdline=cmdline)
         vcpu = vm.vcpu
         host = self.host
@@ -76,7 +83,12 @@ class TrapEmulate:
             # in the order the guest executed it.
             from ...machine.cpu.audit import Auditor
             self.auditor = host.auditor = vcpu.auditor = Auditor()
-        vm.instructions = lambda: host.icount + vcpu.icount
+        # Guest instructions the host CPU executed directly for this VM: those of
+        # its earlier slices on the host, plus the current slice's.
+        self.direct_done = 0
+        self.slice_start = host.icount
+        self.on_host = True
+        vm.instructions = lambda: self.direct() + vcpu.icount
         # Stores by the virtual CPU must drop the host's decoded code of that page.
         base_page = vm.partition.base >> 12
         vcpu.invalidate_code_page = lambda page: host.invalidate_code_page(page + base_page)
@@ -92,6 +104,9 @@ class TrapEmulate:
             self.charge(TRAP, "shadow invlpg", self.costs.shadow_update, log=False)
         vcpu.invlpg = invlpg
         host.exception_hook = self.dispatch
+        # A timer the guest arms while the host CPU runs a budget computed from the old
+        # deadline (the PIT reprogrammed by an emulated OUT): back to the run loop.
+        vm.clock.on_earlier_deadline = self._deadline_moved
         self.shadow.reset()
         host.set_cr0(HOST_CR0)
         self.descriptors.install()
@@ -100,6 +115,38 @@ class TrapEmulate:
         self.extra_cycles = 0
         self.interpreted_count = 0
         self.shadow_at = 0    # host.icount when the virtual CPU's interrupt shadow began
+        self.seconds = 0.0    # host wall time spent running this VM
+
+    def _deadline_moved(self) -> None:
+        if self.on_host and self.host.stop is None:
+            self.host.stop = YIELD
+
+    def direct(self) -> int:
+        return self.direct_done + (self.host.icount - self.slice_start if self.on_host else 0)
+
+    # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -------------
+    def leave(self) -> None:
+        """Take this VM off the host CPU: its state goes back into the virtual CPU."""
+        if not self.on_host:
+            return
+        pull(self.host, self.vm.vcpu)
+        self.direct_done += self.host.icount - self.slice_start
+        self.on_host = False
+
+    def enter(self) -> None:
+        """Put this VM on the host CPU: its shadow page tables, shadow GDT and the
+        monitor's IDT and TSS, its dispatcher, its registers (ring-compressed)."""
+        if self.on_host:
+            return
+        host = self.host
+        host.exception_hook = self.dispatch
+        host.stop = None
+        host.halted = False
+        self.shadow.enter()
+        self.descriptors.install()
+        push(self.vm.vcpu, host)
+        self.slice_start = host.icount
+        self.on_host = True
 
     # -- accounting ------------------------------------------------------------
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
@@ -225,8 +272,24 @@ class TrapEmulate:
 
     # -- the run loop -----------------------------------------------------------------
     def run(self, max_instructions: int) -> TechniqueResult:
-        host, vm, vcpu, clock = self.host, self.vm, self.vm.vcpu, self.vm.clock
+        """Run the VM to its end (or the instruction limit) and report."""
+        self.run_slice(max_instructions, max_instructions)
+        return self.result()
+
+    def run_slice(self, until: int, max_instructions: int) -> bool:
+        """Run until the VM has executed ``until`` instructions in all (a time slice
+        ends there, at an instruction boundary outside any interrupt shadow), or
+        until it ends.  True when it has ended: exit, stop, or ``max_instructions``."""
         t0 = time.perf_counter()
+        try:
+            self.stop_reason = reason = self._run(until, max_instructions)
+        finally:
+            self.seconds += time.perf_counter() - t0
+        return reason is not None or self.vm.exit_code is not None
+
+    def _run(self, until: int, max_instructions: int):
+        host, vm, vcpu, clock = self.host, self.vm, self.vm.vcpu, self.vm.clock
+        slice_end = min(until, max_instructions)
         reason = None
         try:
             while True:
@@ -239,6 +302,8 @@ class TrapEmulate:
                 if total >= max_instructions:
                     reason = MachineStop("instruction limit", "")
                     break
+                if total >= slice_end and not vcpu.inhibit_irq:
+                    return None      # the time slice is over; the VM goes on later
                 if vcpu.halted:
                     if not vcpu.eflags_rest & IF:
                         reason = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
@@ -274,7 +339,8 @@ class TrapEmulate:
                     push(vcpu, host)
                     clock.run_due()
                     continue
-                budget = max_instructions - total
+                # (past the slice's end only inside an interrupt shadow: one more instruction)
+                budget = slice_end - total if total < slice_end else 1
                 deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
                     budget = min(budget, clock.instructions_until(deadline))
@@ -291,14 +357,18 @@ class TrapEmulate:
                 clock.run_due()
         except MachineStop as stop:
             reason = stop
-        seconds = time.perf_counter() - t0
-        direct = host.icount
+        return reason
+
+    def result(self) -> TechniqueResult:
+        vm, vcpu = self.vm, self.vm.vcpu
+        reason = getattr(self, "stop_reason", None)
+        direct = self.direct()
         total = direct + vcpu.icount
         cycles = direct * self.costs.direct_instruction + self.extra_cycles
         result = TechniqueResult(
             self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
             reason.reason if reason else None, reason.detail if reason else "",
-            total, direct, cycles, seconds, self.log)
+            total, direct, cycles, self.seconds, self.log)
         sp = self.shadow
         result.notes.append(
             f"shadow paging: {sp.fills:,} hidden-fault fills, {sp.updates:,} traced updates, "
