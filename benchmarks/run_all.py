@@ -8,6 +8,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ["mips.py"],
     ["techniques.py", "--scale", "0.5"],
+    ["scheduler.py"],
     ["kvm_exit_roundtrip.py"],
     ["kvm_linux_boot.py", "--rounds", "1"],
 ]
