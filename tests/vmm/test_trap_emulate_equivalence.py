@@ -71,3 +71,22 @@ def test_simulated_cycles_charge_every_monitor_event():
     assert charged > 0
     assert te.cycles >= te.direct + charged
     assert te.cycles > native.cycles
+
+
+@pytest.mark.parametrize("cmdline", ["workload=mixed iterations=1", "workload=ctxswitch iterations=50"])
+def test_timer_interrupts_land_on_the_same_guest_instruction(cmdline):
+    """Beyond the console: every sensitive instruction the guest executes (IRET out of
+    the timer interrupt, PUSHF, the segment loads of a context switch...) sees the
+    same values natively and under trap-and-emulate on the strict CPU, so preemption
+    happens at the same guest instruction.  The monitor recomputes its budget after
+    every interpreted instruction, and the clock cuts a budget short when a timer is
+    armed, as on the bare machine."""
+    from trapvisor.guests import build_guest
+    from trapvisor.report.divergence import divergences
+    from trapvisor.vmm.run import run_technique
+
+    kernel = str(build_guest("tvos"))
+    native = run_technique("native", kernel, cmdline=cmdline, audit=True)
+    te = run_technique("trap-emulate", kernel, cmdline=cmdline, strict=True, audit=True)
+    assert native.audit and te.audit
+    assert divergences(native.audit, te.audit) == []

@@ -44,7 +44,10 @@ between.  The ``except`` clause stores the register locals back, rebuilds
 ``cpu.lf`` for the producer live before ``idx``, sets ``cpu.icount`` to the
 count at the start of the current iteration and ``cpu.fault_index = idx``;
 ``CPU.execute`` then retires ``idx`` instructions and points EIP at the
-faulting one, as it does for the closure path.  Self-modifying code behaves
+faulting one, leaving the count the closure path leaves (it counts each
+instruction as it retires).  Time is exact too: a slow-path access and a
+fallback closure see ``cpu.icount`` = the instructions retired before them,
+since MMIO, IN/OUT and RDTSC read the clock.  Self-modifying code behaves
 as in the closure path: a store into a code page drops its blocks, the
 running block finishes as decoded, the next execution sees the new code.
 
@@ -354,11 +357,11 @@ class _Gen:
             self.fault_points.append((self.i, self.live))
 
     def slow(self) -> str:
-        """Prefix of a slow-path call: publish the instruction count (MMIO may read the clock)
-        and stop a self-loop after this iteration (the access may have had side effects)."""
-        if self.loop:
-            return "cpu.icount = ic; slow = 1; "
-        return "slow = 1; "
+        """Prefix of a slow-path call: publish the exact instruction count -- the
+        instructions retired before this one, as the closures do: MMIO may read the
+        clock -- and stop a self-loop after this iteration (the access may have had
+        side effects)."""
+        return f"cpu.icount = ic + {self.i}; slow = 1; "
 
     # -- registers
     def rreg(self, reg) -> str:
@@ -552,7 +555,11 @@ class _Gen:
         self.live = Prod(self, "cpu")
         self.fault_point()
         name = self.const(f"op{i}", fn)
+        # The closure sees the exact count (IN/OUT/RDTSC read the clock); a REP string
+        # closure adds its extra iterations, which ``ic`` then absorbs.
+        self.L(f"cpu.icount = ic + {i}")
         self.L(f"{name}()")
+        self.L(f"ic = cpu.icount - {i}")
         # The closure may have changed any register and the flags (POPF, SAHF, ...):
         # reload them, unless the block ends here (then nothing after it reads them).
         if not last:
@@ -1277,7 +1284,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         chain_to("EIP", exit_lines, "")
         E("return True")
     else:
-        E(f"cpu.icount += {n}" if g.has_fallback else f"cpu.icount = ic + {n}")
+        E(f"cpu.icount = ic + {n}")
         if fallback_last:
             E("return True")                         # the closure set cpu.eip
         elif term is None:

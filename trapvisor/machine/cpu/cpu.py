@@ -715,9 +715,11 @@ class CPU:
                         blk.regens += 1
                         blk.hits = 0 if blk.regens < 4 else -1
                 if gen is None:
+                    # One at a time, so that an instruction that reads the clock (IN, OUT,
+                    # RDTSC, MMIO) sees exactly the instructions retired before it.
                     for ip, fn in blk.ops:
                         fn()
-                    self.icount += blk.n
+                        self.icount += 1
                     if blk.fallthrough is not None:
                         self.eip = blk.fallthrough
             except CpuFault as fault:
@@ -727,11 +729,8 @@ class CPU:
                     self.icount += idx
                     self.eip = blk.ops[idx][0]
                 elif ip is not None:
-                    # Retire the instructions before the faulting one; restart it.
-                    for i, (eip, _) in enumerate(blk.ops):
-                        if eip == ip:
-                            self.icount += i
-                            break
+                    # The instructions before the faulting one are retired (and counted);
+                    # restart it.
                     self.eip = ip
                 self.raise_exception(fault.vector, fault.error_code)
                 if self.stop is not None or self.exit_code is not None:

@@ -177,6 +177,7 @@ class TrapEmulate:
     def dispatch(self, host, vector: int, error_code, kind: str) -> bool:
         """Every event of the host CPU arrives here (the monitor's IDT)."""
         vm, vcpu, costs = self.vm, self.vm.vcpu, self.costs
+        retired = vcpu.icount
         if kind == "exception" and vector == PF_VEC:
             vcpu.set_cpl(0 if host.cpl == 1 else host.cpl)
             lin = host.cr2
@@ -223,6 +224,12 @@ class TrapEmulate:
             host.stop = YIELD
         if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None \
                 or not host.attr[CS] & 0x80:
+            host.stop = YIELD
+        elif vcpu.icount != retired:
+            # An interpreter routine retired an instruction the host CPU's budget does not
+            # count: back to the run loop, which recomputes the budget from the VM's own
+            # count, so that the next timer interrupt comes at the same guest instruction
+            # as on the bare machine.
             host.stop = YIELD
         return True
 
