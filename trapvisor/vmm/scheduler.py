@@ -49,6 +49,7 @@ class ScheduleResult:
     slices: list[int]                      # time slices each VM was given
     world_switches: int
     seconds: float
+    switch_seconds: float
     order: list[int] = field(default_factory=list)   # VM index of each slice, in order (first 1000)
 
 
@@ -76,15 +77,18 @@ class Scheduler:
             self.vms.append(te)
         self.current: TrapEmulate | None = None
         self.world_switches = 0
+        self.switch_seconds = 0.0      # host time spent in world switches
 
     def switch_to(self, te: TrapEmulate) -> None:
         if te is self.current:
             return
+        t0 = time.perf_counter()
         if self.current is not None:
             self.current.leave()
         te.enter()
         self.current = te
         self.world_switches += 1
+        self.switch_seconds += time.perf_counter() - t0
 
     def run(self, max_instructions: int) -> ScheduleResult:
         """Round robin until every VM has ended; ``max_instructions`` bounds each VM."""
@@ -105,4 +109,4 @@ class Scheduler:
             self.current.leave()
             self.current = None
         return ScheduleResult([te.result() for te in self.vms], slices, self.world_switches,
-                              time.perf_counter() - t0, order)
+                              time.perf_counter() - t0, self.switch_seconds, order)
