@@ -116,6 +116,7 @@ class TrapEmulate:
         self.interpreted_count = 0
         self.shadow_at = 0    # host.icount when the virtual CPU's interrupt shadow began
         self.seconds = 0.0    # host wall time spent running this VM
+        self.stop_reason: MachineStop | None = None
 
     def _deadline_moved(self) -> None:
         if self.on_host and self.host.stop is None:
@@ -140,6 +141,7 @@ class TrapEmulate:
             return
         host = self.host
         host.exception_hook = self.dispatch
+        host.auditor = self.auditor
         host.stop = None
         host.halted = False
         self.shadow.enter()
@@ -368,7 +370,7 @@ class TrapEmulate:
 
     def result(self) -> TechniqueResult:
         vm, vcpu = self.vm, self.vm.vcpu
-        reason = getattr(self, "stop_reason", None)
+        reason = self.stop_reason
         direct = self.direct()
         total = direct + vcpu.icount
         cycles = direct * self.costs.direct_instruction + self.extra_cycles
