@@ -639,6 +639,42 @@ def test_jump_past_a_truncated_code_segment_faults_at_the_jump(asm):
         assert any(blk.gen is not None for blk in b.cache.values()), "no generated code ran"
 
 
+@pytest.mark.parametrize("asm", [
+    # the exit of a self-loop (a run-time EIP) falls through past the limit
+    "mov $3, %ecx\n1: add $1, %eax\ndec %ecx\njnz 1b\nadd $5, %ebx\nhlt",
+    # an ordinary block's not-taken branch (a static target) leads past it
+    "jmp 1f\n3: jmp 1f\n1: add $1, %eax\ncmp $5, %eax\njne 3b\nadd $5, %ebx\nhlt",
+])
+def test_no_chaining_into_a_block_past_a_lowered_code_segment_limit(asm):
+    """Blocks translated while CS was flat stay cached; once CS is truncated below them,
+    falling through into one must fault (#GP at its address) as fetch_block does, not
+    chain into it."""
+    from trapvisor.machine.cpu import CS
+
+    code = assemble_many([asm])[0]
+    tail = CODE + len(code) - 5            # add $5, %ebx (3 bytes), hlt, and the harness's hlt
+    case = Case(code, [0, 0, 0, 0, STACK_TOP, 0, 0, DATA_MID])
+    old = blockgen.HOT, blockgen.STRICT
+    blockgen.HOT, blockgen.STRICT = 1, True
+    try:
+        results = []
+        for tier in (False, True):
+            cpu = make_cpu(case, tier, False)
+            cpu.run(1000)                  # flat CS: every block translated (and generated)
+            assert cpu.halted and cpu.regs[3] == 5
+            cpu.halted, cpu.stop = False, None
+            cpu.regs[:] = case.regs
+            cpu.eip = CODE
+            cpu.set_segment_cache(CS, 0x08, 0, tail - 1, 0x409B)
+            cpu.run(1000)
+            results.append(state(cpu))
+            assert cpu.test_faults and cpu.test_faults[0][0] == 13 and cpu.test_faults[0][3] == tail
+            assert cpu.regs[3] == 0
+        assert results[0] == results[1]
+    finally:
+        blockgen.HOT, blockgen.STRICT = old
+
+
 def test_oracle_harness_runs_generated_code(block_tier, monkeypatch):
     """The re-exported unicorn suite really executes generated functions under the fixture."""
     ran = []

@@ -1257,12 +1257,17 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         L = lines.append
         if not chain:
             return
+        # Past a truncated CS's limit there is no block to chain to: fetch_block raises
+        # the #GP there (a fall-through, or a self-loop's exit, can lead past it).
+        if t.startswith("0x") and int(t, 16) > g.clim:
+            return
+        within = "" if g.clim == 0xFFFFFFFF or t.startswith("0x") else f" and {t} <= {g.clim:#x}"
         if t.startswith("0x") and int(t, 16) & ~0xFFF == vpage:
             L(f"{pad}if not slow:")
             L(f"{pad}    nb = cache_get({pbase | (int(t, 16) & 0xFFF):#x})")
             L(f"{pad}    if nb is not None and nb.eip == {t} and nb.cs32: return nb")
             return
-        L(f"{pad}if not slow:")
+        L(f"{pad}if not slow{within}:")
         if g.paging:
             L(f"{pad}    F = cpu.tlb_r.get({t} >> 12)")
             L(f"{pad}    if F is not None:")
@@ -1274,8 +1279,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
 
     def go(target: int, lines: list[str], pad: str) -> None:
         lines.append(f"{pad}cpu.eip = {target:#x}")
-        if target <= g.clim:      # else fetch_block raises the #GP of a fall-through past the limit
-            chain_to(f"{target:#x}", lines, pad)
+        chain_to(f"{target:#x}", lines, pad)
         lines.append(f"{pad}return True")
 
     if g.loop:
