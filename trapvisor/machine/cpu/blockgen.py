@@ -81,7 +81,7 @@ import iced_x86 as iced
 
 from . import flags as F
 from .constants import CF, CS, DE, DF, GP, OF, SF, SS, ZF
-from .cpu import CpuFault
+from .cpu import FLAT, CpuFault
 from .flags import CONDITIONS, PARITY, get_cf
 from .audit import is_sensitive_form
 from .operands import GPR, K, MASK, SEGREG, SIGN, Unsupported, imm_value, op_size
@@ -320,8 +320,6 @@ class _Gen:
         # Base-0 segments (flat, or truncated by a monitor) when the block is generated
         # get the inline fast path (and a guard); a truncated one adds an offset check
         # against its limit.  The others go through the CPU's rd*/wr*, right in any context.
-        self.rflat = list(cpu.rfast)
-        self.wflat = list(cpu.wfast)
         self.rlim = list(cpu.rlim)
         self.wlim = list(cpu.wlim)
         # The code segment's limit: jump targets beyond it fault at the jump (unless flat).
@@ -446,7 +444,7 @@ class _Gen:
             return
         self.rsegs.add(seg)
         rs = self.rs
-        within = "" if self.rflat[seg] or a.startswith("0x") else f" and {a} <= {lim:#x}"
+        within = "" if lim == FLAT or a.startswith("0x") else f" and {a} <= {lim:#x}"
         if self.paging:
             # dict subscript in a try: cheaper than a .get() call when the page is in the TLB
             self.L(f"try: F = tr[{a} >> 12]")
@@ -480,7 +478,7 @@ class _Gen:
             return
         self.wsegs.add(seg)
         rs = self.rs
-        within = "" if self.wflat[seg] or a.startswith("0x") else f" and {a} <= {lim:#x}"
+        within = "" if lim == FLAT or a.startswith("0x") else f" and {a} <= {lim:#x}"
         # (looked up at run time: a monitor may redirect a CPU's invalidations)
         inv = "cpu.invalidate_code_page(P); slow = 1"
         if self.paging:
@@ -528,7 +526,7 @@ class _Gen:
     def check_target(self, t: str) -> None:
         """A jump to the run-time target ``t`` past the code segment's limit faults
         at the jump, before it changes anything (#GP(0), SDM Vol. 3A §5.3)."""
-        if self.clim != 0xFFFFFFFF:
+        if self.clim != FLAT:
             self.fault_point()
             self.L(f"if {t} > {self.clim:#x}: raise CpuFault(GP, 0)")
 
@@ -738,6 +736,34 @@ def g_unary(g, ins, i):
     return None
 
 
+def _count_and_destination(g, ins, a: str, what: str):
+    """What shifts and rotates share: the count (an immediate masked to 5 bits, or None
+    for CL) and the destination's value in local ``a`` (loaded from memory, which may
+    fault, or copied from its register).  Returns (count, put): put(r) writes the
+    result back to the destination."""
+    if ins.op1_kind == K.REGISTER:
+        if ins.op1_register != iced.Register.CL:
+            raise Unsupported(f"{what} count")
+        cnt = None
+    else:
+        cnt = imm_value(ins, 1) & 0x1F
+    size = op_size(ins, 0)
+    if ins.op0_kind == K.MEMORY:
+        addr, seg = g.addr(ins), g.seg(ins)
+        g.load(size, seg, addr, a)
+
+        def put(r: str) -> None:
+            g.store(size, seg, addr, r)
+    elif _gpr(ins, 0):
+        g.L(f"{a} = {g.rreg(ins.op0_register)}")
+
+        def put(r: str) -> None:
+            g.wreg(ins.op0_register, r)
+    else:
+        raise Unsupported(f"{what} operand")
+    return cnt, put
+
+
 @form(Mn.SHL, Mn.SAL, Mn.SHR, Mn.SAR)
 def g_shift(g, ins, i):
     op = ins.mnemonic
@@ -746,20 +772,7 @@ def g_shift(g, ins, i):
     bits = size * 8
     a, r, n = f"a{i}", f"r{i}", f"n{i}"
     mem0 = ins.op0_kind == K.MEMORY
-    if ins.op1_kind == K.REGISTER:
-        if ins.op1_register != iced.Register.CL:
-            raise Unsupported("shift count")
-        cnt = None
-    else:
-        cnt = imm_value(ins, 1) & 0x1F
-    if mem0:
-        addr = g.addr(ins)
-        seg = g.seg(ins)
-        g.load(size, seg, addr, a)
-    elif _gpr(ins, 0):
-        g.L(f"{a} = {g.rreg(ins.op0_register)}")
-    else:
-        raise Unsupported("shift operand")
+    cnt, put = _count_and_destination(g, ins, a, "shift")
     if cnt == 0:
         return None          # count 0: nothing changes (the read above may still fault)
     c = str(cnt) if cnt is not None else n
@@ -784,10 +797,7 @@ def g_shift(g, ins, i):
 
     if cnt is not None:
         e = compute()
-        if mem0:
-            g.store(size, seg, addr, r)
-        else:
-            g.wreg(ins.op0_register, r)
+        put(r)
         g.produce(Prod(g, "eager", r=r, s=s, e=e))
         return None
     # By CL: a zero count changes nothing (no write, flags stay).
@@ -795,10 +805,7 @@ def g_shift(g, ins, i):
     g.L(f"if {n}:")
     g.ind += 1
     e = compute()
-    if mem0:
-        g.store(size, seg, addr, r)
-    else:
-        g.wreg(ins.op0_register, r)
+    put(r)
     g.ind -= 1
     g.produce(Prod(g, "cond", n=n, inner=Prod(g, "eager", r=r, s=s, e=e), prev=g.live))
     return None
@@ -853,21 +860,7 @@ def g_rotate(g, ins, i):
     bits = size * 8
     left = op == Mn.ROL
     a, r, n = f"a{i}", f"r{i}", f"n{i}"
-    mem0 = ins.op0_kind == K.MEMORY
-    if ins.op1_kind == K.REGISTER:
-        if ins.op1_register != iced.Register.CL:
-            raise Unsupported("rotate count")
-        cnt = None
-    else:
-        cnt = imm_value(ins, 1) & 0x1F
-    if mem0:
-        addr = g.addr(ins)
-        seg = g.seg(ins)
-        g.load(size, seg, addr, a)
-    elif _gpr(ins, 0):
-        g.L(f"{a} = {g.rreg(ins.op0_register)}")
-    else:
-        raise Unsupported("rotate operand")
+    cnt, put = _count_and_destination(g, ins, a, "rotate")
     if cnt == 0:
         return None          # count 0: nothing changes (the read above may still fault)
 
@@ -876,17 +869,11 @@ def g_rotate(g, ins, i):
             return f"(({a} << {cc}) | ({a} >> ({bits} - {cc}))) & {mask}"
         return f"(({a} >> {cc}) | ({a} << ({bits} - {cc}))) & {mask}"
 
-    def write() -> None:
-        if mem0:
-            g.store(size, seg, addr, r)
-        else:
-            g.wreg(ins.op0_register, r)
-
     prev = g.live
     if cnt is not None:
         cc = cnt % bits
         g.L(f"{r} = {result(str(cc)) if cc else a}")
-        write()
+        put(r)
         g.produce(Prod(g, "rot", r=r, s=s, e=str(left), prev=prev))
         return None
     g.L(f"{n} = ecx & 0x1F")
@@ -894,7 +881,7 @@ def g_rotate(g, ins, i):
     g.ind += 1
     g.L(f"C_ = {n} % {bits}")
     g.L(f"{r} = {result('C_')} if C_ else {a}")
-    write()
+    put(r)
     g.ind -= 1
     g.produce(Prod(g, "cond", n=n, inner=Prod(g, "rot", r=r, s=s, e=str(left), prev=prev), prev=prev))
     return None
@@ -1261,7 +1248,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
         # the #GP there (a fall-through, or a self-loop's exit, can lead past it).
         if t.startswith("0x") and int(t, 16) > g.clim:
             return
-        within = "" if g.clim == 0xFFFFFFFF or t.startswith("0x") else f" and {t} <= {g.clim:#x}"
+        within = "" if g.clim == FLAT or t.startswith("0x") else f" and {t} <= {g.clim:#x}"
         if t.startswith("0x") and int(t, 16) & ~0xFFF == vpage:
             L(f"{pad}if not slow:")
             L(f"{pad}    nb = cache_get({pbase | (int(t, 16) & 0xFFF):#x})")
@@ -1371,7 +1358,7 @@ def _assemble(g: _Gen, term) -> tuple[str, dict]:
     # finds the successor from its EIP (linear address = EIP).
     guard.append(f"cpu.clim == {g.clim:#x}")
 
-    src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32, rf, wf,"
+    src = ["def make(cpu, regs, ram, m16, m32, cp, rd8, rd16, rd32, wr8, wr16, wr32,"
            " rl, wl, C, GCF, SHLF, SHRF, SARF, MULF, ROTF, DIVU, DIVS, cache_get):",
            "  def run(end):",
            f"    if not ({' and '.join(guard)}): return False"]
@@ -1432,8 +1419,7 @@ def _names(g: _Gen) -> dict:
     env = dict(g.env)
     env.update(cpu=cpu, regs=cpu.regs, ram=cpu.ram, m16=e.m16, m32=e.m32, cp=cpu.code_pages,
                rd8=cpu.rd8, rd16=cpu.rd16, rd32=cpu.rd32,
-               wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rf=cpu.rfast, wf=cpu.wfast,
-               rl=cpu.rlim, wl=cpu.wlim, CpuFault=CpuFault, GP=GP,
+               wr8=cpu.wr8, wr16=cpu.wr16, wr32=cpu.wr32, rl=cpu.rlim, wl=cpu.wlim, CpuFault=CpuFault, GP=GP,
                C=CONDITIONS, GCF=get_cf, SHLF=shl_flags, SHRF=shr_flags, SARF=sar_flags,
                MULF=mul_flags, ROTF=rot_flags, DIVU=div32, DIVS=idiv32, cache_get=cpu.cache.get)
     return env

@@ -48,6 +48,8 @@ U16, U32 = _U16.unpack_from, _U32.unpack_from
 P16, P32 = _U16.pack_into, _U32.pack_into
 
 MAX_BLOCK = 64
+# rlim/wlim/clim of a flat 4 GiB segment: every offset passes the limit check.
+FLAT = 0xFFFFFFFF
 
 
 _BLOCKGEN = None
@@ -145,12 +147,10 @@ class CPU:
         self.base = [0] * 6
         self.limit = [0xFFFF] * 6
         self.attr = [0] * 6           # descriptor bits 40..55 (type, S, DPL, P, AVL, L, D/B, G)
-        self.rfast = [False] * 6      # flat, readable: linear address = offset
-        self.wfast = [False] * 6      # flat, writable
         # Base-0 expand-up segments with any limit (flat ones, and the truncated
         # ones a monitor gives its guest): an access of up to 4 bytes at an offset
         # <= rlim/wlim passes every segment check, so the hot paths skip seg_lin.
-        # 0xFFFFFFFF for a flat segment, limit - 3 for a truncated one, -1 otherwise.
+        # FLAT for a flat segment, limit - 3 for a truncated one, -1 otherwise.
         self.rlim = [-1] * 6
         self.wlim = [-1] * 6
         self.clim = -1                # CS limit when CS is a 32-bit base-0 segment, else -1
@@ -239,10 +239,8 @@ class CPU:
         expand_down = is_data and typ & 4
         rok = base0 and readable and not expand_down
         wok = base0 and writable and not expand_down
-        self.rfast[s] = bool(flat and rok)
-        self.wfast[s] = bool(flat and wok)
-        self.rlim[s] = 0xFFFFFFFF if flat and rok else limit - 3 if rok and limit >= 3 else -1
-        self.wlim[s] = 0xFFFFFFFF if flat and wok else limit - 3 if wok and limit >= 3 else -1
+        self.rlim[s] = FLAT if flat and rok else limit - 3 if rok and limit >= 3 else -1
+        self.wlim[s] = FLAT if flat and wok else limit - 3 if wok and limit >= 3 else -1
         if s == CS:
             self.cs32 = bool(attr & 0x4000)
             self.clim = limit if present and base == 0 and self.cs32 else -1
@@ -624,11 +622,11 @@ class CPU:
     # -------------------------------------------------------------- running
     def fetch_block(self) -> Block:
         eip = self.eip
-        lin = (self.base[CS] + eip) & 0xFFFFFFFF if not self.rfast[CS] else eip
-        if not self.rfast[CS]:
-            # Code segment limit check on the first byte (SDM Vol. 3A §5.3).
-            if eip > self.limit[CS]:
-                raise CpuFault(GP, 0)
+        # Code segment limit check on the first byte (SDM Vol. 3A §5.3).
+        if eip > self.limit[CS]:
+            raise CpuFault(GP, 0)
+        base = self.base[CS]
+        lin = (base + eip) & 0xFFFFFFFF if base else eip
         if self.paging:
             f = self.tlb_r.get(lin >> 12)
             if f is None:

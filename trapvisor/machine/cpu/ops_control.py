@@ -19,11 +19,6 @@ from .registry import JUMP, handles
 M = iced.Mnemonic
 
 
-def _check_target(cpu, target):
-    if target > cpu.limit[CS] and not cpu.rfast[CS]:
-        raise CpuFault(GP, 0)
-
-
 def _opsize16(ins) -> bool:
     return ins.op0_kind == K.NEAR_BRANCH16 or ins.code in (
         iced.Code.CALL_RM16, iced.Code.JMP_RM16, iced.Code.RETNW, iced.Code.RETNW_IMM16,
@@ -39,8 +34,8 @@ def c_jmp(cpu, ins):
         target = ins.near_branch_target & (0xFFFF if _opsize16(ins) else 0xFFFFFFFF)
 
         def jmp():
-            if not cpu.rfast[CS]:
-                _check_target(cpu, target)
+            if target > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
             cpu.eip = target
         return jmp, JUMP
     size = 2 if _opsize16(ins) else 4
@@ -48,8 +43,8 @@ def c_jmp(cpu, ins):
 
     def jmp_ind():
         t = src()
-        if not cpu.rfast[CS]:
-            _check_target(cpu, t)
+        if t > cpu.limit[CS]:
+            raise CpuFault(GP, 0)
         cpu.eip = t
     return jmp_ind, JUMP
 
@@ -63,8 +58,8 @@ def c_jcc(cpu, ins):
 
     def jcc():
         if cond(cpu.lf):
-            if not cpu.rfast[CS]:
-                _check_target(cpu, target)
+            if target > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
             cpu.eip = target
         else:
             cpu.eip = nxt
@@ -83,8 +78,8 @@ def c_call(cpu, ins):
         target = ins.near_branch_target & (0xFFFF if size == 2 else 0xFFFFFFFF)
 
         def call():
-            if not cpu.rfast[CS]:
-                _check_target(cpu, target)
+            if target > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
             push(nxt)
             cpu.eip = target
         return call, JUMP
@@ -92,8 +87,8 @@ def c_call(cpu, ins):
 
     def call_ind():
         t = src()
-        if not cpu.rfast[CS]:
-            _check_target(cpu, t)
+        if t > cpu.limit[CS]:
+            raise CpuFault(GP, 0)
         push(nxt)
         cpu.eip = t
     return call_ind, JUMP
@@ -109,8 +104,8 @@ def c_ret(cpu, ins):
             if cpu.ss32:
                 esp = regs[4]
                 t = cpu.rd32(2, esp)
-                if not cpu.rfast[CS]:
-                    _check_target(cpu, t)
+                if t > cpu.limit[CS]:
+                    raise CpuFault(GP, 0)
                 regs[4] = (esp + 4) & 0xFFFFFFFF
                 cpu.eip = t
             else:
@@ -122,8 +117,8 @@ def c_ret(cpu, ins):
         old = regs[4]
         t = cpu.pop32() if pop_size == 4 else cpu.pop16()
         try:
-            if not cpu.rfast[CS]:
-                _check_target(cpu, t)
+            if t > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
         except CpuFault:
             regs[4] = old
             raise
@@ -162,12 +157,12 @@ def c_loop(cpu, ins):
                 taken = taken and zf(cpu.lf)
             elif op == M.LOOPNE:
                 taken = taken and not zf(cpu.lf)
-            if taken and not cpu.rfast[CS]:
-                _check_target(cpu, target)
+            if taken and target > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
             regs[1] = (regs[1] & ~cmask & 0xFFFFFFFF) | c
         if taken:
-            if not cpu.rfast[CS]:
-                _check_target(cpu, target)
+            if target > cpu.limit[CS]:
+                raise CpuFault(GP, 0)
             cpu.eip = target
         else:
             cpu.eip = nxt
