@@ -3,22 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_STAMP := build/.apt-installed
-APT_PACKAGES := gcc binutils qemu-system-x86 bochs bochsbios
+# Every Debian package a test, the demo, the benchmarks or the fuzzers use, by name, including
+# those that other packages only link into (Bochs's VGA BIOS is a link into vgabios, which
+# bochs does not pull in when seabios satisfies its dependency).  trapvisor/hosttools.py says
+# which program or file comes from which; tests/test_hosttools.py checks this list against it.
+APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios
 
-.PHONY: demo demo-linux test fuzz setup guests clean bench
+.PHONY: demo demo-linux test fuzz setup apt guests clean bench
 
-setup: $(STAMP) $(APT_STAMP)
+# Checked on every run (dpkg -s is quick), so a package removed since the last run is reinstalled.
+setup: apt $(STAMP)
+	@$(VENV)/bin/trapvisor doctor --quiet
 
-$(APT_STAMP):
-	@mkdir -p build
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
+	  SUDO=""; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	      echo "trapvisor set-up: the Debian packages$$missing are missing and apt-get needs root: run 'sudo apt-get install$$missing', then make again" >&2; exit 1; fi; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "trapvisor set-up: apt-get install$$missing failed (network to the Debian mirrors?)" >&2; exit 1; }; \
 	fi
-	@touch $@
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -6,6 +6,7 @@ Subcommands:
   info              what this host offers (KVM: hardware-assisted or software)
   theory ...        the Popek-Goldberg theory as executable code
   demo              the main job on the bundled default guest
+  doctor            are the host programs and files the project uses installed?
 
 Every user error is one line on stderr and a non-zero exit status; a guest's
 failure (triple fault, unimplemented instruction) is reported as what the
@@ -216,6 +217,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Each host program and file trapvisor uses: found, or the package to install."""
+    from . import hosttools
+    gone = hosttools.missing()
+    if not args.quiet:
+        for req in hosttools.REQUIREMENTS:
+            where = req.locate()
+            print(f"{'ok' if where else 'MISSING':>7}  {req.name:<22} {where or req.package:<40} {req.purpose}")
+    for req in gone:
+        print(f"trapvisor: {req.problem()}", file=sys.stderr)
+    return 1 if gone else 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     return run_demo(args)
@@ -293,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vms(sub)
     sub.add_parser("guests", help="list the bundled guests").set_defaults(func=cmd_guests)
     sub.add_parser("info", help="what this host offers (KVM kind)").set_defaults(func=cmd_info)
+    doc = sub.add_parser("doctor", help="check the host programs and files trapvisor uses")
+    doc.add_argument("--quiet", "-q", action="store_true", help="print only what is missing")
+    doc.set_defaults(func=cmd_doctor)
     d = sub.add_parser("demo", help="run the main job on the bundled default guest")
     d.set_defaults(func=cmd_demo)
     try:

@@ -176,11 +176,10 @@ _tool_versions: dict[str, str] = {}
 
 
 def _check_tools() -> None:
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            raise GuestBuildError(
-                f"cannot build guests: required tool '{tool}' not found on PATH "
-                f"(install gcc and binutils)")
+    from . import hosttools
+    gone = hosttools.missing(TOOLS)
+    if gone:
+        raise GuestBuildError(f"cannot build guests: {gone[0].problem()}")
 
 
 def _tool_version(tool: str) -> str:

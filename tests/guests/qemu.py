@@ -14,7 +14,8 @@ import pathlib
 import shutil
 import subprocess
 
-import pytest
+from tests.hosttools_gate import need
+from trapvisor import hosttools
 
 QEMU = shutil.which("qemu-system-i386")
 
@@ -42,8 +43,7 @@ class QemuRun:
 
 
 def require_qemu() -> str:
-    if QEMU is None:
-        pytest.skip("qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
+    need(*hosttools.QEMU)
     return QEMU
 
 

@@ -1,13 +1,13 @@
 import pytest
 
+from tests.hosttools_gate import need_kvm
 from trapvisor.kvm.hostinfo import probe_kvm
 
 
 @pytest.fixture(scope="session")
 def kvm_host():
     info = probe_kvm()
-    if not info.available:
-        pytest.skip(f"no usable KVM: {info.message}")
+    need_kvm(info)
     return info
 
 

@@ -1,5 +1,5 @@
 """The 17 sensitive-but-unprivileged instructions of Robin and Irvine (2000)
-(shared/reference/virtualization.md §2): SGDT, SIDT, SLDT, SMSW, PUSHF,
+(USENIX Security 2000): SGDT, SIDT, SLDT, SMSW, PUSHF,
 POPF, LAR, LSL, VERR, VERW, POP Sreg, PUSH Sreg, far CALL, far JMP, INT n,
 far RET, STR, and MOV to/from a segment register - each at CPL 0 and CPL 3
 under IOPL 0 and 3 (every CPL and IOPL with TVSYS_LARGE=1).  None of them

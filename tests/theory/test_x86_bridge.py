@@ -27,7 +27,7 @@ from trapvisor.theory.cli import main
 from trapvisor.theory.machine import Mode
 
 # Robin and Irvine (2000): 17 instructions, 18 mnemonics
-# (../shared/reference/virtualization.md section 2).
+# ("Analysis of the Intel Pentium's Ability to Support a Secure VMM", USENIX Security 2000).
 ROBIN_IRVINE = {"SGDT", "SIDT", "SLDT", "SMSW", "PUSHF", "POPF", "LAR", "LSL", "VERR", "VERW",
                 "POP", "PUSH", "CALL", "JMP", "INT n", "RET", "STR", "MOV"}
 

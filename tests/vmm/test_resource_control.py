@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.guests.qemu import QEMU, run_kernel as qemu_run
+from tests.guests.qemu import run_kernel as qemu_run
 from trapvisor.guests import build_guest
 from trapvisor.machine.cpu.constants import PTE_P
 from trapvisor.machine.pc import run_kernel as bare_run
@@ -334,12 +334,12 @@ def test_hostile_guest_is_contained(case, technique, strict, neighbours):
                 assert ln.endswith("reads 0xffffffff"), ln
 
 
-@pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
 @pytest.mark.parametrize("case", [c for c in CASES if c.qemu], ids=[c.id for c in CASES if c.qemu])
 def test_hostile_guest_on_bare_pc_behaves_as_on_qemu(case):
     """The reference the VMs are held to is a real PC's behaviour."""
     cmdline = case.qemu_cmdline if case.qemu_cmdline is not None else case.cmdline
-    q = qemu_run(build_guest(case.kernel), append=cmdline or None, memory_mib=MEMORY >> 20,
+    q = qemu_run(  # skips outside CI, fails in CI, when QEMU is missing (tests/hosttools_gate.py)
+        build_guest(case.kernel), append=cmdline or None, memory_mib=MEMORY >> 20,
                  timeout=60)
     b_out, b_exit, b_stop = bare(case.kernel, cmdline, case.limit)
     assert lines(q.output, drop="[platform]") == lines(b_out, drop="[platform]")

@@ -1,8 +1,8 @@
 """Trap-and-emulate on the standard IA-32 CPU fails exactly where the theory says.
 
 With the guest kernel deprivileged to ring 1, x86's sensitive but
-unprivileged instructions (Robin & Irvine 2000; ../shared/reference/
-virtualization.md §2) execute without trapping and observe the host's state
+unprivileged instructions (Robin & Irvine, USENIX
+Security 2000) execute without trapping and observe the host's state
 instead of the guest's.  The sensitivity probe of the bundled guest OS prints
 one line per instruction; the lines that must differ from the native run,
 and why, are listed here.  Every other line must be identical.

@@ -1,7 +1,8 @@
 """The virtual machine monitor, in Popek and Goldberg's sense.
 
-A control program CP = <D, A, {v_i}> (Popek & Goldberg 1974, CACM 17(7);
-../shared/reference/virtualization.md §1):
+A control program CP = <D, A, {v_i}> (Popek & Goldberg, "Formal Requirements
+for Virtualizable Third Generation Architectures", CACM 17(7), 1974, the
+section on the virtual machine monitor):
 
 * the dispatcher D (``dispatcher.py``) receives every trap, exit or callout
   of a guest and routes it;

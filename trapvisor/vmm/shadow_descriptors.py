@@ -17,8 +17,8 @@ Selectors and descriptor privilege levels are translated between the guest's
 view (the virtual CPU) and the host's by :func:`compress_selector` and
 friends.  What ring compression cannot hide, x86's sensitive but
 unprivileged instructions reveal: PUSH CS shows RPL 1, SGDT shows the shadow
-GDT's base, STR shows the monitor's TSS selector (Robin & Irvine 2000;
-../shared/reference/virtualization.md §2).
+GDT's base, STR shows the monitor's TSS selector (Robin & Irvine, USENIX
+Security 2000).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ tracing does not depend on which space is current: a store into any guest
 page table is seen and propagated to every shadow derived from it, so a
 shadow taken back from the cache holds nothing the guest has since changed.
 This is the design VMware's monitor used for its shadow page tables (Adams
-& Agesen 2006, ../shared/reference/virtualization.md §3, on the cost of
-context switches under a software MMU).  A store into the page directory of
+& Agesen, ASPLOS 2006, on the cost of context switches under a software
+MMU).  A store into the page directory of
 a space that is not current drops that whole space (the guest is likely
 recycling the frame), and a change of CR0.PG/WP or CR4.PSE/PGE, which
 changes how every guest table is read, drops them all.

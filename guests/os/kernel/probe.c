@@ -3,8 +3,9 @@
  * Robin and Irvine (USENIX Security 2000) found 17 IA-32 instructions (18
  * mnemonics) that are sensitive but not privileged: they read or depend on
  * privileged state without trapping when run outside ring 0, so a monitor
- * that runs the guest kernel deprivileged cannot intercept them (see
- * /work/shared/reference/virtualization.md, section 2).  This file runs
+ * that runs the guest kernel deprivileged cannot intercept them (Robin and
+ * Irvine, "Analysis of the Intel Pentium's Ability to Support a Secure
+ * Virtual Machine Monitor", USENIX Security 2000).  This file runs
  * each of them in the kernel and prints what it saw, one line per
  * mnemonic.  Every value printed is fixed by the kernel's own setup (table
  * addresses are fixed in kernel.ld, the accessed bits are preset in the

@@ -1,9 +1,9 @@
-import shutil
 import struct
 import subprocess
 
 import pytest
 
+from tests.hosttools_gate import need
 from trapvisor.errors import UserError
 from trapvisor.machine import bios
 from trapvisor.machine.loader import load_any, load_elf, load_kernel, load_multiboot, load_raw
@@ -284,8 +284,8 @@ def test_load_kernel_dispatch(mem, tmp_path):
         load_kernel(mem, plain, modules=[str(plain)])
 
 
-@pytest.mark.skipif(not (shutil.which("as") and shutil.which("ld")), reason="binutils not installed")
 def test_kernel_built_with_binutils(mem, tmp_path):
+    need("as", "ld")
     src = tmp_path / "k.S"
     src.write_text("""
         .section .multiboot, "a"

@@ -24,17 +24,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import shutil
 import struct
 import subprocess
 import tempfile
 import time
 
+from trapvisor import hosttools
+
 from . import runner
 
 BOOT_SRC = runner.HARNESS / "bochs_boot.S"
-BIOS = "/usr/share/bochs/BIOS-bochs-latest"
-VGABIOS = "/usr/share/bochs/VGABIOS-lgpl-latest"
+BIOS, VGABIOS = hosttools.BOCHS_BIOS, hosttools.BOCHS_VGABIOS
 PAYLOAD_BASE = 0x10000
 FLOPPY_BYTES = 1474560
 
@@ -116,8 +116,9 @@ debug: action=ignore
 
 
 def run_bochs(elf: pathlib.Path, timeout: float = 60.0) -> "runner.Outcome":
-    if shutil.which("bochs") is None:
-        return runner.Outcome("bochs", "error", "", detail="bochs is not installed")
+    gone = hosttools.missing(hosttools.BOCHS)
+    if gone:   # one line naming the package, never a Bochs panic about a ROM image
+        return runner.Outcome("bochs", "error", "", detail=gone[0].problem())
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tvsys-bochs-") as tmp:
         t = pathlib.Path(tmp)

@@ -1,8 +1,8 @@
 """An observer of x86's sensitive instructions: what each execution produced.
 
 To show *where* a monitor fails the equivalence property, trapvisor records
-every execution of a sensitive instruction (the 17 of Robin and Irvine 2000,
-../shared/reference/virtualization.md §2, plus IRET, which changes privilege
+every execution of a sensitive instruction (the 17 of Robin and Irvine,
+USENIX Security 2000, plus IRET, which changes privilege
 without trapping) together with what it produced: the registers, flags and
 segment selectors it changed, the stack slots it pushed, and the memory
 operand it stored.  Two such recordings, one native and one under a monitor,

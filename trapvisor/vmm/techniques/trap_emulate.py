@@ -1,7 +1,7 @@
 """``trap-emulate``: the guest kernel runs directly at ring 1; what traps is emulated.
 
-The classic technique (Popek & Goldberg 1974; ../shared/reference/
-virtualization.md §1-2).  The host CPU executes the guest's instructions
+The classic technique (Popek & Goldberg, CACM 17(7), 1974; for x86's
+sensitive but unprivileged instructions, Robin & Irvine, USENIX Security 2000).  The host CPU executes the guest's instructions
 itself, with the guest kernel deprivileged to ring 1 (ring compression; the
 guest's ring 3 stays ring 3), on the monitor's shadow GDT and IDT
 (``shadow_descriptors.py``) and shadow page tables (``shadow_paging.py``).
