@@ -45,7 +45,7 @@ def main() -> int:
         n, wall = [], 0.0
         for s in specs:
             # Run time only, set-up excluded (the scheduler's figure excludes it too).
-            r = TrapEmulate(s.kernel, cmdline=s.cmdline, memory_bytes=s.memory_bytes, costs=costs,
+            r = TrapEmulate.build(s.kernel, cmdline=s.cmdline, memory_bytes=s.memory_bytes, costs=costs,
                             strict=True).run(LIMIT)
             n.append(r.instructions)
             wall += r.seconds

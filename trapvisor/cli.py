@@ -73,8 +73,8 @@ def _add_run(sub):
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--stop-after-output", default=None, metavar="REGEX",
                    help="stop the VM once the console output matches REGEX (--accel kvm)")
-    p.add_argument("--technique", choices=("native", "emulate", "trap-emulate"), default="native",
-                   help="native (the bare PC, default), emulate or trap-emulate")
+    p.add_argument("--technique", default="native",
+                   help="native (the bare PC, default) or any technique `trapvisor techniques` lists")
     p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
     p.add_argument("--shadow-cache", type=_shadow_cache, default=None, metavar="N",
                    help="trap-emulate: shadow address spaces kept across CR3 loads "
@@ -110,10 +110,9 @@ def cmd_compare(args) -> int:
     from .report.compare import default_techniques
     techniques = ([t.strip() for t in args.techniques.split(",") if t.strip()] if args.techniques
                   else list(default_techniques()))
-    from .vmm.run import TECHNIQUES
-    bad = [t for t in techniques if t not in TECHNIQUES]
-    if bad:
-        raise UserError(f"unknown technique {bad[0]!r}; known: {', '.join(TECHNIQUES)}")
+    from .vmm.monitor import get as technique_named
+    for t in techniques:
+        technique_named(t)          # one line naming an unknown technique
     costs = CostModel.load(args.costs)
     rows = compare(kernel, cmdline=args.append, techniques=techniques, strict=args.cpu == "strict",
                    memory_bytes=parse_size(args.memory), max_instructions=args.max_instructions,
@@ -144,6 +143,8 @@ def _check_kernel_file(path: str) -> None:
 
 def cmd_run(args) -> int:
     memory = parse_size(args.memory)
+    from .vmm.monitor import get as technique_named
+    technique_named(args.technique)     # one line naming an unknown technique
     if args.technique != "native":
         if args.accel == "kvm":
             raise UserError("--technique applies to the simulated PC; --accel kvm is its own technique")
@@ -169,7 +170,9 @@ def run_technique_from_args(args, memory: int) -> int:
         r = run_technique(args.technique, kernel, cmdline=args.append, memory_bytes=memory,
                           max_instructions=args.max_instructions or 2_000_000_000,
                           costs=CostModel.load(args.costs), strict=args.cpu == "strict",
-                          serial_out=write, trace_file=trace, shadow_cache=args.shadow_cache)
+                          serial_out=write, trace_file=trace, shadow_cache=args.shadow_cache,
+                          modules=tuple(args.module), disk=args.disk, max_seconds=args.max_seconds,
+                          strict_options=True)
     finally:
         if trace:
             trace.close()

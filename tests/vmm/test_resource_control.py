@@ -55,7 +55,7 @@ from trapvisor.vmm.shadow_descriptors import (
     truncate_limit,
 )
 from trapvisor.machine.cpu.descriptors import d_attr, d_base, d_limit
-from trapvisor.vmm.techniques.emulate import run_emulate
+from trapvisor.vmm.techniques.emulate import Emulate
 from trapvisor.vmm.techniques.trap_emulate import HOST_CR0, TrapEmulate
 from trapvisor.vmm.vm import VM, VmClock
 
@@ -271,7 +271,7 @@ def run_case(case: Case, technique: str, strict: bool, neighbours: Neighbours):
     kernel = str(build_guest(case.kernel))
     costs = CostModel.default()
     if technique == "trap-emulate":
-        te = TrapEmulate(kernel, cmdline=case.cmdline, memory_bytes=MEMORY, costs=costs,
+        te = TrapEmulate.build(kernel, cmdline=case.cmdline, memory_bytes=MEMORY, costs=costs,
                          strict=strict)
         before = bytes(te.alloc.host.ram[:MONITOR_REGION])
         result = te.run(case.limit)
@@ -279,8 +279,8 @@ def run_case(case: Case, technique: str, strict: bool, neighbours: Neighbours):
         check_monitor_region(te, before)
         partition = te.vm.partition
     else:
-        result = run_emulate(kernel, cmdline=case.cmdline, memory_bytes=MEMORY,
-                             max_instructions=case.limit, costs=costs)
+        result = Emulate.build(kernel, cmdline=case.cmdline, memory_bytes=MEMORY,
+                               costs=costs).run(case.limit)
         host = neighbours.allocator.host
         assert not any(host.ram[:MONITOR_REGION]), "emulate wrote into the monitor region"
         partition = next(p for p in neighbours.allocator.partitions
@@ -386,7 +386,7 @@ def test_segments_no_limit_keeps_out_of_the_window_go_to_the_host_not_present():
 
 def test_shadow_pool_running_dry_restarts_the_shadow_instead_of_failing():
     """pt-exhaust with only 40 frames left in the monitor's pool (it raised MemoryError)."""
-    te = TrapEmulate(str(build_guest("pt-exhaust")), memory_bytes=MEMORY,
+    te = TrapEmulate.build(str(build_guest("pt-exhaust")), memory_bytes=MEMORY,
                      costs=CostModel.default())
     te.alloc.pool_next = MONITOR_REGION - 40 * 0x1000
     r = te.run(LIMIT)

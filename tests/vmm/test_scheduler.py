@@ -37,7 +37,7 @@ def spec(guest: str, cmdline: str = "", mib: int = 32) -> VmSpec:
 
 @functools.lru_cache(maxsize=None)
 def alone_under_trap_emulate(kernel: str, cmdline: str, memory: int, strict: bool):
-    te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=memory, costs=CostModel.default(), strict=strict)
+    te = TrapEmulate.build(kernel, cmdline=cmdline, memory_bytes=memory, costs=CostModel.default(), strict=strict)
     r = te.run(LIMIT)
     return r.output, r.exit_code, r.instructions
 

@@ -36,7 +36,7 @@ def bare_output():
 @pytest.mark.parametrize("strict", [False, True], ids=["standard", "strict"])
 @pytest.mark.parametrize("cache", [1, 2, 8])
 def test_changes_to_tables_of_idle_address_spaces_reach_their_cached_shadows(cache, strict, bare_output):
-    te = TrapEmulate(str(build_guest("cr3-stale")), memory_bytes=MEMORY, costs=CostModel.default(),
+    te = TrapEmulate.build(str(build_guest("cr3-stale")), memory_bytes=MEMORY, costs=CostModel.default(),
                      strict=strict, shadow_cache=cache)
     r = te.run(LIMIT)
     assert r.exit_code == 1 and r.stop_reason is None, r.output
@@ -58,7 +58,7 @@ def test_the_cache_spares_refills_on_context_switches():
     cmdline = "workload=ctxswitch iterations=100"
     runs = {}
     for cache in (1, 8):
-        te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=128 << 20, costs=CostModel.default(),
+        te = TrapEmulate.build(kernel, cmdline=cmdline, memory_bytes=128 << 20, costs=CostModel.default(),
                          strict=True, shadow_cache=cache)
         runs[cache] = (te.run(300_000_000), te.shadow)
     (r1, s1), (r8, s8) = runs[1], runs[8]
@@ -71,4 +71,4 @@ def test_the_cache_spares_refills_on_context_switches():
 
 def test_a_zero_sized_cache_is_refused():
     with pytest.raises(ValueError):
-        TrapEmulate(str(build_guest("hello")), memory_bytes=MEMORY, costs=CostModel.default(), shadow_cache=0)
+        TrapEmulate.build(str(build_guest("hello")), memory_bytes=MEMORY, costs=CostModel.default(), shadow_cache=0)

@@ -134,15 +134,11 @@ class PC:
     def _install_trace(self, f) -> None:
         """--trace: one line per executed block (EIP and its instructions)."""
         from .cpu.translate import disassemble
-        cpu = self.cpu
-        fetch = cpu.fetch_block
 
-        def traced_fetch():
-            blk = fetch()
+        def trace_block(blk):
             for ins in blk.ilist:
                 f.write(f"{ins.ip:08x}  {disassemble(ins)}\n")
-            return blk
-        cpu.fetch_block = traced_fetch
+        self.cpu.hooks.block_fetched = trace_block
 
 
 def run_kernel(path, *, cmdline: str = "", modules=(), memory_bytes: int = DEFAULT_MEMORY,

@@ -1,7 +1,7 @@
 """Interpreter routines: emulate one guest instruction's effect on the virtual CPU.
 
 Popek and Goldberg's monitor has one interpreter routine v_i per privileged
-instruction.  trapvisor derives all of them generically, from the
+instruction (:func:`interpret`).  trapvisor derives all of them generically, from the
 instruction's own definition: the virtual CPU is a complete IA-32 CPU holding
 the guest's view of the machine (virtual CPL 0, the guest's CR3, GDT, IDT,
 IF, IOPL), so emulating an instruction means
@@ -93,3 +93,26 @@ class SystemState:
     def __init__(self, vcpu):
         self.cr0, self.cr3, self.cr4 = vcpu.cr0, vcpu.cr3, vcpu.cr4
         self.gdtr, self.ldtr, self.tr = vcpu.gdtr, vcpu.ldtr, vcpu.tr
+
+
+def interpret(vcpu):
+    """One interpreter routine: execute the instruction at the virtual EIP on the
+    virtual CPU, with the guest's privileges, tables and faults.  Returns the
+    decoded instruction (None if it could not be fetched) and its mnemonic."""
+    try:
+        ins = vcpu.translator.decode_one(vcpu.eip)
+        mnemonic = _mnemonic(ins)
+    except CpuFault:
+        ins, mnemonic = None, "?"
+    # This instruction comes after any STI / MOV SS it may follow: the one-instruction
+    # interrupt shadow ends with it (the virtual CPU only ever steps, and CPU.step
+    # leaves the flag to the block loop; stale, it blocked every injection).
+    vcpu.inhibit_irq = False
+    vcpu.step()
+    return ins, mnemonic
+
+
+def _mnemonic(ins) -> str:
+    from ..machine.cpu.translate import disassemble
+    text = disassemble(ins)
+    return text.split(" ")[0] if text else "?"

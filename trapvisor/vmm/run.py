@@ -1,37 +1,39 @@
-"""One entry point for every technique: ``run_technique(name, kernel, ...)``."""
+"""One entry point for every technique: ``run_technique(name, kernel, ...)``.
+
+It looks the technique up in the registry (``monitor.py``), builds it with
+the run's options and runs it.  No technique is named here: a new one is
+reachable from `trapvisor run --technique`, `compare` and `vms` as soon as it
+registers.
+"""
 
 from __future__ import annotations
 
 from ..errors import UserError
+from . import monitor
 from .costmodel import CostModel
+from .monitor import RunOptions
 from .techniques.base import TechniqueResult
-from .techniques.emulate import run_emulate
-from .techniques.native import run_native
-from .techniques.kvm import run_kvm_technique
-from .techniques.trap_emulate import run_trap_emulate
-
-TECHNIQUES = {
-    "native": run_native,
-    "emulate": run_emulate,
-    "trap-emulate": run_trap_emulate,
-    "kvm": run_kvm_technique,
-}
 
 
-def run_technique(name: str, kernel: str, *, cmdline: str = "", memory_bytes: int = 128 << 20,
-                  max_instructions: int = 2_000_000_000, costs: CostModel | None = None,
-                  strict: bool = False, serial_out=None, keep_events: bool = False,
-                  trace_file=None, audit: bool = False, shadow_cache: int | None = None) -> TechniqueResult:
-    fn = TECHNIQUES.get(name)
-    if fn is None:
-        raise UserError(f"unknown technique {name!r}; known: {', '.join(TECHNIQUES)}")
-    kwargs = dict(cmdline=cmdline, memory_bytes=memory_bytes, max_instructions=max_instructions,
-                  costs=costs or CostModel.default(), strict=strict, serial_out=serial_out)
-    if name == "trap-emulate":
-        kwargs.update(keep_events=keep_events, trace_file=trace_file, audit=audit)
-        if shadow_cache is not None:
-            kwargs.update(shadow_cache=shadow_cache)
-    elif name == "native":
-        kwargs.update(audit=audit)
-    # emulate runs the guest on its own complete software PC: nothing to audit.
-    return fn(kernel, **kwargs)
+def techniques() -> dict:
+    """name -> technique class, every registered technique."""
+    return monitor.registered()
+
+
+def run_technique(name: str, kernel: str, *, max_instructions: int = 2_000_000_000,
+                  costs: CostModel | None = None, strict_options: bool = False,
+                  **options) -> TechniqueResult:
+    """Run ``kernel`` under technique ``name``.  ``options`` are RunOptions fields.
+
+    With ``strict_options`` (`trapvisor run`) an option the technique cannot honour
+    is an error naming it; otherwise (`compare`, one option set for several
+    techniques) each technique is given only the options it honours."""
+    cls = monitor.get(name)
+    opts = RunOptions(kernel, costs=costs or CostModel.default(), **options)
+    bad = cls.unsupported(opts)
+    if bad and strict_options:
+        raise UserError(f"technique {name} does not support {', '.join(bad)}")
+    for opt in RunOptions.OPTIONAL:
+        if opt not in cls.honours:
+            setattr(opts, opt, RunOptions.__dataclass_fields__[opt].default)
+    return cls(opts).run(max_instructions)

@@ -1,14 +1,16 @@
 """Several VMs on one host CPU: time slices and world switches.
 
 A monitor multiplexes one physical processor between virtual machines.  Here
-every VM runs under trap-and-emulate on the *same* host CPU and out of the
-same host memory (one allocator: the monitor region, then one partition per
-VM).  The scheduler gives each runnable VM a time slice of guest
-instructions in turn, round robin, and between two slices performs a *world
-switch*: the outgoing VM's state goes back from the host CPU into its
-virtual CPU (``TrapEmulate.leave``), and the incoming VM's shadow page
-tables, shadow GDT, the monitor's IDT and TSS and its ring-compressed
-registers are loaded (``TrapEmulate.enter``).
+every VM runs under a registered technique (``monitor.py``; trap-and-emulate
+by default) on the *same* simulated host and out of the same host memory (one
+allocator: the monitor region, then one partition per VM).  The scheduler
+gives each runnable VM a time slice of guest instructions in turn, round
+robin, and between two slices performs a *world switch*: the outgoing VM's
+technique takes it off the host CPU (``Monitor.leave``: under trap-and-emulate
+its state goes back from the host CPU into its virtual CPU) and the incoming
+one's puts it on (``Monitor.enter``: its shadow page tables, shadow GDT, the
+monitor's IDT and TSS, its intercept controls and its ring-compressed
+registers).
 
 Nothing of one VM is visible to another: each has its own partition, virtual
 CPU, devices and virtual clock (guest time advances with the VM's own
@@ -25,13 +27,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..machine.bus import IoBus, MmioBus
-from ..machine.cpu import CPU
-from ..machine.memory import PhysicalMemory
-from .allocator import Allocator
+from ..errors import UserError
+from . import monitor
 from .costmodel import CostModel
+from .monitor import Host, Monitor, RunOptions
 from .techniques.base import TechniqueResult
-from .techniques.trap_emulate import TrapEmulate
 
 DEFAULT_SLICE = 100_000      # guest instructions per time slice (1 ms of guest time at 10 ns each)
 
@@ -55,31 +55,36 @@ class ScheduleResult:
 
 class Scheduler:
     def __init__(self, specs: list[VmSpec], *, costs: CostModel | None = None, strict: bool = False,
-                 slice_instructions: int = DEFAULT_SLICE, serial_out=None):
+                 slice_instructions: int = DEFAULT_SLICE, serial_out=None,
+                 technique: str = "trap-emulate", max_seconds: float | None = None):
         if not specs:
             raise ValueError("no VM to run")
         if slice_instructions < 1:
             raise ValueError("a time slice is at least one instruction")
+        cls = monitor.get(technique)
+        if not cls.time_sliced:
+            raise UserError(f"technique {technique} cannot be time-sliced with other VMs "
+                            f"(it runs a guest to its end in one go)")
         costs = costs or CostModel.default()
         self.slice = slice_instructions
-        host_mem = PhysicalMemory(Allocator.host_size_for([s.memory_bytes for s in specs]))
-        self.alloc = Allocator(host_mem)
-        # One host CPU for every VM; it has no devices of its own.
-        self.host = CPU(host_mem, IoBus(), MmioBus(), None, None, strict=strict)
-        self.vms: list[TrapEmulate] = []
+        # One host machine for every VM: host memory and one host CPU with no devices.
+        self.host_machine = Host([s.memory_bytes for s in specs], strict=strict)
+        self.alloc, self.host = self.host_machine.allocator, self.host_machine.cpu
+        self.vms: list[Monitor] = []
         for i, spec in enumerate(specs):
             out = serial_out(i) if serial_out is not None else None
-            te = TrapEmulate(spec.kernel, cmdline=spec.cmdline, memory_bytes=spec.memory_bytes,
-                             costs=costs, strict=strict, serial_out=out, host=self.host,
-                             allocator=self.alloc, name=f"vm{i}")
+            m = cls(RunOptions(spec.kernel, cmdline=spec.cmdline, memory_bytes=spec.memory_bytes,
+                               costs=costs, strict=strict, serial_out=out, name=f"vm{i}",
+                               max_seconds=max_seconds),
+                    self.host_machine)
             # Each VM is entered on the host CPU as it is built: take it off again.
-            te.leave()
-            self.vms.append(te)
-        self.current: TrapEmulate | None = None
+            m.leave()
+            self.vms.append(m)
+        self.current: Monitor | None = None
         self.world_switches = 0
         self.switch_seconds = 0.0      # host time spent in world switches
 
-    def switch_to(self, te: TrapEmulate) -> None:
+    def switch_to(self, te: Monitor) -> None:
         if te is self.current:
             return
         t0 = time.perf_counter()
@@ -93,6 +98,8 @@ class Scheduler:
     def run(self, max_instructions: int) -> ScheduleResult:
         """Round robin until every VM has ended; ``max_instructions`` bounds each VM."""
         t0 = time.perf_counter()
+        for m in self.vms:
+            m.start_clock()
         slices = [0] * len(self.vms)
         order: list[int] = []
         runnable = list(range(len(self.vms)))
@@ -103,7 +110,7 @@ class Scheduler:
                 slices[i] += 1
                 if len(order) < 1000:
                     order.append(i)
-                if te.run_slice(te.vm.instructions() + self.slice, max_instructions):
+                if te.run_slice(te.instructions() + self.slice, max_instructions):
                     runnable.remove(i)
         if self.current is not None:
             self.current.leave()

@@ -286,15 +286,13 @@ def run_ours(case: Case) -> Outcome:
     cpu.set_eflags((case.eflags & COMPARED_FLAGS) | 2)
     cpu.eip = CODE
     fault = []
-
-    def hook(cpu_, vector, error_code, kind="exception"):
-        fault.append(vector)
-        from trapvisor.machine.cpu import MachineStop
-        cpu_.stop = MachineStop("oracle", f"exception {vector}")
-        return True
-
-    cpu.exception_hook = hook
-    cpu.run(case.max_steps)
+    from trapvisor.machine.cpu.exits import ExceptionExit
+    # Every event exits: the oracle stops there.
+    ic = cpu.intercepts
+    ic.exception_bitmap, ic.software_interrupt_exiting, ic.external_interrupt_exiting = 0xFFFFFFFF, True, True
+    ex = cpu.run(case.max_steps)
+    if isinstance(ex, ExceptionExit):
+        fault.append(ex.vector)
     end = CODE + len(case.code) - 1
     eip = cpu.eip
     note = ""

@@ -30,6 +30,7 @@ import pytest
 
 from trapvisor.machine.bus import IoBus
 from trapvisor.machine.cpu import CPU, MachineStop, blockgen, enter_flat_protected_mode
+from trapvisor.machine.cpu.exits import ExceptionExit
 from trapvisor.machine.memory import PhysicalMemory
 
 from . import oracle as O
@@ -115,18 +116,23 @@ def make_cpu(case: Case, tier: bool, paging: bool, hot: int = 1, unmapped=(), se
         mem.write_u32(PD, PT | 3)
         cpu.set_cr3(PD)
         cpu.set_cr0(cpu.cr0 | 0x80000000)
-    faults = []
-
-    def hook(c, vector, error_code, kind="exception"):
-        faults.append((vector, error_code, list(c.regs), c.eip, c.get_eflags(), c.icount, c.cr2))
-        c.stop = MachineStop("test", f"exception {vector}")
-        return True
-
-    cpu.exception_hook = hook
-    cpu.test_faults = faults
+    # Every event exits (run_chunk records it): exceptions, INT n, external interrupts.
+    ic = cpu.intercepts
+    ic.exception_bitmap, ic.software_interrupt_exiting, ic.external_interrupt_exiting = 0xFFFFFFFF, True, True
+    cpu.test_faults = []
     if setup is not None:
         setup(cpu)
     return cpu
+
+
+def run_chunk(c, n):
+    """Run ``n`` instructions; an exception exit is recorded with the state it left
+    and stops the CPU for good."""
+    ex = c.run(n)
+    if isinstance(ex, ExceptionExit):
+        c.test_faults.append((ex.vector, ex.error_code, list(c.regs), c.eip, c.get_eflags(),
+                              c.icount, c.cr2))
+        c.stop = MachineStop("test", f"exception {ex.vector}")
 
 
 def state(cpu):
@@ -145,7 +151,7 @@ def run_both(case: Case, paging: bool, chunks, hot: int, unmapped=(), setup=None
         for n in chunks:
             for c in (a, b):
                 if c.stop is None and not c.halted:
-                    c.run(n)
+                    run_chunk(c, n)
             sa, sb = state(a), state(b)
             if sa != sb:
                 raise AssertionError("block tier differs from the closure tier:\n"
@@ -666,7 +672,7 @@ def test_no_chaining_into_a_block_past_a_lowered_code_segment_limit(asm):
             cpu.regs[:] = case.regs
             cpu.eip = CODE
             cpu.set_segment_cache(CS, 0x08, 0, tail - 1, 0x409B)
-            cpu.run(1000)
+            run_chunk(cpu, 1000)
             results.append(state(cpu))
             assert cpu.test_faults and cpu.test_faults[0][0] == 13 and cpu.test_faults[0][3] == tail
             assert cpu.regs[3] == 0

@@ -23,10 +23,17 @@ are restartable, SDM Vol. 3A §6.5).  The loop catches the fault, points EIP at
 the faulting instruction and delivers it through the IDT
 (``interrupts.py``).
 
-The CPU knows nothing of virtual machine monitors.  A monitor (or a test)
-observes it through one explicit interface: ``cpu.exception_hook``, called
-with every exception before it is delivered (return True to claim it), and
-``cpu.io_bus``/``cpu.mmio_bus``/``cpu.intc`` for the platform.
+The CPU knows nothing of virtual machine monitors.  A monitor drives it
+through one explicit interface (docs/architecture.md):
+
+* ``cpu.intercepts`` (``intercepts.py``): which events make the CPU exit
+  instead of acting, shaped like a VMCS's execution controls;
+* ``cpu.run(budget)`` returns a typed exit (``exits.py``) saying why it
+  stopped; ``cpu.request_exit()`` makes it return at the next block boundary;
+* ``cpu.hooks`` (:class:`CpuHooks`): callbacks for what a monitor must hear
+  of but need not stop for (a store into decoded code, a TLB invalidation,
+  a block about to run);
+* ``cpu.io_bus``/``cpu.mmio_bus``/``cpu.intc`` for the platform.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import os
 import struct
 
 from . import flags as F
+from .exits import BudgetExhausted, CodeFenceExit, GuestExit, MachineStopped, Preempted
 from .constants import (
     AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, EFLAGS_RESERVED_1,
     GP, IF, PDE_PS, PF_P, PF_RSVD, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
@@ -84,6 +92,35 @@ class MachineStop(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+class ExitFault(CpuFault):
+    """Raised inside an instruction that the intercept controls make exit: it
+    unwinds the instruction as a fault does (its checks come before its stores),
+    so the CPU is left at the instruction, and the run loop returns ``exit``.
+    Never leaves the CPU: :meth:`CPU.run` turns it into its return value."""
+
+    __slots__ = ("exit",)
+
+    def __init__(self, exit):
+        super().__init__(-1, None)
+        self.exit = exit
+
+
+class CpuHooks:
+    """What a monitor hears of without the CPU stopping (each None, or a callable).
+
+    * ``code_written(page)``: a store hit a physical page holding decoded code
+      (the CPU has dropped its own blocks of it);
+    * ``tlb_invalidated(lin)``: INVLPG of a linear address (None: a full flush);
+    * ``block_fetched(block)``: a block is about to run (tracing; while set,
+      the CPU runs closures only, so that every block is seen).
+    """
+
+    __slots__ = ("code_written", "tlb_invalidated", "block_fetched")
+
+    def __init__(self):
+        self.code_written = self.tlb_invalidated = self.block_fetched = None
 
 
 class Block:
@@ -195,12 +232,15 @@ class CPU:
         self.inhibit_irq = False      # one-instruction shadow after STI / MOV SS
         self.ss_shadow = False        # set by MOV SS / POP SS: #DB waits one instruction
         self.sw_int_delivered = False  # set when INT n/INT3/INTO entered a handler
-        self.stop: MachineStop | None = None
+        # Why the run loop must end: a MachineStop (the machine cannot go on), or an
+        # exit the intercept controls asked for (exits.py), which run() returns and clears.
+        self.stop = None
         self.exit_code: int | None = None
-        # The monitor interface: fn(cpu, vector, error_code, kind) -> bool, called
-        # before any event is delivered through the IDT (kind: "exception",
-        # "software" for INT n/INT3/INTO, "external").  True: the monitor took it.
-        self.exception_hook = None
+        # The monitor interface (module docstring): intercept controls and hooks.
+        from .intercepts import InterceptControls
+        self.intercepts = InterceptControls()
+        self.hooks = CpuHooks()
+        self.interrupts_delivered = 0  # external interrupts delivered through the IDT
         self.event_ip = None          # address of the INT n that raised a software event
         self.auditor = None           # audit.Auditor: records sensitive instructions (set before running)
         self.delivering = None        # vector being delivered (double-fault detection)
@@ -378,6 +418,9 @@ class CPU:
         for t in self._tlb:
             t.pop(page, None)
         self.tlb_global.discard(page)
+        hook = self.hooks.tlb_invalidated
+        if hook is not None:
+            hook(lin)
 
     def translate_lin(self, lin: int, write: bool, user: bool | None = None) -> int:
         """Linear to physical address for any access (slow path, explicit privilege)."""
@@ -614,6 +657,9 @@ class CPU:
         self.code_pages[page] = 0
         for key in self.page_blocks.pop(page, ()):
             self.cache.pop(key, None)
+        hook = self.hooks.code_written
+        if hook is not None:
+            hook(page)
 
     def flush_code_cache(self) -> None:
         for page in list(self.page_blocks):
@@ -636,17 +682,25 @@ class CPU:
             pa = lin
         blk = self.cache.get(pa)
         if blk is None or blk.eip != eip or blk.cs32 != self.cs32:
+            fence = self.intercepts.code_fence
+            if fence is not None and self.cpl < 3 and not fence[0] <= lin < fence[1]:
+                raise ExitFault(CodeFenceExit(eip))
             blk = self.translator.translate(eip, lin, pa)
         return blk
 
-    def run(self, max_instructions: int | None = None) -> None:
-        """Run until the machine stops (debug exit, triple fault, ...) or the budget is spent."""
+    def run(self, max_instructions: int | None = None):
+        """Run until an exit (``exits.py``): the budget spent, the guest's exit code,
+        a machine stop, an exit the intercept controls ask for, or a requested one.
+
+        A machine stop stays in ``self.stop`` (the machine cannot go on: running
+        again returns it again); any other exit is cleared as it is returned.
+        """
         limit = self.icount + max_instructions if max_instructions is not None else 1 << 62
         clock = self.clock
         while self.stop is None and self.exit_code is None and self.icount < limit:
             if self.halted:
                 if not self.idle():
-                    return
+                    break
                 continue
             if self.intc is not None and self.eflags_rest & IF and not self.inhibit_irq \
                     and self.intc.interrupt_pending():
@@ -654,7 +708,10 @@ class CPU:
                 if self.stop is not None:
                     break
             budget = limit - self.icount
-            self.resched = False
+            if self.resched:
+                self.resched = False
+                if clock is None:        # no clock of its own: a monitor asked (request_exit)
+                    return Preempted()
             if clock is not None:
                 deadline = clock.next_deadline()
                 if deadline < clock.NEVER:
@@ -662,6 +719,28 @@ class CPU:
             self.execute(budget)
             if clock is not None:
                 clock.run_due()
+        return self.take_exit()
+
+    def take_exit(self):
+        """The exit that ended the run loop (and clear it, unless the machine is stopped)."""
+        stop = self.stop
+        if stop is None:
+            if self.exit_code is not None:
+                return GuestExit(self.exit_code)
+            if self.resched and self.clock is None:
+                self.resched = False
+                return Preempted()
+            return BudgetExhausted()
+        if stop.__class__ is MachineStop:
+            return MachineStopped(stop)
+        self.stop = None
+        return stop
+
+    def request_exit(self) -> None:
+        """Make ``run`` return :class:`Preempted` at the next block boundary (a
+        monitor's timer rearmed, a time slice over).  On a CPU with a clock of its
+        own this only ends the current budget early (``deadline_moved``)."""
+        self.resched = True
 
     # The block-translation tier (blockgen.py): on unless TRAPVISOR_NO_BLOCKGEN=1;
     # tests flip it per CPU to run both tiers.
@@ -677,8 +756,9 @@ class CPU:
         closures and count towards getting one.
         """
         end = self.icount + budget
-        # A patched fetch_block (PC --trace) must see every block: closures only then.
-        tier = self.block_tier and "fetch_block" not in self.__dict__
+        # A block observer (--trace) must see every block: closures only then.
+        observe = self.hooks.block_fetched
+        tier = self.block_tier and observe is None
         quiet = False     # known: no interrupt pending with IF=1 (the check after a block passed)
         while self.icount < end:
             if self.eflags_rest & TF or self.bp_exec or self.bp_data:
@@ -713,6 +793,8 @@ class CPU:
                         blk.regens += 1
                         blk.hits = 0 if blk.regens < 4 else -1
                 if gen is None:
+                    if observe is not None:
+                        observe(blk)
                     # One at a time, so that an instruction that reads the clock (IN, OUT,
                     # RDTSC, MMIO) sees exactly the instructions retired before it.
                     for ip, fn in blk.ops:
@@ -730,6 +812,9 @@ class CPU:
                     # The instructions before the faulting one are retired (and counted);
                     # restart it.
                     self.eip = ip
+                if fault.__class__ is ExitFault:
+                    self.stop = fault.exit       # an intercepted instruction: not executed
+                    return
                 self.raise_exception(fault.vector, fault.error_code)
                 if self.stop is not None or self.exit_code is not None:
                     return
@@ -800,6 +885,9 @@ class CPU:
             self.rep_break = False
             if blk is not None:
                 self.eip = blk.ops[0][0]
+            if fault.__class__ is ExitFault:
+                self.stop = fault.exit
+                return
             self.raise_exception(fault.vector, fault.error_code)
             return
         self.rep_break = False
@@ -820,11 +908,12 @@ class CPU:
         self.dr[6] |= hits | (0x4000 if tf else 0)   # B0-B3, BS
         self.raise_exception(DB, None)
 
-    def step(self) -> None:
+    def step(self):
         """Execute exactly one instruction, decoded afresh, delivering any fault it raises.
 
         This is the primitive of a VMM's interpreter routines: the virtual CPU
-        performs one guest instruction with the guest's privileges.
+        performs one guest instruction with the guest's privileges.  Returns the
+        exit the intercept controls asked for (and clears it), else None.
         """
         from .registry import JUMP
         from .translate import _raise_ud
@@ -840,7 +929,14 @@ class CPU:
                 self.eip = ins.next_ip & (0xFFFFFFFF if self.cs32 else 0xFFFF)
         except CpuFault as fault:
             self.eip = eip
+            if fault.__class__ is ExitFault:
+                return fault.exit
             self.raise_exception(fault.vector, fault.error_code)
+        stop = self.stop
+        if stop is not None and stop.__class__ is not MachineStop:
+            self.stop = None
+            return stop
+        return None
 
     # HLT with IF=1 whose wake-up sources are all masked: the timers keep expiring
     # and nothing is ever delivered.  After this many expiries in a row without a
@@ -877,6 +973,7 @@ class CPU:
         vector = self.intc.acknowledge()
         if vector is None:
             return
+        self.interrupts_delivered += 1
         from .interrupts import deliver_event, raise_exception
         try:
             deliver_event(self, vector, None, kind="external")

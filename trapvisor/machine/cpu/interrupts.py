@@ -18,6 +18,7 @@ from .constants import (
     SYS_TRAP_GATE32, TF, VM, ARITH_FLAGS, IOPL, AC, ID, VIF, VIP, DF, EFLAGS_RESERVED_1,
 )
 from .cpu import CpuFault, MachineStop
+from .exits import ExceptionExit
 from . import descriptors as D
 from . import flags as F
 
@@ -32,9 +33,10 @@ FAULT_VECTORS = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19})
 def raise_exception(cpu, vector: int, error_code) -> None:
     """Deliver an exception raised by an instruction, with double/triple-fault rules."""
     cpu.exception_counts[vector] = cpu.exception_counts.get(vector, 0) + 1
-    hook = cpu.exception_hook
-    if hook is not None and hook(cpu, vector, error_code if vector in ERROR_CODE_VECTORS else None,
-                                 "exception"):
+    if cpu.intercepts.exception_bitmap >> vector & 1:
+        # The exception bitmap (SDM Vol. 3C §25.2): the monitor takes it, here where it
+        # arises, before any double-fault rule (it sees the vector that faulted).
+        cpu.stop = ExceptionExit(vector, error_code if vector in ERROR_CODE_VECTORS else None)
         return
     prev = cpu.delivering
     if prev is not None:
@@ -69,8 +71,9 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
     ``cpu.eip`` must already be the return address: the faulting instruction
     for a fault, the next instruction for a trap, INT n or an interrupt.
     """
-    hook = cpu.exception_hook
-    if hook is not None and kind != "exception" and hook(cpu, vector, error_code, kind):
+    if cpu.intercepts.exits_on_event(vector, kind):
+        cpu.stop = ExceptionExit(vector, error_code, kind,
+                                 cpu.event_ip if kind == "software" else None)
         return
     if not cpu.cr0 & CR0_PE:
         raise MachineStop("real mode", "interrupt delivery in real mode is not supported")

@@ -800,13 +800,11 @@ def c_int(cpu, ins):
         return int3, JUMP
     if op == M.INT1:
         def int1():
-            # ICEBP raises #DB as a trap: like every exception, it is offered to
-            # the monitor first (the hook), then delivered through the IDT.
+            # ICEBP raises #DB as a trap: like every exception, it exits to a monitor
+            # whose exception bitmap has bit 1 (deliver_event checks), else goes
+            # through the IDT.
             from .interrupts import deliver_event
             cpu.eip = nxt
-            hook = cpu.exception_hook
-            if hook is not None and hook(cpu, 1, None, "exception"):
-                return
             deliver_event(cpu, 1, None, kind="exception")
         return int1, JUMP
 

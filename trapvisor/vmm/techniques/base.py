@@ -1,4 +1,4 @@
-"""What every technique returns, and the pieces they share."""
+"""What every technique returns (one result type for all), and the pieces they share."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class TechniqueResult:
     notes: list = field(default_factory=list)
     divergences: list = field(default_factory=list)
     audit: list = field(default_factory=list)    # sensitive-instruction observations, if recorded
+    exits: dict = field(default_factory=dict)    # CPU exits by reason, as the dispatcher counted them
 
     @property
     def direct_share(self) -> float:

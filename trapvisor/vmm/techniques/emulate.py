@@ -13,35 +13,62 @@ import time
 
 from ...events import EventLog
 from ...machine.cpu import MachineStop
-from ...machine.memory import PhysicalMemory
-from ..allocator import Allocator
-from ..costmodel import CostModel
+from ...machine.cpu.exits import MachineStopped
+from ..monitor import Host, Monitor, RunOptions, register
 from ..vm import VM
 from .base import TechniqueResult
 
 
-def run_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
-                costs: CostModel, strict: bool = False, serial_out=None) -> TechniqueResult:
-    host_memory = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
-    alloc = Allocator(host_memory)
-    vm = VM(alloc, memory_bytes, serial_out=serial_out)
-    vm.load_kernel(kernel, cmdline=cmdline)
-    vcpu = vm.vcpu
-    vm.instructions = lambda: vcpu.icount
-    log = EventLog()
-    t0 = time.perf_counter()
-    try:
-        vcpu.run(max_instructions)
-    except MachineStop as stop:
-        vcpu.stop = stop
-    seconds = time.perf_counter() - t0
-    stop = vcpu.stop
-    if stop is not None and stop.reason == "halted forever" and vm.clock.idle_stop:
-        stop = MachineStop(stop.reason, vm.clock.idle_stop)   # the VM clock's idle watchdog
-    reason = stop.reason if stop else (None if vm.exit_code is not None else "instruction limit")
-    return TechniqueResult(
+@register
+class Emulate(Monitor):
+    name = "emulate"
+    summary = "full-system emulation: the virtual CPU interprets every guest instruction (Bochs, QEMU TCG)"
+
+    def __init__(self, options: RunOptions, host: Host | None = None):
+        super().__init__(options, host)
+        if host is None:
+            host = Host([options.memory_bytes])
+        self.allocator = host.allocator
+        self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
+                          serial_out=options.serial_out)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline)
+        vm.instructions = self.instructions
+        self.stop: MachineStop | None = None
+
+    def instructions(self) -> int:
+        return self.vm.vcpu.icount
+
+    def run_slice(self, until: int, max_instructions: int) -> bool:
+        vcpu = self.vm.vcpu
+        t0 = time.perf_counter()
+        try:
+            while self.stop is None and self.vm.exit_code is None:
+                end = min(until, max_instructions)
+                if vcpu.icount >= end:
+                    break
+                if self.deadline is not None and time.perf_counter() > self.deadline:
+                    self.stop = MachineStop("time limit", f"{self.options.max_seconds} s of host time")
+                    break
+                # In steps, so that the time limit is looked at (a step is ~0.1 s of host time).
+                ex = vcpu.run(min(end - vcpu.icount, 200_000) if self.deadline is not None
+                              else end - vcpu.icount)
+                if isinstance(ex, MachineStopped):
+                    self.stop = ex.stop
+        except MachineStop as stop:
+            self.stop = vcpu.stop = stop
+        finally:
+            self.seconds += time.perf_counter() - t0
+        return self.stop is not None or self.vm.exit_code is not None or vcpu.icount >= max_instructions
+
+    def result(self) -> TechniqueResult:
+        vm, vcpu = self.vm, self.vm.vcpu
+        stop = self.stop
+        if stop is not None and stop.reason == "halted forever" and vm.clock.idle_stop:
+            stop = MachineStop(stop.reason, vm.clock.idle_stop)   # the VM clock's idle watchdog
+        reason = stop.reason if stop else (None if vm.exit_code is not None else "instruction limit")
         # The emulator's CPU is its own software model of a standard IA-32: --cpu
         # strict (a property of host hardware) does not apply to it.
-        "emulate", "standard", vm.output, vm.exit_code, reason,
-        stop.detail if stop else "", vcpu.icount, 0,
-        vcpu.icount * costs.emulated_instruction, seconds, log)
+        return TechniqueResult(
+            "emulate", "standard", vm.output, vm.exit_code, reason,
+            stop.detail if stop else "", vcpu.icount, 0,
+            vcpu.icount * self.costs.emulated_instruction, self.seconds, EventLog())

@@ -5,15 +5,19 @@ software hypervisor (kvm_pvm, as on the machines this project is developed
 on) the row says so and its figures are never presented as hardware assist.
 KVM does not count guest instructions, so the efficiency and simulated-cycle
 columns are not available for it; its exits are counted by reason in the
-shared event format.
+shared event format.  It runs a guest to its end in one go: it cannot be one
+of several VMs time-sliced on the simulated host CPU.
 """
 
 from __future__ import annotations
 
 import io
 
-from ..costmodel import CostModel
+from ...events import EventLog
+from ..monitor import Monitor, RunOptions, register
 from .base import TechniqueResult
+
+DEFAULT_SECONDS = 120.0
 
 
 def kvm_label() -> str | None:
@@ -25,23 +29,36 @@ def kvm_label() -> str | None:
     return f"kvm ({info.kind})" if info.hardware_assisted else "kvm (software, not hardware assist)"
 
 
-def run_kvm_technique(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
-                      costs: CostModel, strict: bool = False, serial_out=None,
-                      max_seconds: float = 120.0) -> TechniqueResult:
-    from ...kvm.runner import run_kvm
-    console = io.BytesIO()
+@register
+class Kvm(Monitor):
+    name = "kvm"
+    summary = "the host's /dev/kvm with trapvisor's device models (VT-x/AMD-V, or a software KVM, said so)"
+    honours = frozenset({"modules", "disk"})
+    time_sliced = False
 
-    def out(data):
-        console.write(data)
-        if serial_out is not None:
-            serial_out(data)
-    res = run_kvm(kernel, memory_bytes=memory_bytes, cmdline=cmdline, serial_out=out,
-                  serial_in=lambda: b"", max_seconds=max_seconds)
-    label = kvm_label() or "kvm"
-    detail = "; ".join(str(d) for d in (res.detail or []))[:400]
-    stop = None if res.exit_code is not None and not res.problem else res.stop_reason
-    r = TechniqueResult(label, "host", console.getvalue(), res.exit_code, stop, detail,
-                        0, 0, None, res.seconds, res.events or TechniqueResult.__dataclass_fields__[
-                            "events"].default_factory())
-    r.notes = list(res.summary or [])
-    return r
+    def __init__(self, options: RunOptions, host=None):
+        super().__init__(options, host)
+        self.res = None
+
+    def run(self, max_instructions: int) -> TechniqueResult:
+        from ...kvm.runner import run_kvm
+        o = self.options
+        console = io.BytesIO()
+
+        def out(data):
+            console.write(data)
+            if o.serial_out is not None:
+                o.serial_out(data)
+        res = run_kvm(o.kernel, memory_bytes=o.memory_bytes, cmdline=o.cmdline, modules=o.modules,
+                      disk=o.disk, serial_out=out, serial_in=lambda: b"",
+                      max_seconds=o.max_seconds or DEFAULT_SECONDS)
+        label = kvm_label() or "kvm"
+        detail = "; ".join(str(d) for d in (res.detail or []))[:400]
+        stop = None if res.exit_code is not None and not res.problem else res.stop_reason
+        r = TechniqueResult(label, "host", console.getvalue(), res.exit_code, stop, detail,
+                            0, 0, None, res.seconds, res.events or EventLog())
+        r.notes = list(res.summary or [])
+        return r
+
+    def run_slice(self, until: int, max_instructions: int) -> bool:
+        raise NotImplementedError("kvm runs a guest to its end in one go")

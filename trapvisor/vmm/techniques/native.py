@@ -14,40 +14,55 @@ import time
 
 from ...events import EventLog
 from ...machine.pc import PC
-from ..costmodel import CostModel
+from ..monitor import Monitor, RunOptions, register
 from .base import TechniqueResult, native_cycles
 
 
-def run_native(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
-               costs: CostModel, strict: bool = False, serial_out=None,
-               audit: bool = False) -> TechniqueResult:
-    console = io.BytesIO()
+@register
+class Native(Monitor):
+    name = "native"
+    summary = "the bare simulated PC, no monitor: the reference every technique is held to"
+    honours = frozenset({"audit", "modules", "disk"})
 
-    def out(data):
-        console.write(data)
-        if serial_out is not None:
-            serial_out(data)
-    pc = PC(memory_bytes, serial_out=out, strict=False)
-    cpu = pc.cpu
-    if audit:
-        from ...machine.cpu.audit import Auditor
-        cpu.auditor = Auditor()
-    pc.load_kernel(kernel, cmdline=cmdline)
-    interrupts = [0]
-    deliver = cpu.deliver_external_interrupt
+    def __init__(self, options: RunOptions, host=None):
+        super().__init__(options, host)
+        self.console = io.BytesIO()
+        serial_out = options.serial_out
 
-    def counted_delivery():
-        interrupts[0] += 1
-        deliver()
-    cpu.deliver_external_interrupt = counted_delivery
-    t0 = time.perf_counter()
-    result = pc.run(max_instructions)
-    seconds = time.perf_counter() - t0
-    log = EventLog()
-    r = TechniqueResult(
-        "native", "standard", console.getvalue(), result.exit_code,
-        result.stop_reason, result.detail, result.instructions, result.instructions,
-        native_cycles(costs, result.instructions, result.exceptions, interrupts[0]), seconds, log)
-    if audit:
-        r.audit = cpu.auditor.records
-    return r
+        def out(data):
+            self.console.write(data)
+            if serial_out is not None:
+                serial_out(data)
+        self.pc = pc = PC(options.memory_bytes, serial_out=out, strict=False, disk=options.disk)
+        if options.audit:
+            from ...machine.cpu.audit import Auditor
+            pc.cpu.auditor = Auditor()
+        pc.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+        self.last = None
+
+    def instructions(self) -> int:
+        return self.pc.cpu.icount
+
+    def run_slice(self, until: int, max_instructions: int) -> bool:
+        cpu = self.pc.cpu
+        t0 = time.perf_counter()
+        budget = min(until, max_instructions) - cpu.icount
+        seconds = None if self.deadline is None else max(self.deadline - t0, 1e-6)
+        self.last = self.pc.run(budget, max_seconds=seconds) if budget > 0 else self.last
+        self.seconds += time.perf_counter() - t0
+        r = self.last
+        ended = r is not None and (r.exit_code is not None or r.interrupted
+                                   or r.stop_reason not in (None, "instruction limit"))
+        return ended or cpu.icount >= max_instructions
+
+    def result(self) -> TechniqueResult:
+        r, cpu = self.last, self.pc.cpu
+        stop, detail = (r.stop_reason, r.detail) if r is not None else ("instruction limit", "")
+        r = TechniqueResult(
+            "native", "standard", self.console.getvalue(), cpu.exit_code, stop, detail,
+            cpu.icount, cpu.icount,
+            native_cycles(self.costs, cpu.icount, dict(cpu.exception_counts), cpu.interrupts_delivered),
+            self.seconds, EventLog())
+        if cpu.auditor is not None:
+            r.audit = cpu.auditor.records
+        return r

@@ -30,16 +30,17 @@ from __future__ import annotations
 import time
 
 from ...events import INJECT, TRAP, Event, EventLog
-from ...machine.bus import IoBus, MmioBus
-from ...machine.cpu import CPU, MachineStop
+from ...machine.cpu import MachineStop
 from ...machine.cpu.constants import (
     CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, EXCEPTION_NAMES, IF, PF_VEC,
 )
 from ...machine.cpu.cpu import CpuFault
-from ...machine.memory import PhysicalMemory
-from ..allocator import Allocator
-from ..costmodel import CostModel
-from ..interpreter import SystemState, pull, push
+from ...machine.cpu.exits import (
+    BudgetExhausted, ExceptionExit, GuestExit, MachineStopped, Preempted,
+)
+from ..dispatcher import Dispatcher
+from ..interpreter import SystemState, interpret, pull, push
+from ..monitor import Host, Monitor, RunOptions, register
 from ..shadow_descriptors import ShadowDescriptors
 from ..shadow_paging import DEFAULT_CACHE_SIZE, FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
@@ -49,36 +50,33 @@ from .base import TechniqueResult
 # these are faults, reported on the instruction, so re-execution is exact).
 REEXECUTE = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 16, 17})
 HOST_CR0 = CR0_PE | CR0_PG | CR0_WP | CR0_ET | CR0_NE
-
-# Returned to the monitor's run loop from inside the host CPU's loop.
-YIELD = MachineStop("monitor", "return to the monitor's run loop")
+ALL_EXCEPTIONS = (1 << 32) - 1
 
 
-class TrapEmulate:
+@register
+class TrapEmulate(Monitor):
     name = "trap-emulate"
+    summary = ("the guest kernel runs directly at ring 1 on shadow page and descriptor tables; "
+               "what traps is emulated (Popek and Goldberg's monitor)")
+    honours = frozenset({"shadow_cache", "trace_file", "audit"})
+    uses_host = True
 
-    def __init__(self, kernel: str, *, cmdline: str = "", memory_bytes: int, costs: CostModel,
-                 strict: bool = False, serial_out=None, keep_events: bool = False,
-                 trace_file=None, audit: bool = False, shadow_cache: int = DEFAULT_CACHE_SIZE,
-                 host: CPU | None = None, allocator: Allocator | None = None, name: str = "vm0"):
+    def __init__(self, options: RunOptions, host: Host | None = None):
         """One VM under trap-and-emulate.  Alone, it gets a host machine of its own;
-        several VMs can share one host CPU and allocator (vmm/scheduler.py), each
-        entered on the host CPU in turn (:meth:`enter`, :meth:`leave`)."""
-        self.costs = costs
-        self.strict = strict
+        several VMs can share one host (vmm/scheduler.py), each entered on the host
+        CPU in turn (:meth:`enter`, :meth:`leave`)."""
+        super().__init__(options, host)
         if host is None:
-            host_mem = PhysicalMemory(Allocator.host_size_for([memory_bytes]))
-            allocator = Allocator(host_mem)
-            # The host CPU has no devices of its own: every port is the monitor's, none is reachable.
-            host = CPU(host_mem, IoBus(), MmioBus(), None, None, strict=strict)
-        self.alloc, self.host = allocator, host
-        host_mem = allocator.host
-        self.vm = vm = VM(self.alloc, memory_bytes, name=name, serial_out=serial_out)
-        vm.load_kernel(kernel, cmdline=cmdline)
+            host = Host([options.memory_bytes], strict=options.strict)
+        self.alloc, self.host = host.allocator, host.cpu
+        host_mem = self.alloc.host
+        self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
+                          serial_out=options.serial_out)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline)
         vcpu = vm.vcpu
         host = self.host
         self.auditor = None
-        if audit:
+        if options.audit:
             # One recording for both CPUs: what ran directly and what was interpreted,
             # in the order the guest executed it.
             from ...machine.cpu.audit import Auditor
@@ -88,42 +86,61 @@ class TrapEmulate:
         self.direct_done = 0
         self.slice_start = host.icount
         self.on_host = True
-        vm.instructions = lambda: self.direct() + vcpu.icount
-        # Stores by the virtual CPU must drop the host's decoded code of that page.
+        self.in_run = False          # the host CPU is executing this guest's code
+        vm.instructions = self.instructions
+        # Stores by the virtual CPU into decoded code must drop the host's blocks of that page.
         base_page = vm.partition.base >> 12
-        vcpu.invalidate_code_page = lambda page: host.invalidate_code_page(page + base_page)
-        vm.memory.on_code_write = vcpu.invalidate_code_page
-        self.shadow = ShadowPaging(self.alloc, host, vm, cache_size=shadow_cache)
+        vcpu.hooks.code_written = lambda page: host.invalidate_code_page(page + base_page)
+        self.shadow = ShadowPaging(self.alloc, host, vm, cache_size=DEFAULT_CACHE_SIZE if options.shadow_cache is None else options.shadow_cache)
         self.descriptors = ShadowDescriptors(host, host_mem, vcpu, trace_frame=self.shadow.trace)
         self.shadow.vm_shadow_gdt_changed = self.descriptors.rebuild
-        guest_invlpg = vcpu.invlpg
-
-        def invlpg(lin):
-            guest_invlpg(lin)
-            self.shadow.invalidate_page(lin)
-            self.charge(TRAP, "shadow invlpg", self.costs.shadow_update, log=False)
-        vcpu.invlpg = invlpg
-        host.exception_hook = self.dispatch
+        vcpu.hooks.tlb_invalidated = self._guest_invlpg
+        self.dispatcher = Dispatcher({
+            ExceptionExit: self.on_exception,
+            BudgetExhausted: self._resume, Preempted: self._resume,
+            GuestExit: self._resume, MachineStopped: self._machine_stopped,
+        })
         # A timer the guest arms while the host CPU runs a budget computed from the old
-        # deadline (the PIT reprogrammed by an emulated OUT): back to the run loop.
+        # deadline: back to the run loop, which computes the budget afresh.
         vm.clock.on_earlier_deadline = self._deadline_moved
         self.shadow.reset()
         host.set_cr0(HOST_CR0)
+        self.set_intercepts()
         self.descriptors.install()
         push(vcpu, host)
-        self.log = EventLog(keep=keep_events, trace_file=trace_file)
+        self.log = EventLog(keep=options.keep_events, trace_file=options.trace_file)
         self.extra_cycles = 0
         self.interpreted_count = 0
         self.shadow_at = 0    # host.icount when the virtual CPU's interrupt shadow began
-        self.seconds = 0.0    # host wall time spent running this VM
         self.stop_reason: MachineStop | None = None
 
+    def set_intercepts(self) -> None:
+        """Every event the host CPU would deliver through its IDT exits to the monitor:
+        all exceptions, and INT n before its gate is read.  Nothing else needs an
+        intercept: the guest kernel runs at ring 1 with IOPL 0, so its privileged and
+        I/O instructions fault (#GP) by themselves."""
+        ic = self.host.intercepts
+        ic.clear()
+        ic.exception_bitmap = ALL_EXCEPTIONS
+        ic.software_interrupt_exiting = True
+        ic.external_interrupt_exiting = True
+
+    def _guest_invlpg(self, lin) -> None:
+        """The guest's INVLPG, interpreted on the virtual CPU: drop the shadow's entry too."""
+        if lin is None:
+            return
+        self.shadow.invalidate_page(lin)
+        self.charge(TRAP, "shadow invlpg", self.costs.shadow_update, log=False)
+
     def _deadline_moved(self) -> None:
-        if self.on_host and self.host.stop is None:
-            self.host.stop = YIELD
+        if self.in_run:
+            self.host.request_exit()
 
     def direct(self) -> int:
         return self.direct_done + (self.host.icount - self.slice_start if self.on_host else 0)
+
+    def instructions(self) -> int:
+        return self.direct() + self.vm.vcpu.icount
 
     # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -------------
     def leave(self) -> None:
@@ -136,11 +153,11 @@ class TrapEmulate:
 
     def enter(self) -> None:
         """Put this VM on the host CPU: its shadow page tables, shadow GDT and the
-        monitor's IDT and TSS, its dispatcher, its registers (ring-compressed)."""
+        monitor's IDT and TSS, its intercept controls, its registers (ring-compressed)."""
         if self.on_host:
             return
         host = self.host
-        host.exception_hook = self.dispatch
+        self.set_intercepts()
         host.auditor = self.auditor
         host.stop = None
         host.halted = False
@@ -175,11 +192,17 @@ class TrapEmulate:
                     raw = b""
         self.log.log(Event(self.name, kind, reason, eip, raw, text, detail or {}, cycles))
 
-    # -- the dispatcher -------------------------------------------------------------
-    def dispatch(self, host, vector: int, error_code, kind: str) -> bool:
-        """Every event of the host CPU arrives here (the monitor's IDT)."""
-        vm, vcpu, costs = self.vm, self.vm.vcpu, self.costs
-        retired = vcpu.icount
+    # -- the dispatcher's arms --------------------------------------------------------
+    def _resume(self, exit) -> None:
+        return None
+
+    def _machine_stopped(self, exit: MachineStopped) -> MachineStop:
+        return exit.stop
+
+    def on_exception(self, exit: ExceptionExit) -> None:
+        """Every event the host CPU would have delivered through its IDT (the monitor's IDT)."""
+        host, vcpu, costs = self.host, self.vm.vcpu, self.costs
+        vector, error_code, kind = exit.vector, exit.error_code, exit.kind
         if kind == "exception" and vector == PF_VEC:
             vcpu.set_cpl(0 if host.cpl == 1 else host.cpl)
             lin = host.cr2
@@ -188,7 +211,7 @@ class TrapEmulate:
             if outcome == FILLED:
                 self.charge(TRAP, "#PF hidden (shadow fill)", costs.trap_roundtrip + costs.shadow_fill,
                             host.eip, detail={"address": lin})
-                return True
+                return None
             pull(host, vcpu)
             if outcome == REFLECTED:
                 vcpu.cr2 = lin
@@ -204,7 +227,7 @@ class TrapEmulate:
                     self.extra_cycles += costs.shadow_update
         elif kind == "software":
             pull(host, vcpu)
-            vcpu.eip = host.event_ip
+            vcpu.eip = exit.instruction_ip
             self.interpret(f"INT {vector:#x}")
         elif kind == "exception" and vector in REEXECUTE:
             pull(host, vcpu)
@@ -215,42 +238,22 @@ class TrapEmulate:
             self.charge(TRAP, f"{EXCEPTION_NAMES.get(vector, vector)} reflected",
                         costs.trap_roundtrip + costs.interpreter_routine, host.eip)
         else:
-            return True   # no external interrupts reach the host: the VM's devices are virtual
+            return None   # no external interrupts reach the host: the VM's devices are virtual
         self.inject_pending()
         push(vcpu, host)
         if vcpu.inhibit_irq:
-            # An interpreted STI (or MOV/POP SS) opened a one-instruction interrupt shadow:
-            # back to the run loop, as the bare CPU leaves its block loop there, so that
-            # the timers the guest may just have armed are seen and the shadow is kept.
+            # An interpreted STI (or MOV/POP SS) opened a one-instruction interrupt shadow,
+            # which the run loop keeps (one instruction first, then the interrupt).
             self.shadow_at = host.icount
-            host.stop = YIELD
-        if vcpu.halted or vcpu.stop is not None or vm.exit_code is not None \
-                or not host.attr[CS] & 0x80:
-            host.stop = YIELD
-        elif vcpu.icount != retired:
-            # An interpreter routine retired an instruction the host CPU's budget does not
-            # count: back to the run loop, which recomputes the budget from the VM's own
-            # count, so that the next timer interrupt comes at the same guest instruction
-            # as on the bare machine.
-            host.stop = YIELD
-        return True
+        return None
 
     def interpret(self, why: str) -> None:
         """Run one interpreter routine: the instruction at the virtual EIP, on the virtual CPU."""
         vcpu = self.vm.vcpu
         before = SystemState(vcpu)
         eip = vcpu.eip
-        try:
-            ins = vcpu.translator.decode_one(eip)
-            mnemonic = _mnemonic(ins)
-        except CpuFault:
-            ins, mnemonic = None, "?"
         icount = vcpu.icount
-        # This instruction comes after any STI / MOV SS it may follow: the one-instruction
-        # interrupt shadow ends with it (the virtual CPU only ever steps, and CPU.step
-        # leaves the flag to the block loop; stale, it blocked every injection).
-        vcpu.inhibit_irq = False
-        vcpu.step()
+        ins, mnemonic = interpret(vcpu)
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"{why}: {mnemonic}", self.costs.trap_roundtrip + self.costs.interpreter_routine,
                     eip, ins)
@@ -280,11 +283,6 @@ class TrapEmulate:
             self.charge(INJECT, "interrupt injected", self.costs.inject_interrupt, vcpu.eip)
 
     # -- the run loop -----------------------------------------------------------------
-    def run(self, max_instructions: int) -> TechniqueResult:
-        """Run the VM to its end (or the instruction limit) and report."""
-        self.run_slice(max_instructions, max_instructions)
-        return self.result()
-
     def run_slice(self, until: int, max_instructions: int) -> bool:
         """Run until the VM has executed ``until`` instructions in all (a time slice
         ends there, at an instruction boundary outside any interrupt shadow), or
@@ -298,7 +296,9 @@ class TrapEmulate:
 
     def _run(self, until: int, max_instructions: int):
         host, vm, vcpu, clock = self.host, self.vm, self.vm.vcpu, self.vm.clock
+        dispatch = self.dispatcher.dispatch
         slice_end = min(until, max_instructions)
+        deadline = self.deadline
         reason = None
         try:
             while True:
@@ -310,6 +310,9 @@ class TrapEmulate:
                 total = vm.instructions()
                 if total >= max_instructions:
                     reason = MachineStop("instruction limit", "")
+                    break
+                if deadline is not None and time.perf_counter() > deadline:
+                    reason = MachineStop("time limit", f"{self.options.max_seconds} s of host time")
                     break
                 if total >= slice_end and not vcpu.inhibit_irq:
                     return None      # the time slice is over; the VM goes on later
@@ -333,7 +336,7 @@ class TrapEmulate:
                 shadow = False
                 if vcpu.eflags_rest & IF and vm.devices.intc.interrupt_pending():
                     if vcpu.inhibit_irq:
-                        shadow = True       # one block first, then the interrupt (as the bare CPU)
+                        shadow = True       # one instruction first, then the interrupt (as the bare CPU)
                     else:
                         pull(host, vcpu)
                         self.inject_pending()
@@ -350,18 +353,19 @@ class TrapEmulate:
                     continue
                 # (past the slice's end only inside an interrupt shadow: one more instruction)
                 budget = slice_end - total if total < slice_end else 1
-                deadline = clock.next_deadline()
-                if deadline < clock.NEVER:
-                    budget = min(budget, clock.instructions_until(deadline))
+                due = clock.next_deadline()
+                if due < clock.NEVER:
+                    budget = min(budget, clock.instructions_until(due))
                 if shadow:
                     budget = 1
-                host.run(budget)
+                self.in_run = True
+                exit = host.run(budget)
+                self.in_run = False
                 if vcpu.inhibit_irq and host.icount > self.shadow_at:
                     vcpu.inhibit_irq = False    # the shadowed instruction ran directly
-                if host.stop is YIELD:
-                    host.stop = None
-                elif host.stop is not None:
-                    reason = host.stop
+                stop = dispatch(exit)
+                if stop is not None:
+                    reason = stop
                     break
                 clock.run_due()
         except MachineStop as stop:
@@ -383,22 +387,7 @@ class TrapEmulate:
             f"shadow paging: {sp.fills:,} hidden-fault fills, {sp.updates:,} traced updates, "
             f"{sp.switches:,} CR3 switches of which {sp.cache_hits:,} found their shadow cached "
             f"(cache of {sp.cache_size}), {sp.flushes:,} shadows built, {sp.evictions:,} evicted")
+        result.exits = self.dispatcher.statistics()
         if self.auditor is not None:
             result.audit = self.auditor.records
         return result
-
-
-def _mnemonic(ins) -> str:
-    from ...machine.cpu.translate import disassemble
-    text = disassemble(ins)
-    return text.split(" ")[0] if text else "?"
-
-
-def run_trap_emulate(kernel: str, *, cmdline: str = "", memory_bytes: int, max_instructions: int,
-                     costs: CostModel, strict: bool = False, serial_out=None,
-                     keep_events: bool = False, trace_file=None, audit: bool = False,
-                     shadow_cache: int = DEFAULT_CACHE_SIZE) -> TechniqueResult:
-    te = TrapEmulate(kernel, cmdline=cmdline, memory_bytes=memory_bytes, costs=costs, strict=strict,
-                     serial_out=serial_out, keep_events=keep_events, trace_file=trace_file, audit=audit,
-                     shadow_cache=shadow_cache)
-    return te.run(max_instructions)

@@ -1,0 +1,124 @@
+"""The intercept controls: what makes the CPU exit to a monitor instead of acting.
+
+A monitor does not change the CPU's code; it sets these controls, and
+``CPU.run`` returns a typed exit (``exits.py``) when one of them fires.  They
+are shaped like the VMCS's VM-execution controls (SDM Vol. 3C §24.6): an
+exception bitmap (§24.6.3), I/O bitmaps (§24.6.4), CR0/CR4 guest/host masks
+with read shadows (§24.6.6), CR3-load/store exiting, HLT, INVLPG, RDTSC and
+descriptor-table exiting (§24.6.2), so that simulated VT-x can map its VMCS
+straight onto them.  Three controls have no VMX counterpart because VT-x did
+not need them: software-interrupt exiting (trap-and-emulate takes INT n
+before the host's IDT is used), sensitive-instruction exiting by class (the
+x86 holes of Robin and Irvine, USENIX Security 2000, which binary
+translation and paravirtualization close) and the code fence (a binary
+translator lets no untranslated guest kernel code run directly).
+
+With every control clear -- the default -- the CPU is the bare machine.
+"""
+
+from __future__ import annotations
+
+# Classes of sensitive instructions for ``sensitive_exiting`` (Robin & Irvine's 17,
+# grouped by what they reveal or change).
+SENSITIVE_FLAGS = "flags"            # PUSHF, POPF: IF and IOPL
+SENSITIVE_SEGMENT = "segment"        # MOV/PUSH/POP Sreg, LDS/LES/LFS/LGS/LSS: selector RPL
+SENSITIVE_DESCRIPTOR = "descriptor"  # LAR, LSL, VERR, VERW: descriptor DPL checks
+SENSITIVE_STORE = "store"            # SGDT, SIDT, SLDT, STR, SMSW: system registers
+SENSITIVE_FAR = "far"                # far CALL, JMP, RET, IRET: CPL in privilege checks
+SENSITIVE_CLASSES = (SENSITIVE_FLAGS, SENSITIVE_SEGMENT, SENSITIVE_DESCRIPTOR, SENSITIVE_STORE,
+                     SENSITIVE_FAR)
+
+# (name, meaning, VMX counterpart) -- docs/architecture.md prints this table.
+CONTROLS = (
+    ("exception_bitmap", "bit v set: exception v exits instead of being delivered",
+     "exception bitmap (§24.6.3)"),
+    ("software_interrupt_exiting", "INT n, INT3, INTO exit before the IDT is read", "none"),
+    ("external_interrupt_exiting", "an external interrupt exits instead of being delivered",
+     "external-interrupt exiting, pin-based bit 0 (§24.6.1)"),
+    ("io_exiting", "None: no I/O exits; True: every IN/OUT/INS/OUTS exits; a set: those ports",
+     "unconditional I/O exiting / I/O bitmaps (§24.6.4)"),
+    ("cr_read_exiting", "bit n set: MOV from CRn exits", "CR3-store exiting (§24.6.2)"),
+    ("cr_write_exiting", "bit n set: MOV to CRn (CLTS, LMSW for CR0) exits", "CR3-load exiting (§24.6.2)"),
+    ("cr0_guest_host_mask", "CR0 bits the monitor owns: a write changing one from the read "
+     "shadow exits, reads return the shadow's value of it", "CR0 guest/host mask (§24.6.6)"),
+    ("cr4_guest_host_mask", "the same for CR4", "CR4 guest/host mask (§24.6.6)"),
+    ("descriptor_table_exiting", "LGDT LIDT LLDT LTR SGDT SIDT SLDT STR exit",
+     "descriptor-table exiting, secondary bit 2 (§24.6.2)"),
+    ("hlt_exiting", "HLT exits", "HLT exiting (§24.6.2)"),
+    ("invlpg_exiting", "INVLPG exits", "INVLPG exiting (§24.6.2)"),
+    ("rdtsc_exiting", "RDTSC exits", "RDTSC exiting (§24.6.2)"),
+    ("vmcall_exiting", "VMCALL (the hypercall) exits instead of raising #UD", "always, in VMX non-root"),
+    ("sensitive_exiting", "classes of sensitive instructions that exit at CPL > 0", "none"),
+    ("code_fence", "None, or (lo, hi): a block fetched at CPL < 3 outside [lo, hi) exits", "none"),
+)
+
+
+class InterceptControls:
+    """One CPU's intercept controls (see the module docstring and ``CONTROLS``)."""
+
+    __slots__ = tuple(name for name, _, _ in CONTROLS) + ("cr0_read_shadow", "cr4_read_shadow")
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        """The bare machine: nothing exits."""
+        self.exception_bitmap = 0
+        self.software_interrupt_exiting = False
+        self.external_interrupt_exiting = False
+        self.io_exiting = None
+        self.cr_read_exiting = 0
+        self.cr_write_exiting = 0
+        self.cr0_guest_host_mask = 0
+        self.cr0_read_shadow = 0
+        self.cr4_guest_host_mask = 0
+        self.cr4_read_shadow = 0
+        self.descriptor_table_exiting = False
+        self.hlt_exiting = False
+        self.invlpg_exiting = False
+        self.rdtsc_exiting = False
+        self.vmcall_exiting = False
+        self.sensitive_exiting = frozenset()
+        self.code_fence = None
+
+    def exits_on_event(self, vector: int, kind: str) -> bool:
+        """Does delivering this event exit?"""
+        if kind == "exception":
+            return bool(self.exception_bitmap >> vector & 1)
+        if kind == "software":
+            return self.software_interrupt_exiting
+        return self.external_interrupt_exiting
+
+    def exits_on_port(self, port: int) -> bool:
+        io = self.io_exiting
+        return io is not None and (io is True or port in io)
+
+    def exits_on_cr_write(self, cr: int, old: int, new: int) -> bool:
+        """MOV to CRn (or CLTS/LMSW on CR0) exits: by CRn exiting, or by changing
+        a bit the guest/host mask gives the monitor away from its read shadow."""
+        if self.cr_write_exiting >> cr & 1:
+            return True
+        if cr == 0:
+            return bool((new ^ self.cr0_read_shadow) & self.cr0_guest_host_mask)
+        if cr == 4:
+            return bool((new ^ self.cr4_read_shadow) & self.cr4_guest_host_mask)
+        return False
+
+    def cr_read_value(self, cr: int, real: int) -> int:
+        """What MOV from CR0/CR4 (and SMSW) returns: the read shadow in the owned bits."""
+        if cr == 0 and self.cr0_guest_host_mask:
+            m = self.cr0_guest_host_mask
+            return (real & ~m) | (self.cr0_read_shadow & m)
+        if cr == 4 and self.cr4_guest_host_mask:
+            m = self.cr4_guest_host_mask
+            return (real & ~m) | (self.cr4_read_shadow & m)
+        return real
+
+    def describe(self) -> dict:
+        """The controls that are set, for reports and tests."""
+        out = {}
+        for name in self.__slots__:
+            v = getattr(self, name)
+            if v not in (0, False, None, frozenset()):
+                out[name] = sorted(v) if isinstance(v, (set, frozenset)) else v
+        return out
