@@ -6,6 +6,7 @@ Subcommands:
   info              what this host offers (KVM: hardware-assisted or software)
   theory ...        the Popek-Goldberg theory as executable code
   demo              the main job on the bundled default guest
+  techniques        the registered virtualization techniques
   doctor            are the host programs and files the project uses installed?
 
 Every user error is one line on stderr and a non-zero exit status; a guest's
@@ -220,6 +221,14 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_techniques(args) -> int:
+    """Every registered technique, one line each."""
+    from .vmm.monitor import registered
+    for name, cls in registered().items():
+        print(f"{name:<14} {cls.summary}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     """Each host program and file trapvisor uses: found, or the package to install."""
     from . import hosttools
@@ -239,8 +248,8 @@ def cmd_demo(args) -> int:
 
 
 def _add_vms(sub):
-    p = sub.add_parser("vms", help="several VMs time-sliced on one host CPU (trap-emulate)",
-                       description="Run several kernels at once, each in its own VM under trap-and-emulate, "
+    p = sub.add_parser("vms", help="several VMs time-sliced on one host CPU",
+                       description="Run several kernels at once, each in its own VM under one technique (trap-and-emulate by default), "
                                    "on one simulated host CPU: round-robin time slices and world switches "
                                    "(docs/vmm.md). Each VM's console lines are prefixed with [vmN].")
     p.add_argument("vm", nargs="+", metavar="'KERNEL [CMDLINE]'",
@@ -253,6 +262,8 @@ def _add_vms(sub):
     p.add_argument("--max-instructions", type=_at_least_one("instruction limit"), default=2_000_000_000,
                    help="stop a VM after N guest instructions")
     p.add_argument("--costs", default=None, metavar="TOML", help="override the cost model")
+    p.add_argument("--technique", default="trap-emulate",
+                   help="the technique every VM runs under (default trap-emulate)")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
     p.set_defaults(func=cmd_vms)
 
@@ -284,13 +295,14 @@ def cmd_vms(args) -> int:
         return out
 
     sched = Scheduler(specs, costs=CostModel.load(args.costs), strict=args.cpu == "strict",
-                      slice_instructions=args.slice or DEFAULT_SLICE, serial_out=serial_out)
+                      slice_instructions=args.slice or DEFAULT_SLICE, serial_out=serial_out,
+                      technique=args.technique)
     r = sched.run(args.max_instructions)
     for i, pending in enumerate(sinks):
         if pending:
             sys.stdout.write(f"[vm{i}] {bytes(pending).decode('latin-1')}\n")
     if not args.quiet:
-        print(f"trapvisor vms: {len(specs)} VMs on one host CPU ({args.cpu} cpu), "
+        print(f"trapvisor vms: {len(specs)} VMs under {args.technique} on one host CPU ({args.cpu} cpu), "
               f"slices of {sched.slice:,} instructions, {r.world_switches:,} world switches, "
               f"{r.seconds:.2f} s", file=sys.stderr)
         for i, (spec, res) in enumerate(zip(specs, r.results)):
@@ -310,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vms(sub)
     sub.add_parser("guests", help="list the bundled guests").set_defaults(func=cmd_guests)
     sub.add_parser("info", help="what this host offers (KVM kind)").set_defaults(func=cmd_info)
+    sub.add_parser("techniques", help="list the registered techniques").set_defaults(func=cmd_techniques)
     doc = sub.add_parser("doctor", help="check the host programs and files trapvisor uses")
     doc.add_argument("--quiet", "-q", action="store_true", help="print only what is missing")
     doc.set_defaults(func=cmd_doctor)

@@ -95,7 +95,7 @@ def test_vms_cli_prefixes_each_console_and_summarises():
     assert p.returncode == 0, p.stderr
     assert "[vm0] Hello from trapvisor" in p.stdout
     assert "[vm1] result syscall iterations=20 checksum=" in p.stdout
-    assert "2 VMs on one host CPU" in p.stderr and "world switches" in p.stderr
+    assert "2 VMs under trap-emulate on one host CPU" in p.stderr and "world switches" in p.stderr
     assert "vm1: exit code 1" in p.stderr
 
 

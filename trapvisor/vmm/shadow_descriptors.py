@@ -8,8 +8,9 @@ uses the monitor's own tables, never the guest's:
   with every code/data descriptor of DPL 0 given DPL 1, so the deprivileged
   kernel can load its own segments; plus the monitor's TSS in the last slot;
 * the **monitor IDT**: every vector leads to the monitor (in this model, the
-  CPU's ``exception_hook``), which reflects the event into the guest through
-  the guest's own IDT and TSS;
+  host CPU's exception bitmap and software-interrupt exiting make every event
+  an exit), which reflects the event into the guest through the guest's own
+  IDT and TSS;
 * the **monitor TSS**: with no I/O permission bitmap, so every IN/OUT from
   ring 1 or 3 traps (#GP) to the monitor.
 

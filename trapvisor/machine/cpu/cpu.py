@@ -938,6 +938,12 @@ class CPU:
             return stop
         return None
 
+    def write_control_register(self, n: int, value: int) -> None:
+        """MOV to CRn as the instruction performs it, with its checks (for a monitor
+        that emulates an intercepted write: SDM Vol. 3A §2.5)."""
+        from .ops_system import write_cr
+        write_cr(self, n, value)
+
     # HLT with IF=1 whose wake-up sources are all masked: the timers keep expiring
     # and nothing is ever delivered.  After this many expiries in a row without a
     # deliverable interrupt the CPU is declared halted for good (a real machine

@@ -145,11 +145,12 @@ class SensitiveExit(Exit):
 
 @dataclass(slots=True)
 class InstructionExit(Exit):
-    """INVLPG, RDTSC, CPUID or VMCALL under their exiting controls (reasons 14, 16,
-    10, 18).  VMCALL is the hypercall instruction."""
+    """INVLPG under INVLPG exiting (reason 14); RDTSC, CPUID and VMCALL (16, 10,
+    18) will use it too."""
 
     mnemonic: str
     length: int = 1
+    operand: int | None = None     # INVLPG: the linear address
     reason = "instruction"
 
 

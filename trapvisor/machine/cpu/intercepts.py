@@ -6,27 +6,19 @@ are shaped like the VMCS's VM-execution controls (SDM Vol. 3C §24.6): an
 exception bitmap (§24.6.3), I/O bitmaps (§24.6.4), CR0/CR4 guest/host masks
 with read shadows (§24.6.6), CR3-load/store exiting, HLT, INVLPG, RDTSC and
 descriptor-table exiting (§24.6.2), so that simulated VT-x can map its VMCS
-straight onto them.  Three controls have no VMX counterpart because VT-x did
+straight onto them.  Two controls have no VMX counterpart because VT-x did
 not need them: software-interrupt exiting (trap-and-emulate takes INT n
-before the host's IDT is used), sensitive-instruction exiting by class (the
-x86 holes of Robin and Irvine, USENIX Security 2000, which binary
-translation and paravirtualization close) and the code fence (a binary
-translator lets no untranslated guest kernel code run directly).
+before the host's IDT is used) and the code fence (a binary translator lets
+no untranslated guest kernel code run directly).  RDTSC, CPUID and VMCALL
+exiting and exiting on classes of sensitive instructions (the x86 holes of
+Robin and Irvine, USENIX Security 2000) come with the techniques that need
+them (simulated VT-x, binary translation): a control is listed here only
+once the CPU honours it.
 
 With every control clear -- the default -- the CPU is the bare machine.
 """
 
 from __future__ import annotations
-
-# Classes of sensitive instructions for ``sensitive_exiting`` (Robin & Irvine's 17,
-# grouped by what they reveal or change).
-SENSITIVE_FLAGS = "flags"            # PUSHF, POPF: IF and IOPL
-SENSITIVE_SEGMENT = "segment"        # MOV/PUSH/POP Sreg, LDS/LES/LFS/LGS/LSS: selector RPL
-SENSITIVE_DESCRIPTOR = "descriptor"  # LAR, LSL, VERR, VERW: descriptor DPL checks
-SENSITIVE_STORE = "store"            # SGDT, SIDT, SLDT, STR, SMSW: system registers
-SENSITIVE_FAR = "far"                # far CALL, JMP, RET, IRET: CPL in privilege checks
-SENSITIVE_CLASSES = (SENSITIVE_FLAGS, SENSITIVE_SEGMENT, SENSITIVE_DESCRIPTOR, SENSITIVE_STORE,
-                     SENSITIVE_FAR)
 
 # (name, meaning, VMX counterpart) -- docs/architecture.md prints this table.
 CONTROLS = (
@@ -46,9 +38,6 @@ CONTROLS = (
      "descriptor-table exiting, secondary bit 2 (§24.6.2)"),
     ("hlt_exiting", "HLT exits", "HLT exiting (§24.6.2)"),
     ("invlpg_exiting", "INVLPG exits", "INVLPG exiting (§24.6.2)"),
-    ("rdtsc_exiting", "RDTSC exits", "RDTSC exiting (§24.6.2)"),
-    ("vmcall_exiting", "VMCALL (the hypercall) exits instead of raising #UD", "always, in VMX non-root"),
-    ("sensitive_exiting", "classes of sensitive instructions that exit at CPL > 0", "none"),
     ("code_fence", "None, or (lo, hi): a block fetched at CPL < 3 outside [lo, hi) exits", "none"),
 )
 
@@ -76,9 +65,6 @@ class InterceptControls:
         self.descriptor_table_exiting = False
         self.hlt_exiting = False
         self.invlpg_exiting = False
-        self.rdtsc_exiting = False
-        self.vmcall_exiting = False
-        self.sensitive_exiting = frozenset()
         self.code_fence = None
 
     def exits_on_event(self, vector: int, kind: str) -> bool:

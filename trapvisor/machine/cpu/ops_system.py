@@ -25,7 +25,8 @@ from .constants import (
     SYS_CALL_GATE32, SYS_CALL_GATE16, SYS_LDT, SYS_TSS32_AVAIL, SYS_TSS16_AVAIL,
     SYS_TSS32_BUSY, SYS_TSS16_BUSY, ZF, NP, SS_VEC, CR0_PG, TS,
 )
-from .cpu import CpuFault, MachineStop
+from .cpu import CpuFault, ExitFault, MachineStop
+from .exits import ControlRegisterExit, DescriptorTableExit, HaltExit, InstructionExit, IoExit
 from . import tasks
 from .interrupts import iret, set_flags_by_privilege, software_interrupt
 from .operands import (
@@ -142,9 +143,13 @@ def c_in(cpu, ins):
     port_of = _port_operand(cpu, ins, 1)
     bus = cpu.io_bus
 
+    ic, length = cpu.intercepts, ins.len
+
     def in_():
         port = port_of()
         check_io(cpu, port, size)
+        if ic.io_exiting is not None and ic.exits_on_port(port):
+            raise ExitFault(IoExit(port, size, False, length=length))
         dst(bus.read(port, size))
     return in_, END
 
@@ -156,9 +161,13 @@ def c_out(cpu, ins):
     port_of = _port_operand(cpu, ins, 0)
     bus = cpu.io_bus
 
+    ic, length = cpu.intercepts, ins.len
+
     def out():
         port = port_of()
         check_io(cpu, port, size)
+        if ic.io_exiting is not None and ic.exits_on_port(port):
+            raise ExitFault(IoExit(port, size, True, value=src(), length=length))
         bus.write(port, size, src())
     return out, END
 
@@ -166,8 +175,12 @@ def c_out(cpu, ins):
 # --------------------------------------------------------------------- HLT
 @handles(M.HLT)
 def c_hlt(cpu, ins):
+    ic, length = cpu.intercepts, ins.len
+
     def hlt():
         require_cpl0(cpu)
+        if ic.hlt_exiting:
+            raise ExitFault(HaltExit(length))
         cpu.halted = True
     return hlt, END
 
@@ -183,9 +196,15 @@ def compile_mov_to_special(cpu, ins):
         if n not in (0, 2, 3, 4):
             raise Unsupported(f"MOV CR{n}")
 
+        ic, gpr, length = cpu.intercepts, GPR[ins.op1_register][0], ins.len
+
         def mov_cr():
             require_cpl0(cpu)
-            write_cr(cpu, n, src())
+            v = src()
+            # CPL is checked before the intercept (SDM Vol. 3C §25.1.1).
+            if ic.exits_on_cr_write(n, _cr(cpu, n), v):
+                raise ExitFault(ControlRegisterExit(n, True, v, gpr, "mov", length))
+            write_cr(cpu, n, v)
         return mov_cr, END
     if reg in DREG:
         n = DREG[reg]
@@ -241,6 +260,10 @@ def debug_update(cpu) -> None:
     cpu.update_ac()
 
 
+def _cr(cpu, n: int) -> int:
+    return (cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4)[n]
+
+
 def write_cr(cpu, n: int, v: int) -> None:
     """MOV to CRn with the checks of SDM Vol. 3A §2.5 and Vol. 2 MOV (Control Registers)."""
     if n == 0:
@@ -271,9 +294,13 @@ def compile_mov_from_special(cpu, ins):
         if n not in (0, 2, 3, 4):
             raise Unsupported(f"MOV from CR{n}")
 
+        ic, gpr, length = cpu.intercepts, GPR[ins.op0_register][0], ins.len
+
         def mov_from_cr():
             require_cpl0(cpu)
-            dst((cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4)[n])
+            if ic.cr_read_exiting >> n & 1:
+                raise ExitFault(ControlRegisterExit(n, False, None, gpr, "mov", length))
+            dst(ic.cr_read_value(n, _cr(cpu, n)))
         return mov_from_cr, NORMAL
     if reg in DREG:
         n = DREG[reg]
@@ -293,8 +320,12 @@ def compile_mov_from_special(cpu, ins):
 
 @handles(M.CLTS)
 def c_clts(cpu, ins):
+    ic, length = cpu.intercepts, ins.len
+
     def clts():
         require_cpl0(cpu)
+        if ic.exits_on_cr_write(0, cpu.cr0, cpu.cr0 & ~CR0_TS):
+            raise ExitFault(ControlRegisterExit(0, True, cpu.cr0 & ~CR0_TS, None, "clts", length))
         cpu.cr0 &= ~CR0_TS
     return clts, END
 
@@ -303,11 +334,15 @@ def c_clts(cpu, ins):
 def c_lmsw(cpu, ins):
     src = reader16(cpu, ins, 0)
 
+    ic, length = cpu.intercepts, ins.len
+
     def lmsw():
         require_cpl0(cpu)
         v = src()
         # LMSW loads PE, MP, EM, TS and cannot clear PE (SDM Vol. 2 LMSW).
         new = (cpu.cr0 & ~0xE) | (v & 0xF) | (cpu.cr0 & CR0_PE)
+        if ic.exits_on_cr_write(0, cpu.cr0, new):
+            raise ExitFault(ControlRegisterExit(0, True, new, None, "lmsw", length))
         cpu.set_cr0(new)
     return lmsw, END
 
@@ -318,11 +353,14 @@ def c_smsw(cpu, ins):
     dst = writer(cpu, ins, 0, 2 if ins.op0_kind == K.MEMORY else size)
     mem = ins.op0_kind == K.MEMORY
 
+    ic = cpu.intercepts
+
     def smsw():
         strict_trap(cpu)
         # Register destination with 32-bit operand size receives all of CR0 on
         # P6 and later processors (the upper bits are "undefined" in the SDM).
-        dst(cpu.cr0 & 0xFFFF if mem or size == 2 else cpu.cr0)
+        cr0 = ic.cr_read_value(0, cpu.cr0)      # the read shadow in the monitor's bits
+        dst(cr0 & 0xFFFF if mem or size == 2 else cr0)
     return smsw, NORMAL
 
 
@@ -330,9 +368,14 @@ def c_smsw(cpu, ins):
 def c_invlpg(cpu, ins):
     ea, seg = ea_fn(cpu, ins), mem_segment(ins)
 
+    ic, length = cpu.intercepts, ins.len
+
     def invlpg():
         require_cpl0(cpu)
-        cpu.invlpg((cpu.base[seg] + ea()) & 0xFFFFFFFF)
+        lin = (cpu.base[seg] + ea()) & 0xFFFFFFFF
+        if ic.invlpg_exiting:
+            raise ExitFault(InstructionExit("invlpg", length, lin))
+        cpu.invlpg(lin)
     return invlpg, END
 
 
@@ -354,8 +397,12 @@ def c_lgdt(cpu, ins):
     is_gdt = ins.mnemonic == M.LGDT
     o16 = ins.code in (iced.Code.LGDT_M1632_16, iced.Code.LIDT_M1632_16) if hasattr(iced.Code, "LGDT_M1632_16") else False
 
+    ic, name, length = cpu.intercepts, "lgdt" if is_gdt else "lidt", ins.len
+
     def lgdt():
         require_cpl0(cpu)
+        if ic.descriptor_table_exiting:
+            raise ExitFault(DescriptorTableExit(name, length))
         a = ea()
         limit = cpu.rd16(seg, a)
         base = cpu.rd32(seg, (a + 2) & 0xFFFFFFFF)
@@ -376,8 +423,12 @@ def c_sgdt(cpu, ins):
     is_gdt = ins.mnemonic == M.SGDT
     o16 = ins.code in (getattr(iced.Code, "SGDT_M1632_16", -1), getattr(iced.Code, "SIDT_M1632_16", -1))
 
+    ic, name, length = cpu.intercepts, "sgdt" if is_gdt else "sidt", ins.len
+
     def sgdt():
         strict_trap(cpu)
+        if ic.descriptor_table_exiting:
+            raise ExitFault(DescriptorTableExit(name, length))
         base, limit = cpu.gdtr if is_gdt else cpu.idtr
         a = ea()
         # Check both writes before doing either (restartable).
@@ -401,8 +452,12 @@ def _system_selector_load(cpu, sel, want_types, name):
 def c_lldt(cpu, ins):
     src = reader16(cpu, ins, 0)
 
+    ic, length = cpu.intercepts, ins.len
+
     def lldt():
         require_cpl0(cpu)
+        if ic.descriptor_table_exiting:
+            raise ExitFault(DescriptorTableExit("lldt", length))
         sel = src()
         if sel & ~3 == 0:
             cpu.ldtr, cpu.ldt_base, cpu.ldt_limit = sel, 0, 0
@@ -416,8 +471,12 @@ def c_lldt(cpu, ins):
 def c_ltr(cpu, ins):
     src = reader16(cpu, ins, 0)
 
+    ic, length = cpu.intercepts, ins.len
+
     def ltr():
         require_cpl0(cpu)
+        if ic.descriptor_table_exiting:
+            raise ExitFault(DescriptorTableExit("ltr", length))
         sel = src()
         if sel & ~3 == 0:
             raise CpuFault(GP, 0)
@@ -437,8 +496,12 @@ def c_sldt(cpu, ins):
     size = 2 if mem else op_size(ins, 0)
     dst = writer(cpu, ins, 0, size)
 
+    ic, name, length = cpu.intercepts, "sldt" if is_ldt else "str", ins.len
+
     def sldt():
         strict_trap(cpu)
+        if ic.descriptor_table_exiting:
+            raise ExitFault(DescriptorTableExit(name, length))
         # A 32-bit register destination gets the selector zero-extended (P6 and later).
         dst(cpu.ldtr if is_ldt else cpu.tr)
     return sldt, NORMAL

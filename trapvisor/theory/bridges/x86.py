@@ -53,9 +53,9 @@ window bytes at the same segment offsets) and changes only R:
 * x = -3: another machine status word: CR0.MP, TS and NE flipped (a
   monitor's CR0, e.g. TS set for lazy FPU switching).
 
-**Traps.**  An execution *traps* when the CPU's ``exception_hook`` fires:
-every exception and every software interrupt goes through it before IDT
-delivery, i.e. it is the x86 trap sequence (save EFLAGS, CS, EIP; load a new
+**Traps.**  An execution *traps* when the CPU exits on an event: the bridge
+sets the CPU's intercept controls so that every exception and every software
+interrupt exits before IDT delivery, i.e. it is the x86 trap sequence (save EFLAGS, CS, EIP; load a new
 CS:EIP from the vector table), and the bridge takes it there.  INT n, INT3
 and INTO are therefore traps: they *are* the trap sequence, invoked on
 purpose.  An execution that makes the CPU stop the machine (a task switch,

@@ -51,6 +51,7 @@ from trapvisor.machine.cpu.constants import (
     CR4_PSE, CR4_TSD, CS, DF, DS, ES, EXCEPTION_NAMES, FS, GS, ID, IF, IOPL, NT, RF, SS, TF,
 )
 from trapvisor.machine.memory import PhysicalMemory
+from trapvisor.machine.cpu.exits import ExceptionExit
 
 MEM_SIZE = 0x20000
 WINDOW = 0x4000          # bytes a program can address (segment limit + 1)
@@ -595,17 +596,16 @@ class Machine:
         cpu = self.load(st, raw)
         before = self.snapshot(cpu, st)
         events = []
-
-        def hook(cpu_, vector, error_code, kind):
-            if kind == "software" and not self.software_interrupts_trap:
-                return False        # delivered through the IDT like a far call through a gate
-            events.append((vector, error_code, kind))
-            return True
-
-        cpu.exception_hook = hook
+        # Every event exits instead of being delivered (the trap the bridge takes), but
+        # INT n when it is read as a far call through a gate (delivered through the IDT).
+        ic = cpu.intercepts
+        ic.exception_bitmap, ic.external_interrupt_exiting = (1 << 32) - 1, True
+        ic.software_interrupt_exiting = self.software_interrupts_trap
         stop = None
         try:
-            cpu.step()
+            ex = cpu.step()
+            if isinstance(ex, ExceptionExit):
+                events.append((ex.vector, ex.error_code, ex.kind))
         except MachineStop as e:
             stop = f"{e.reason}: {e.detail}" if e.detail else e.reason
         if cpu.stop is not None and stop is None:
