@@ -102,15 +102,16 @@ class PC:
         if trace_file is not None:
             self._install_trace(trace_file)
         start = time.perf_counter()
+        first = cpu.steps()
         interrupted = False
         deadline = start + max_seconds if max_seconds else None
         try:
             if deadline is None:
                 cpu.run(max_instructions)
             else:
-                end = cpu.icount + max_instructions if max_instructions else None
+                end = cpu.steps() + max_instructions if max_instructions else None
                 while cpu.stop is None and cpu.exit_code is None and time.perf_counter() < deadline:
-                    step = 200_000 if end is None else min(200_000, end - cpu.icount)
+                    step = 200_000 if end is None else min(200_000, end - cpu.steps())
                     if step <= 0:
                         break
                     cpu.run(step)
@@ -126,7 +127,8 @@ class PC:
         stop = cpu.stop
         reason = stop.reason if stop is not None else None
         if reason is None and cpu.exit_code is None and not interrupted:
-            reason = "instruction limit" if max_instructions else "time limit"
+            reason = "instruction limit" if max_instructions and cpu.steps() - first >= max_instructions \
+                else "time limit"
         detail = stop.detail if stop is not None else ""
         return RunResult(cpu.exit_code, reason, detail, cpu.icount, seconds, interrupted,
                          dict(cpu.exception_counts))

@@ -35,6 +35,8 @@ SHADOW_POOL = 0x20000             # frames for shadow page directories and table
 # cut below the window (as VMware's monitor did), so a guest access there
 # faults and is emulated against the guest's own mappings.
 MONITOR_WINDOW = 0xFFC00000
+# What a 32-bit page-table entry can name (SDM Vol. 3A §4.3: 20-bit frame numbers).
+HOST_PHYSICAL_LIMIT = 1 << 32
 
 
 class GuestMemory(PhysicalMemory):
@@ -69,7 +71,19 @@ class Allocator:
 
     @staticmethod
     def host_size_for(guest_sizes) -> int:
-        return MONITOR_REGION + sum(guest_sizes)
+        """Host memory for the monitor region and one partition per guest.  The
+        host model uses 32-bit page tables (no PAE), so every host-physical
+        address a shadow entry holds must be below 4 GiB: beyond that a frame
+        number would wrap into another VM's partition or the monitor's region.
+        A request beyond it is refused before any VM is built."""
+        sizes = list(guest_sizes)
+        total = MONITOR_REGION + sum(sizes)
+        if total > HOST_PHYSICAL_LIMIT:
+            raise UserError(
+                f"{len(sizes)} VM(s) with {sum(sizes) >> 20} MiB of guest memory in all, plus the "
+                f"monitor's {MONITOR_REGION >> 20} MiB, need more than the 4 GiB of host-physical "
+                f"memory the host model addresses (32-bit page tables): give fewer VMs or less --memory")
+        return total
 
     def allocate_partition(self, size: int) -> Partition:
         if size % PAGE_SIZE:

@@ -113,12 +113,18 @@ class Monitor:
             self.deadline = time.perf_counter() + self.options.max_seconds
 
     def run_slice(self, until: int, max_instructions: int) -> bool:
-        """Run until the guest has executed ``until`` instructions in all, or ends.
-        True when it has ended (exit, stop, a limit)."""
+        """Run until the guest has taken ``until`` steps in all, or ends.  True when
+        it has ended (exit, stop, a limit)."""
         raise NotImplementedError
 
     def instructions(self) -> int:
         """Guest instructions executed so far, however executed."""
+        raise NotImplementedError
+
+    def steps(self) -> int:
+        """What the instruction limit and time slices count: guest instructions plus
+        the events delivered to the guest (as ``CPU.steps`` on the bare machine),
+        so that a guest that only ever faults still reaches its limit."""
         raise NotImplementedError
 
     def result(self):

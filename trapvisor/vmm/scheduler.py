@@ -110,7 +110,7 @@ class Scheduler:
                 slices[i] += 1
                 if len(order) < 1000:
                     order.append(i)
-                if te.run_slice(te.instructions() + self.slice, max_instructions):
+                if te.run_slice(te.steps() + self.slice, max_instructions):
                     runnable.remove(i)
         if self.current is not None:
             self.current.leave()

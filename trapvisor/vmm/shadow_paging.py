@@ -47,8 +47,8 @@ from collections import OrderedDict
 from ..machine.cpu.constants import (
     CR0_PG, CR4_PSE, PDE_PS, PF_VEC, PTE_D, PTE_P, PTE_RW, PTE_US,
 )
-from ..machine.cpu.cpu import CpuFault
-from .allocator import MONITOR_REGION, MONITOR_WINDOW
+from ..machine.cpu.cpu import CpuFault, MachineStop
+from .allocator import HOST_PHYSICAL_LIMIT, MONITOR_REGION, MONITOR_WINDOW
 
 FILLED, REFLECTED, EMULATE = "filled", "reflected", "emulate"
 DEFAULT_CACHE_SIZE = 8
@@ -201,8 +201,13 @@ class ShadowPaging:
 
     def map_page(self, lin: int, gframe: int, user: bool, writable: bool) -> None:
         space = self.space
-        addr = self._pte_addr(space, lin, True)
         hframe = self.base + gframe
+        if not 0 <= gframe < self.guest_size or hframe >= HOST_PHYSICAL_LIMIT:
+            # Never reached from handle_fault (it checks gframe first): the allocator's
+            # own guard that no shadow entry names a frame outside the VM's partition.
+            raise MachineStop("monitor error", f"shadow entry for guest frame {gframe:#x} outside "
+                                                f"the {self.guest_size >> 20} MiB partition")
+        addr = self._pte_addr(space, lin, True)
         self.mem.write_u32(addr, hframe | PTE_P | (PTE_RW if writable else 0) | (PTE_US if user else 0))
         space.rmap.setdefault(gframe, set()).add(lin >> 12)
         self.host.invlpg(lin)

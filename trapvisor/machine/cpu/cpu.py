@@ -241,6 +241,10 @@ class CPU:
         self.intercepts = InterceptControls()
         self.hooks = CpuHooks()
         self.interrupts_delivered = 0  # external interrupts delivered through the IDT
+        # Events delivered through the IDT (exceptions, INT n, interrupts; nested ones
+        # too): with icount, the steps every budget counts (``steps``), so that a guest
+        # that only ever faults still reaches its limit.
+        self.deliveries = 0
         self.event_ip = None          # address of the INT n that raised a software event
         self.auditor = None           # audit.Auditor: records sensitive instructions (set before running)
         self.delivering = None        # vector being delivered (double-fault detection)
@@ -695,9 +699,9 @@ class CPU:
         A machine stop stays in ``self.stop`` (the machine cannot go on: running
         again returns it again); any other exit is cleared as it is returned.
         """
-        limit = self.icount + max_instructions if max_instructions is not None else 1 << 62
+        limit = self.steps() + max_instructions if max_instructions is not None else 1 << 62
         clock = self.clock
-        while self.stop is None and self.exit_code is None and self.icount < limit:
+        while self.stop is None and self.exit_code is None and self.icount + self.deliveries < limit:
             if self.halted:
                 if not self.idle():
                     break
@@ -707,7 +711,7 @@ class CPU:
                 self.deliver_external_interrupt()
                 if self.stop is not None:
                     break
-            budget = limit - self.icount
+            budget = limit - self.icount - self.deliveries
             if self.resched:
                 self.resched = False
                 if clock is None:        # no clock of its own: a monitor asked (request_exit)
@@ -720,6 +724,10 @@ class CPU:
             if clock is not None:
                 clock.run_due()
         return self.take_exit()
+
+    def steps(self) -> int:
+        """What every budget counts: instructions retired plus events delivered."""
+        return self.icount + self.deliveries
 
     def take_exit(self):
         """The exit that ended the run loop (and clear it, unless the machine is stopped)."""
@@ -816,6 +824,7 @@ class CPU:
                     self.stop = fault.exit       # an intercepted instruction: not executed
                     return
                 self.raise_exception(fault.vector, fault.error_code)
+                end -= 1        # a delivery is a step of the budget (a fault loop ends too)
                 if self.stop is not None or self.exit_code is not None:
                     return
                 quiet = False

@@ -75,6 +75,7 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
         cpu.stop = ExceptionExit(vector, error_code, kind,
                                  cpu.event_ip if kind == "software" else None)
         return
+    cpu.deliveries += 1
     if not cpu.cr0 & CR0_PE:
         raise MachineStop("real mode", "interrupt delivery in real mode is not supported")
     ext = 1 if kind in ("external", "exception") and kind != "software" else 0

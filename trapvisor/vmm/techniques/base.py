@@ -25,6 +25,7 @@ class TechniqueResult:
     divergences: list = field(default_factory=list)
     audit: list = field(default_factory=list)    # sensitive-instruction observations, if recorded
     exits: dict = field(default_factory=dict)    # CPU exits by reason, as the dispatcher counted them
+    steps: int = 0               # what the instruction limit counts: instructions + deliveries
 
     @property
     def direct_share(self) -> float:

@@ -38,27 +38,30 @@ class Emulate(Monitor):
     def instructions(self) -> int:
         return self.vm.vcpu.icount
 
+    def steps(self) -> int:
+        return self.vm.vcpu.steps()
+
     def run_slice(self, until: int, max_instructions: int) -> bool:
         vcpu = self.vm.vcpu
         t0 = time.perf_counter()
         try:
             while self.stop is None and self.vm.exit_code is None:
                 end = min(until, max_instructions)
-                if vcpu.icount >= end:
+                if vcpu.steps() >= end:
                     break
                 if self.deadline is not None and time.perf_counter() > self.deadline:
                     self.stop = MachineStop("time limit", f"{self.options.max_seconds} s of host time")
                     break
                 # In steps, so that the time limit is looked at (a step is ~0.1 s of host time).
-                ex = vcpu.run(min(end - vcpu.icount, 200_000) if self.deadline is not None
-                              else end - vcpu.icount)
+                ex = vcpu.run(min(end - vcpu.steps(), 200_000) if self.deadline is not None
+                              else end - vcpu.steps())
                 if isinstance(ex, MachineStopped):
                     self.stop = ex.stop
         except MachineStop as stop:
             self.stop = vcpu.stop = stop
         finally:
             self.seconds += time.perf_counter() - t0
-        return self.stop is not None or self.vm.exit_code is not None or vcpu.icount >= max_instructions
+        return self.stop is not None or self.vm.exit_code is not None or vcpu.steps() >= max_instructions
 
     def result(self) -> TechniqueResult:
         vm, vcpu = self.vm, self.vm.vcpu
@@ -71,4 +74,5 @@ class Emulate(Monitor):
         return TechniqueResult(
             "emulate", "standard", vm.output, vm.exit_code, reason,
             stop.detail if stop else "", vcpu.icount, 0,
-            vcpu.icount * self.costs.emulated_instruction, self.seconds, EventLog())
+            vcpu.icount * self.costs.emulated_instruction, self.seconds, EventLog(),
+            steps=vcpu.steps())

@@ -43,17 +43,20 @@ class Native(Monitor):
     def instructions(self) -> int:
         return self.pc.cpu.icount
 
+    def steps(self) -> int:
+        return self.pc.cpu.steps()
+
     def run_slice(self, until: int, max_instructions: int) -> bool:
         cpu = self.pc.cpu
         t0 = time.perf_counter()
-        budget = min(until, max_instructions) - cpu.icount
+        budget = min(until, max_instructions) - cpu.steps()
         seconds = None if self.deadline is None else max(self.deadline - t0, 1e-6)
         self.last = self.pc.run(budget, max_seconds=seconds) if budget > 0 else self.last
         self.seconds += time.perf_counter() - t0
         r = self.last
         ended = r is not None and (r.exit_code is not None or r.interrupted
                                    or r.stop_reason not in (None, "instruction limit"))
-        return ended or cpu.icount >= max_instructions
+        return ended or cpu.steps() >= max_instructions
 
     def result(self) -> TechniqueResult:
         r, cpu = self.last, self.pc.cpu
@@ -62,7 +65,7 @@ class Native(Monitor):
             "native", "standard", self.console.getvalue(), cpu.exit_code, stop, detail,
             cpu.icount, cpu.icount,
             native_cycles(self.costs, cpu.icount, dict(cpu.exception_counts), cpu.interrupts_delivered),
-            self.seconds, EventLog())
+            self.seconds, EventLog(), steps=cpu.steps())
         if cpu.auditor is not None:
             r.audit = cpu.auditor.records
         return r

@@ -51,6 +51,8 @@ from .base import TechniqueResult
 REEXECUTE = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 16, 17})
 HOST_CR0 = CR0_PE | CR0_PG | CR0_WP | CR0_ET | CR0_NE
 ALL_EXCEPTIONS = (1 << 32) - 1
+# Exits in a row that retire nothing and deliver nothing before the VM is stopped.
+MAX_IDLE_EXITS = 10_000
 
 
 @register
@@ -141,6 +143,12 @@ class TrapEmulate(Monitor):
 
     def instructions(self) -> int:
         return self.direct() + self.vm.vcpu.icount
+
+    def steps(self) -> int:
+        # The host CPU delivers nothing itself (every event is an exit): the guest's
+        # deliveries are the virtual CPU's.
+        vcpu = self.vm.vcpu
+        return self.direct() + vcpu.icount + vcpu.deliveries
 
     # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -------------
     def leave(self) -> None:
@@ -300,6 +308,7 @@ class TrapEmulate(Monitor):
         slice_end = min(until, max_instructions)
         deadline = self.deadline
         reason = None
+        progress_at, idle_exits = -1, 0
         try:
             while True:
                 if vm.exit_code is not None:
@@ -307,7 +316,7 @@ class TrapEmulate(Monitor):
                 if vcpu.stop is not None:
                     reason = vcpu.stop
                     break
-                total = vm.instructions()
+                total = self.steps()
                 if total >= max_instructions:
                     reason = MachineStop("instruction limit", "")
                     break
@@ -367,6 +376,17 @@ class TrapEmulate(Monitor):
                 if stop is not None:
                     reason = stop
                     break
+                # Exits that make no step of the guest's (hidden shadow fills) are bounded
+                # too: a monitor that loops on one would otherwise spin outside every limit.
+                now = self.steps()
+                if now != progress_at:
+                    progress_at, idle_exits = now, 0
+                else:
+                    idle_exits += 1
+                    if idle_exits > MAX_IDLE_EXITS:
+                        reason = MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} exits in a row "
+                                                                 f"without a guest step, at EIP {host.eip:#x}")
+                        break
                 clock.run_due()
         except MachineStop as stop:
             reason = stop
@@ -388,6 +408,7 @@ class TrapEmulate(Monitor):
             f"{sp.switches:,} CR3 switches of which {sp.cache_hits:,} found their shadow cached "
             f"(cache of {sp.cache_size}), {sp.flushes:,} shadows built, {sp.evictions:,} evicted")
         result.exits = self.dispatcher.statistics()
+        result.steps = self.steps()
         if self.auditor is not None:
             result.audit = self.auditor.records
         return result
