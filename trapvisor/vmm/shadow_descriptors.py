@@ -103,9 +103,15 @@ def compress_descriptor(d: int) -> int:
     A descriptor whose segment would reach the monitor window whatever its
     limit is copied *not present*: loading it on the host faults (#NP) and
     the load is emulated on the virtual CPU.
+
+    System descriptors (TSS, LDT, call and task gates) are copied *not
+    present* too: the host CPU only ever uses the monitor's own TSS, stacks
+    and CR3.  A far call or jump through one, a task switch, faults on the
+    host (#NP) and is performed by the virtual CPU on the guest's own tables,
+    with the faults the SDM gives (Vol. 3A §5.8, §7.3).
     """
     if not (d >> 44) & 1:
-        return d                                    # system descriptors are copied as they are
+        return d & ~(1 << 47)
     if (d >> 45) & 3 == 0:                          # code/data of DPL 0
         d |= 1 << 45
     from ..machine.cpu.descriptors import d_attr, d_base

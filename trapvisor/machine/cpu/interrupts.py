@@ -17,7 +17,7 @@ from .constants import (
     NT, PF_VEC, RF, SS, SYS_INT_GATE16, SYS_INT_GATE32, SYS_TASK_GATE, SYS_TRAP_GATE16,
     SYS_TRAP_GATE32, TF, VM, ARITH_FLAGS, IOPL, AC, ID, VIF, VIP, DF, EFLAGS_RESERVED_1,
 )
-from .cpu import CpuFault, MachineStop
+from .cpu import CpuFault, ExitFault, MachineStop
 from .exits import ExceptionExit
 from . import descriptors as D
 from . import flags as F
@@ -72,8 +72,11 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
     for a fault, the next instruction for a trap, INT n or an interrupt.
     """
     if cpu.intercepts.exits_on_event(vector, kind):
-        cpu.stop = ExceptionExit(vector, error_code, kind,
-                                 cpu.event_ip if kind == "software" else None)
+        if kind == "software":
+            # INT n exits instead of executing (SDM Vol. 3C §25.1): it unwinds like a
+            # fault, so it is not retired and EIP is left at it.
+            raise ExitFault(ExceptionExit(vector, error_code, kind, cpu.event_ip))
+        cpu.stop = ExceptionExit(vector, error_code, kind, None)
         return
     cpu.deliveries += 1
     if not cpu.cr0 & CR0_PE:
