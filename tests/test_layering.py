@@ -185,3 +185,19 @@ def test_relative_and_package_imports_resolve():
     assert got == ["trapvisor.kvm.hosttools", "trapvisor.cli.main", "trapvisor.kvm.bus.IoBus"]
     tree = ast.parse("from . import hosttools\n")
     assert [m for _, m in imported_modules(tree, "trapvisor.guests", False)] == ["trapvisor.hosttools"]
+
+
+def test_a_tree_with_upward_imports_and_printing_fails(tmp_path):
+    # The shapes this test was written against (trapvisor before cli/ was a package).
+    (tmp_path / "trapvisor" / "kvm").mkdir(parents=True)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "trapvisor" / "__init__.py").write_text("")
+    (tmp_path / "trapvisor" / "kvm" / "__init__.py").write_text("")
+    (tmp_path / "trapvisor" / "kvm" / "__main__.py").write_text(
+        "import argparse\n\ndef main():\n    from ..cli import parse_size\n    print(parse_size('1M'))\n")
+    (tmp_path / "benchmarks" / "b.py").write_text("from trapvisor.cli import main\n")
+    found = layering_violations(tmp_path)
+    assert any("kvm (rank 4) may not import cli" in f for f in found)
+    assert any(f.endswith("imports argparse") for f in found)
+    assert any(f.endswith("uses print") for f in found)
+    assert any("benchmarks may not import the CLI" in f for f in found)
