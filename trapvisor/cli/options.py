@@ -110,14 +110,19 @@ def file_problem(path: str, what: str) -> str | None:
     return None
 
 
-def readable_file(what: str):
-    """A type: an existing, readable file that is not a directory."""
+def _path_type(problem_of, what: str):
+    """An argparse type that keeps a path for which ``problem_of(path, what)`` finds nothing."""
     def parse(text: str) -> str:
-        problem = file_problem(text, what)
+        problem = problem_of(text, what)
         if problem:
             raise OptionError(problem)
         return text
     return parse
+
+
+def readable_file(what: str):
+    """A type: an existing, readable file that is not a directory."""
+    return _path_type(file_problem, what)
 
 
 def output_file_problem(path: str, what: str) -> str | None:
@@ -138,12 +143,7 @@ def output_file_problem(path: str, what: str) -> str | None:
 
 def writable_file(what: str):
     """A type: a file path that can be created or overwritten (not a directory)."""
-    def parse(text: str) -> str:
-        problem = output_file_problem(text, what)
-        if problem:
-            raise OptionError(problem)
-        return text
-    return parse
+    return _path_type(output_file_problem, what)
 
 
 def open_output(path: str, what: str):

@@ -43,21 +43,22 @@ class FdWriter:
             self.close_fd = False
 
 
-class FdReader:
-    """Non-blocking input from a file descriptor: the bytes available now, or b""."""
+class _Input:
+    """Serial input that never blocks: the bytes available now, or b""; after end of file
+    or an error, always b"".  ``_receive`` raises BlockingIOError when nothing is ready."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.eof = False
+    eof = False
 
-    def __call__(self) -> bytes:
+    def _receive(self) -> bytes:
+        raise NotImplementedError
+
+    def receive(self) -> bytes:
         if self.eof:
             return b""
         try:
-            ready, _, _ = select.select([self.fd], [], [], 0)
-            if not ready:
-                return b""
-            data = os.read(self.fd, 4096)
+            data = self._receive()
+        except BlockingIOError:
+            return b""
         except (OSError, ValueError):
             self.eof = True
             return b""
@@ -65,17 +66,31 @@ class FdReader:
             self.eof = True
         return data
 
+
+class FdReader(_Input):
+    """Input from a file descriptor, polled with select."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def _receive(self) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        if not ready:
+            raise BlockingIOError
+        return os.read(self.fd, 4096)
+
+    __call__ = _Input.receive
+
     def close(self) -> None:
         pass
 
 
-class SocketEnds:
+class SocketEnds(_Input):
     """Both ends over one TCP connection: blocking sends, non-blocking receives."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         sock.setblocking(False)
-        self.eof = False
 
     def write(self, data: bytes) -> None:
         try:
@@ -89,19 +104,10 @@ class SocketEnds:
             except OSError:
                 pass
 
-    def read(self) -> bytes:
-        if self.eof:
-            return b""
-        try:
-            data = self.sock.recv(4096)
-        except BlockingIOError:
-            return b""
-        except OSError:
-            self.eof = True
-            return b""
-        if not data:
-            self.eof = True
-        return data
+    def _receive(self) -> bytes:
+        return self.sock.recv(4096)
+
+    read = _Input.receive
 
     def close(self) -> None:
         try:
