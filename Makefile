@@ -44,7 +44,7 @@ demo: guests
 # Boot Debian's stock kernel to a busybox shell through /dev/kvm (docs/kvm.md).
 # On software KVM (no VT-x/AMD-V) it stops after the kernel's first console lines.
 demo-linux: setup
-	$(PY) -m trapvisor.kvm demo-linux
+	$(VENV)/bin/trapvisor demo-linux
 
 test: guests
 	$(PY) -m pytest -n 2 --dist loadfile tests

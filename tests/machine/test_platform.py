@@ -1,6 +1,3 @@
-import socket
-import threading
-
 import pytest
 
 from trapvisor.errors import UserError
@@ -8,7 +5,7 @@ from trapvisor.machine.bus import IoBus, MmioBus
 from trapvisor.machine.devices.debug_exit import GuestExit
 from trapvisor.machine.irq import IrqRouter
 from trapvisor.machine.memory import PhysicalMemory
-from trapvisor.machine.platform import build_devices, parse_serial
+from trapvisor.machine.platform import build_devices
 
 from .devices.timeline import Timeline
 
@@ -132,68 +129,3 @@ def test_serial_input_source():
     tl, io, mmio, router, devs, out = make(serial_in=lambda: chunks.pop() if chunks else b"")
     tl.advance(2_000_000)
     assert io.read(0x3F8, 1) == ord("i")
-
-
-def test_parse_serial_null_and_file(tmp_path):
-    out, inp = parse_serial("null")
-    out(b"dropped")
-    assert inp is None
-    p = tmp_path / "serial.log"
-    be = parse_serial(f"file:{p}")
-    be.out(b"abc")
-    be.close()
-    assert p.read_bytes() == b"abc"
-
-
-def test_parse_serial_stdio():
-    be = parse_serial("stdio")
-    assert callable(be.out)
-
-
-def test_parse_serial_socket_round_trip():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    got = []
-
-    def serve():
-        conn, _ = srv.accept()
-        got.append(conn.recv(10))
-        conn.sendall(b"back")
-        conn.close()
-    t = threading.Thread(target=serve)
-    t.start()
-    be = parse_serial(f"socket:127.0.0.1:{port}")
-    be.out(b"hello")
-    t.join(5)
-    data = b""
-    for _ in range(100):
-        data += be.input()
-        if data:
-            break
-        threading.Event().wait(0.01)
-    be.close()
-    srv.close()
-    assert got == [b"hello"] and data == b"back"
-
-
-@pytest.mark.parametrize("spec", ["", "tty", "file:", "socket:host", "socket:127.0.0.1:x",
-                                  "socket:127.0.0.1:70000"])
-def test_parse_serial_bad_specs(spec):
-    with pytest.raises(UserError):
-        parse_serial(spec)
-
-
-def test_parse_serial_unwritable_file(tmp_path):
-    with pytest.raises(UserError, match="cannot open"):
-        parse_serial(f"file:{tmp_path}/no/such/dir/x.log")
-
-
-def test_parse_serial_connection_refused():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    with pytest.raises(UserError, match="cannot connect"):
-        parse_serial(f"socket:127.0.0.1:{port}")

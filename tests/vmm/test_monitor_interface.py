@@ -148,3 +148,27 @@ def test_trap_emulate_dispatches_synthetic_exits_like_real_ones():
     assert not vcpu.eflags_rest & 0x200 and vcpu.eip == 0x7001 and host.eip == 0x7001
     assert te.dispatcher.statistics() == {"exception": 1}
     assert any("#GP: cli" in k for k in te.result().traps_by_reason())
+
+
+# ------------------------------------------------- options a technique honours
+@pytest.mark.parametrize("technique", [n for n, c in monitor.registered().items()
+                                       if {"modules", "disk"} <= c.honours and c.time_sliced])
+def test_modules_and_disk_reach_the_guest_under_every_technique_that_honours_them(technique, tmp_path):
+    """The Multiboot module is in guest memory where the boot information says, and
+    the disk is the VM's ATA primary master (it was dropped without a word)."""
+    import struct
+    module, disk = tmp_path / "mod.bin", tmp_path / "disk.img"
+    module.write_bytes(b"trapvisor module " * 64)
+    disk.write_bytes(bytes(512 * 8))
+    m = monitor.get(technique).build(str(build_guest("hello")), modules=(str(module),), disk=str(disk),
+                                     memory_bytes=32 << 20)
+    vm = getattr(m, "vm", None) or m.pc
+    mem = vm.memory.ram if hasattr(vm, "memory") else vm.memory
+    cpu = vm.vcpu if hasattr(vm, "vcpu") else vm.cpu
+    info = cpu.regs[3]                                    # EBX: the Multiboot information
+    flags, mods_count, mods_addr = struct.unpack_from("<I", mem, info)[0], \
+        *struct.unpack_from("<II", mem, info + 20)
+    assert flags & (1 << 3) and mods_count == 1
+    start, end = struct.unpack_from("<II", mem, mods_addr)
+    assert bytes(mem[start:end]) == module.read_bytes()
+    assert any(getattr(d, "path", None) == str(disk) for _, d in vm.devices), "the disk is not attached"

@@ -1,9 +1,9 @@
 """The register state a vCPU starts in, and putting it into KVM.
 
-Loaders describe where a kernel starts as a :class:`CpuEntry`; the
-Multiboot loader's :class:`~trapvisor.machine.loader.boot_state.BootState`
-converts to one (:func:`entry_from_boot_state`), the Linux loader builds one
-for the 64-bit entry.  :func:`apply_cpu_entry` writes it with KVM_SET_SREGS
+A vCPU starts from a :class:`CpuEntry`.  A Multiboot or ELF kernel's comes
+from the same :class:`~trapvisor.machine.loader.boot_state.EntryState` the
+simulated CPU is entered in (:func:`cpu_entry_from`), so both start a kernel
+in one state; the Linux loader builds one for the 64-bit entry.  :func:`apply_cpu_entry` writes it with KVM_SET_SREGS
 and KVM_SET_REGS; the hidden segment parts come from the loader, which wrote
 matching descriptors in guest memory (KVM does not walk the GDT on SET_SREGS).
 """
@@ -56,15 +56,14 @@ _REG32_TO_64 = {"eax": "rax", "ebx": "rbx", "ecx": "rcx", "edx": "rdx", "esi": "
                 "edi": "rdi", "esp": "rsp", "ebp": "rbp"}
 
 
-def entry_from_boot_state(boot) -> CpuEntry:
-    """A Multiboot/ELF BootState (32-bit protected mode, paging off) as a CpuEntry."""
-    segs = {}
-    for name, seg in boot.segments.items():
-        segs["ldt" if name == "ldtr" else name] = Segment.from_attr(seg.selector, seg.base, seg.limit, seg.attr)
-    regs = {_REG32_TO_64[k]: v for k, v in boot.registers.items() if k in _REG32_TO_64}
-    return CpuEntry(rip=boot.entry, segments=segs, gdt=(boot.gdt_base, boot.gdt_limit),
-                    idt=(boot.idt_base, boot.idt_limit), cr0=boot.cr0, cr3=boot.cr3, cr4=boot.cr4,
-                    rflags=boot.eflags, registers=regs)
+def cpu_entry_from(entry) -> CpuEntry:
+    """An :class:`~trapvisor.machine.loader.boot_state.EntryState` (32-bit protected mode,
+    paging off) as KVM's sregs and regs."""
+    segs = {"ldt" if name == "ldtr" else name: Segment.from_attr(seg.selector, seg.base, seg.limit, seg.attr)
+            for name, seg in entry.segments.items()}
+    regs = {_REG32_TO_64[name]: value for name, value in entry.registers.items()}
+    return CpuEntry(rip=entry.eip, segments=segs, gdt=entry.gdtr, idt=entry.idtr, cr0=entry.cr0,
+                    cr3=entry.cr3, cr4=entry.cr4, rflags=entry.eflags, registers=regs)
 
 
 def _put_segment(dst: ioctls.kvm_segment, seg: Segment) -> None:

@@ -1,9 +1,9 @@
-"""``trapvisor run --accel kvm``: a PC whose CPU is KVM and whose devices are the project's.
+"""A PC whose CPU is KVM and whose devices are the project's (``trapvisor run --accel kvm``).
 
 :class:`KvmMachine` puts together guest RAM (an mmap KVM maps into the
 guest), a VM with the in-kernel irqchip and PIT when the host has them, one
 vCPU with the CPUID policy for this host, and the *same* buses and device
-objects the simulated PC builds (``machine.platform.build_devices``).  The
+objects the simulated PC builds (``machine.board.build_board``).  The
 exit loop runs KVM_RUN, decodes each exit into a typed value
 (``exits.decode_exit``), hands it to the one handler (``exits.handle_exit``),
 and accounts it in the shared event format (``trapvisor.events``).
@@ -11,6 +11,10 @@ and accounts it in the shared event format (``trapvisor.events``).
 A periodic SIGALRM (every :data:`TICK_SECONDS`) makes KVM_RUN return with
 EINTR so that device timers (the UART's input poll), the time limit and a
 guest halted for good are noticed even while the vCPU sleeps in the kernel.
+
+:func:`run_kvm` is the one-call API (the command line, the ``kvm``
+technique, tests and benchmarks); it returns a :class:`RunResult` with the
+summary lines, and the caller decides what to show (``trapvisor/cli/run.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +22,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
-import termios
 import time
-import tty
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from ..events import EXIT, INJECT, Event, EventLog
 from . import exits, ioctls
 from .cpuid import guest_cpuid
 from .diagnose import explain_emulation_failure, register_dump
-from .entry_state import apply_cpu_entry, entry_from_boot_state
+from .entry_state import apply_cpu_entry, cpu_entry_from
 from .exits import (CONTINUE, STOP, WAIT, HltExit, IntrExit, IoExit, MmioExit, Outcome,
                     decode_exit, handle_exit)
 from .guestmem import MAX_RAM_BYTES, KvmGuestMemory
@@ -67,19 +68,14 @@ class KvmMachine:
                  irqchip: bool = True, host: KvmHostInfo | None = None, trace_file=None,
                  keep_events: bool = False, stop_after_output: str | None = None,
                  escape_char: bool = False):
-        from ..machine import bios
-        from ..machine.bus import IoBus, MmioBus
+        from ..machine.board import build_board
         from ..machine.clock import HostClock
-        from ..machine.irq import IrqRouter
-        from ..machine.platform import build_devices
         from .vm import KvmIrqSink, KvmSystem, KvmVm
 
         self.host = host or probe_kvm()
         require_usable_kvm(self.host)
-        if memory_bytes > MAX_RAM_BYTES:
-            raise UserError(f"--memory {memory_bytes >> 20} MiB is more than the {MAX_RAM_BYTES >> 20} MiB "
-                            "trapvisor maps below the PCI hole under KVM")
-        self.system = self.memory = self.vm = self.vcpu = self.devices = None
+        require_ram_fits(memory_bytes)
+        self.system = self.memory = self.vm = self.vcpu = self.devices = self.board = None
         self._user_out = serial_out or (lambda data: None)
         self._user_in = serial_in
         self.output = bytearray()
@@ -107,17 +103,16 @@ class KvmMachine:
             policy = guest_cpuid(self.system.supported_cpuid(), software_kvm=not self.host.hardware_assisted)
             self.vcpu.set_cpuid(policy.entries)
             self.cpuid_hidden = policy.hidden
-            self.io_bus, self.mmio_bus, self.irq = IoBus(), MmioBus(), IrqRouter()
             self.clock = HostClock()
             in_kernel = self.vm.has_irqchip and self.vm.has_pit
-            self.devices = build_devices(
-                self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
+            self.board = b = build_board(
+                self.memory, self.clock,
                 serial_out=self._serial_out, serial_in=self._serial_in if serial_in else None,
                 disk=disk, on_exit=self._on_exit, on_reset=self._on_reset,
                 in_kernel_irqchip=in_kernel, rtc_start=None)
+            self.io_bus, self.mmio_bus, self.irq, self.devices = b.io_bus, b.mmio_bus, b.irq, b.devices
             if in_kernel:
                 self.irq.connect(KvmIrqSink(self.vm))
-            bios.install(self.memory, hard_disks=1 if disk else 0)
         except BaseException:
             self.close()
             raise
@@ -160,6 +155,7 @@ class KvmMachine:
              linux_entry: str = "auto") -> None:
         from .boot_linux import is_bzimage, load_linux
         from ..machine.loader import load_kernel
+        from ..machine.loader.boot_state import entry_state
         from ..machine.loader.elf import is_elf
         from ..machine.loader.multiboot import find_header
         data = _read_head(kernel)
@@ -176,7 +172,7 @@ class KvmMachine:
             raise UserError(f"{os.path.basename(kernel)} is neither a Multiboot kernel nor a Linux bzImage",
                             hint="give a Multiboot (ELF or a.out-kludge) kernel, a bzImage, or guest:NAME")
         boot = load_kernel(self.memory, kernel, cmdline=cmdline, modules=list(modules))
-        apply_cpu_entry(self.vcpu, entry_from_boot_state(boot))
+        apply_cpu_entry(self.vcpu, cpu_entry_from(entry_state(boot)))
 
     # -- running -----------------------------------------------------------------
     def run(self, *, max_seconds: float | None = None) -> RunResult:
@@ -403,6 +399,12 @@ def require_usable_kvm(host: KvmHostInfo) -> None:
         raise UserError(f"--accel kvm: {host.message} ({host.problem})", hint=host.hint)
 
 
+def require_ram_fits(memory_bytes: int) -> None:
+    if memory_bytes > MAX_RAM_BYTES:
+        raise UserError(f"--memory {memory_bytes >> 20} MiB is more than the {MAX_RAM_BYTES >> 20} MiB "
+                        "trapvisor maps below the PCI hole under KVM")
+
+
 def _read_head(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -441,27 +443,23 @@ def _stop_ticks(old) -> None:
 
 # -- the one-call API --------------------------------------------------------------------
 def run_kvm(kernel_path, *, memory_bytes: int, cmdline: str = "", modules=(), initrd=None, disk=None,
-            serial_spec: str = "stdio", max_seconds: float | None = None,
-            stop_after_output: str | None = None, trace_file=None, serial_out=None,
-            serial_in=None, irqchip: bool = True, linux_entry: str = "auto", keep_events: bool = False) -> RunResult:
+            max_seconds: float | None = None, stop_after_output: str | None = None, trace_file=None,
+            serial_out=None, serial_in=None, irqchip: bool = True, linux_entry: str = "auto",
+            keep_events: bool = False, escape_char: bool = False, on_start=None) -> RunResult:
     """Boot ``kernel_path`` (Multiboot or bzImage, or guest:NAME) under KVM and run it to the end.
 
-    ``serial_out`` (a callable taking bytes) overrides ``serial_spec`` for the
-    console output, ``serial_in`` (a callable returning the bytes available
-    now) for its input.  ``trace_file`` is a path or an open text file.  Raises
-    UserError for anything the user can fix; guest faults are in the result.
+    ``serial_out`` (a callable taking bytes; None discards) takes the console
+    output, ``serial_in`` (a callable returning the bytes available now)
+    gives its input; ``escape_char``: Ctrl-A x in the input quits.
+    ``on_start()`` is called once the kernel is loaded, just before the vCPU
+    first runs (the command line puts the terminal in raw mode there).
+    ``trace_file`` is a path or an open text file.  Raises UserError for
+    anything the user can fix; guest faults are in the result.
     """
     from ..guests import resolve_kernel
-    from ..machine.platform import parse_serial
     kernel = str(resolve_kernel(str(kernel_path)))
     if not os.path.exists(kernel):
         raise UserError(f"{kernel}: no such file")
-    backend = parse_serial(serial_spec)
-    out = serial_out if serial_out is not None else backend.out
-    raw = _RawTerminal(serial_spec == "stdio" and serial_in is None and serial_out is None
-                       and backend.input is not None)
-    if serial_in is None and serial_out is None:
-        serial_in = backend.input
     trace, own_trace = trace_file, False
     if isinstance(trace_file, (str, os.PathLike)):
         try:
@@ -470,74 +468,15 @@ def run_kvm(kernel_path, *, memory_bytes: int, cmdline: str = "", modules=(), in
             raise UserError(f"cannot write trace file {trace_file}: {e.strerror}") from None
     machine = None
     try:
-        machine = KvmMachine(memory_bytes, serial_out=out, serial_in=serial_in, disk=disk, irqchip=irqchip,
-                             trace_file=trace, keep_events=keep_events,
-                             stop_after_output=stop_after_output, escape_char=raw.enabled)
+        machine = KvmMachine(memory_bytes, serial_out=serial_out, serial_in=serial_in, disk=disk,
+                             irqchip=irqchip, trace_file=trace, keep_events=keep_events,
+                             stop_after_output=stop_after_output, escape_char=escape_char)
         machine.load(kernel, cmdline=cmdline, modules=modules, initrd=initrd, linux_entry=linux_entry)
-        raw.enter()
+        if on_start is not None:
+            on_start()
         return machine.run(max_seconds=max_seconds)
     finally:
-        raw.restore()
         if machine is not None:
             machine.close()
         if own_trace:
             trace.close()
-        backend.close()
-
-
-class _RawTerminal:
-    """The terminal in raw mode while the guest owns the console; always restored."""
-
-    def __init__(self, wanted: bool):
-        self.fd = None
-        self.saved = None
-        self.enabled = False
-        if wanted:
-            try:
-                fd = sys.stdin.fileno()
-                if os.isatty(fd):
-                    self.fd, self.enabled = fd, True
-            except (AttributeError, OSError, ValueError):
-                pass
-
-    def enter(self) -> None:
-        if self.enabled and self.saved is None:
-            self.saved = termios.tcgetattr(self.fd)
-            tty.setraw(self.fd, termios.TCSANOW)
-            sys.stderr.write("trapvisor: console in raw mode; Ctrl-A x quits\r\n")
-
-    def restore(self) -> None:
-        if self.saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-            self.saved = None
-
-
-def run_kvm_from_args(args, memory: int) -> int:
-    """``trapvisor run --accel kvm``: run, print the summary on stderr, return the exit status."""
-    res = run_kvm(args.kernel, memory_bytes=memory, cmdline=args.append, modules=args.module,
-                  initrd=args.initrd, disk=args.disk, serial_spec=args.serial,
-                  max_seconds=args.max_seconds, stop_after_output=args.stop_after_output,
-                  trace_file=args.trace, linux_entry=getattr(args, "linux_entry", "auto"))
-    print_result(res, quiet=getattr(args, "quiet", False))
-    return res.exit_status
-
-
-def print_result(res: RunResult, *, quiet: bool = False, file=None) -> None:
-    err = file or sys.stderr
-    if res.output and not res.output.endswith(b"\n"):
-        print(file=err)
-    if res.problem or res.interrupted:
-        print(f"trapvisor: guest stopped: {res.stop_reason}", file=err)
-        for line in res.detail:
-            print(f"  {line}", file=err)
-    if not quiet:
-        for line in res.summary:
-            print(line, file=err)
-
-
-def add_kvm_arguments(parser) -> None:
-    """Options of ``trapvisor run`` that only --accel kvm uses, beyond those cli.py already has
-    (--initrd, --max-seconds, --stop-after-output, --trace)."""
-    parser.add_argument("--linux-entry", choices=("auto", "bzimage", "vmlinux"), default="auto",
-                        help="Linux under KVM: enter the bzImage (it decompresses itself) or a vmlinux "
-                             "trapvisor decompressed on the host; auto = vmlinux on software KVM")

@@ -1,28 +1,32 @@
 """The simulated PC: CPU, RAM, buses, devices and BIOS-left state, wired together.
 
-This is the bare machine every technique is judged against.  ``PC`` owns one
-instance of everything; ``run_kernel`` is the one-call API the tests, the
-CLI and the differential harnesses use.
+This is the bare machine every technique is judged against.  ``PC`` puts
+the CPU on a board from ``board.build_board`` (the same one the monitor's VMs
+and the KVM backend use) and enters kernels in the loader's entry state
+(``loader/boot_state.apply_entry_state``); ``run_kernel`` is the one-call API
+the tests and the differential harnesses use.  COM1's output goes to
+``serial_out`` (discarded if None); the command line (``trapvisor.cli``)
+passes the sink the user chose and prints the end-of-run summary.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 
-from ..errors import UserError
-from .bus import IoBus, MmioBus
+from .board import build_board
 from .clock import VirtualClock
 from .cpu import CPU, MachineStop
-from .cpu.constants import CS, DS, ES, FS, GS, SS, CR0_PE
-from .irq import IrqRouter
+from .loader.boot_state import apply_entry_state, entry_state
 from .memory import PhysicalMemory
 
 DEFAULT_MEMORY = 128 << 20
 # Guest time per instruction on the virtual clock: a 100-MIPS guest.
 DEFAULT_NS_PER_INSTRUCTION = 10
+
+
+def _discard(data: bytes) -> None:
+    pass
 
 
 @dataclass
@@ -44,21 +48,17 @@ class PC:
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY, *, serial_out=None, serial_in=None,
                  disk: str | None = None, strict: bool = False,
                  ns_per_instruction: int = DEFAULT_NS_PER_INSTRUCTION):
-        from .platform import build_devices
-        from . import bios
-        self.memory = PhysicalMemory(memory_bytes)
-        self.io_bus = IoBus()
-        self.mmio_bus = MmioBus()
-        self.irq = IrqRouter()
         self.cpu: CPU | None = None
         self.clock = VirtualClock(ns_per_instruction, counter=self._instructions)
-        self.devices = build_devices(
-            self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
-            serial_out=serial_out if serial_out is not None else sys.stdout.buffer,
+        self.board = build_board(
+            PhysicalMemory(memory_bytes), self.clock,
+            serial_out=serial_out if serial_out is not None else _discard,
             serial_in=serial_in, disk=disk, on_exit=self._on_exit, on_reset=self._on_reset)
+        b = self.board
+        self.memory, self.io_bus, self.mmio_bus, self.irq, self.devices = (
+            b.memory, b.io_bus, b.mmio_bus, b.irq, b.devices)
         self.cpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock,
                        strict=strict)
-        bios.install(self.memory)
         self.boot = None
 
     def _instructions(self) -> int:
@@ -80,20 +80,7 @@ class PC:
 
     def apply_boot_state(self, boot) -> None:
         """Set the CPU to the loader's entry state (Multiboot 0.6.96 §3.2 machine state)."""
-        cpu = self.cpu
-        cpu.cr0 |= CR0_PE
-        code_attr = 0xC09B
-        data_attr = 0xC093
-        cpu.set_segment_cache(CS, boot.code_selector, 0, 0xFFFFFFFF, code_attr)
-        for s in (DS, ES, FS, GS, SS):
-            cpu.set_segment_cache(s, boot.data_selector, 0, 0xFFFFFFFF, data_attr)
-        cpu.set_cpl(0)
-        if getattr(boot, "gdt_base", None) is not None:
-            cpu.gdtr = (boot.gdt_base, boot.gdt_limit)
-        for i, name in enumerate(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")):
-            cpu.regs[i] = boot.registers.get(name, 0) & 0xFFFFFFFF
-        cpu.set_eflags(0x2)
-        cpu.eip = boot.entry
+        apply_entry_state(self.cpu, entry_state(boot))
 
     # ------------------------------------------------------------ running
     def run(self, max_instructions: int | None = None, max_seconds: float | None = None,
@@ -153,58 +140,3 @@ def run_kernel(path, *, cmdline: str = "", modules=(), memory_bytes: int = DEFAU
     result = pc.run(max_instructions, max_seconds=max_seconds)
     result.pc = pc
     return result
-
-
-def run_from_args(args, memory: int) -> int:
-    """``trapvisor run`` on the simulated PC."""
-    from ..guests import resolve_kernel
-    from .platform import parse_serial
-    kernel = str(resolve_kernel(args.kernel))
-    if not os.path.exists(kernel):
-        raise UserError(f"{kernel}: no such file")
-    serial_out, serial_in = parse_serial(args.serial)
-    raw = int(args.raw_load, 16) if args.raw_load else None
-    pc = PC(memory, serial_out=serial_out, serial_in=serial_in, disk=args.disk,
-            strict=args.cpu == "strict")
-    pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=raw)
-    trace = open(args.trace, "w") if args.trace else None
-    try:
-        result = pc.run(args.max_instructions, max_seconds=args.max_seconds, trace_file=trace)
-    finally:
-        if trace:
-            trace.close()
-    _flush(serial_out)
-    return report(pc, result, quiet=args.quiet)
-
-
-def _flush(out):
-    flush = getattr(out, "flush", None)
-    if flush:
-        try:
-            flush()
-        except Exception:
-            pass
-
-
-def report(pc: PC, result: RunResult, quiet: bool = False) -> int:
-    """Print the end-of-run summary on stderr; return the exit status for the shell."""
-    err = sys.stderr
-    cpu = pc.cpu
-    if result.stop_reason in ("triple fault", "instruction not implemented", "halted forever",
-                              "fetch outside RAM", "task switch", "real mode",
-                              "virtual-8086 mode", "monitor recursion", "reset"):
-        print(f"trapvisor: guest stopped: {result.stop_reason}: {result.detail}", file=err)
-        if result.stop_reason != "reset":
-            print(cpu.state_dump(), file=err)
-    if not quiet:
-        what = "interrupted" if result.interrupted else (
-            f"exit code {result.exit_code}" if result.exit_code is not None else result.stop_reason)
-        print(f"trapvisor: {what}; {result.instructions:,} instructions in {result.seconds:.2f} s "
-              f"({result.mips:.2f} MIPS)", file=err)
-    if result.interrupted:
-        return 130
-    if result.exit_code is not None:
-        return result.exit_code
-    if result.stop_reason == "reset":
-        return 0
-    return 3 if result.stop_reason in ("instruction limit", "time limit") else 4

@@ -1,7 +1,8 @@
 """The PC's device wiring: the one place that says which device sits where.
 
-The simulated PC and the KVM backend both call :func:`build_devices`.  The
-layout is the IBM PC/AT's (ports) plus the APICs of an Intel MP 1.4 system:
+``board.build_board`` calls :func:`build_devices` for the simulated PC, the
+monitor's VMs and the KVM backend alike; the host ends of COM1 (terminal,
+file, socket) are in ``host_serial.py``.  The layout is the IBM PC/AT's (ports) plus the APICs of an Intel MP 1.4 system:
 
 =================  ===========  ======  ==============================
 device             ports/MMIO   IRQ     module
@@ -36,13 +37,8 @@ the router.
 
 from __future__ import annotations
 
-import os
-import select
-import socket
-import sys
 from dataclasses import dataclass, fields
 
-from ..errors import UserError
 from . import bios
 from .devices.ata_pio import PRIMARY_BASE, PRIMARY_CTRL, PRIMARY_IRQ, AtaPio
 from .devices.cmos_rtc import RTC_IRQ, CmosRtc
@@ -156,171 +152,3 @@ def build_devices(memory, clock, io_bus, mmio_bus, irq_router, *, serial_out, se
     if bios_state:
         bios.program_devices(devices)
     return devices
-
-
-# -- --serial ------------------------------------------------------------------------
-
-class _FdWriter:
-    """Unbuffered output to a file descriptor (each guest byte reaches it at once)."""
-
-    def __init__(self, fd: int, close_fd: bool = False):
-        self.fd = fd
-        self.close_fd = close_fd
-
-    def __call__(self, data: bytes) -> None:
-        try:
-            while data:
-                n = os.write(self.fd, data)
-                data = data[n:]
-        except OSError:
-            pass                              # a closed terminal or pipe loses the output
-
-    def close(self) -> None:
-        if self.close_fd:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.close_fd = False
-
-
-class _FdReader:
-    """Non-blocking input from a file descriptor: the bytes available now, or b""."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.eof = False
-
-    def __call__(self) -> bytes:
-        if self.eof:
-            return b""
-        try:
-            ready, _, _ = select.select([self.fd], [], [], 0)
-            if not ready:
-                return b""
-            data = os.read(self.fd, 4096)
-        except (OSError, ValueError):
-            self.eof = True
-            return b""
-        if not data:
-            self.eof = True
-        return data
-
-    def close(self) -> None:
-        pass
-
-
-class _SocketEnds:
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        sock.setblocking(False)
-        self.eof = False
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.sock.setblocking(True)
-            self.sock.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                self.sock.setblocking(False)
-            except OSError:
-                pass
-
-    def read(self) -> bytes:
-        if self.eof:
-            return b""
-        try:
-            data = self.sock.recv(4096)
-        except BlockingIOError:
-            return b""
-        except OSError:
-            self.eof = True
-            return b""
-        if not data:
-            self.eof = True
-        return data
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def _discard(data: bytes) -> None:
-    pass
-
-
-@dataclass
-class SerialBackend:
-    """Where COM1's output goes and where its input comes from.
-
-    ``out`` is a callable taking bytes; ``input`` a callable returning the
-    bytes available now (or None: no input).  Unpacks as ``out, input``.
-    """
-
-    out: object
-    input: object = None
-    closer: object = None
-
-    def __iter__(self):
-        yield self.out
-        yield self.input
-
-    def close(self) -> None:
-        if self.closer is not None:
-            self.closer()
-            self.closer = None
-
-
-SERIAL_SPECS = "stdio, file:PATH, socket:HOST:PORT or null"
-
-
-def parse_serial(spec: str) -> SerialBackend:
-    """Parse ``--serial stdio|file:PATH|socket:HOST:PORT|null``.
-
-    * ``stdio``: output to standard output, input from standard input (the
-      terminal is left as it is: line-buffered unless the caller sets it raw);
-    * ``file:PATH``: output to a file (created or truncated), no input;
-    * ``socket:HOST:PORT``: connect to a TCP server (e.g. ``nc -l PORT``) and
-      use the connection both ways;
-    * ``null``: output discarded, no input.
-    """
-    if spec == "stdio":
-        try:
-            outfd = sys.stdout.fileno()
-        except (AttributeError, OSError, ValueError):
-            outfd = 1
-        try:
-            infd = sys.stdin.fileno()
-        except (AttributeError, OSError, ValueError):
-            infd = None
-        out = _FdWriter(outfd)
-        return SerialBackend(out, _FdReader(infd) if infd is not None else None)
-    if spec == "null":
-        return SerialBackend(_discard, None)
-    kind, sep, arg = spec.partition(":")
-    if sep and kind == "file":
-        if not arg:
-            raise UserError("--serial file: needs a path, as in file:serial.log")
-        try:
-            fd = os.open(arg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as e:
-            raise UserError(f"cannot open serial output file {arg}: {e.strerror}") from None
-        w = _FdWriter(fd, close_fd=True)
-        return SerialBackend(w, None, w.close)
-    if sep and kind == "socket":
-        host, sep2, port_s = arg.rpartition(":")
-        host = host.strip("[]")
-        if not sep2 or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise UserError(f"bad --serial socket spec {spec!r}: expected socket:HOST:PORT")
-        try:
-            sock = socket.create_connection((host, int(port_s)), timeout=5)
-        except OSError as e:
-            raise UserError(f"cannot connect serial socket to {host}:{port_s}: "
-                            f"{e.strerror or e}") from None
-        ends = _SocketEnds(sock)
-        return SerialBackend(ends.write, ends.read, ends.close)
-    raise UserError(f"bad --serial spec {spec!r}: expected {SERIAL_SPECS}")

@@ -52,7 +52,7 @@ class CostModel:
         if unknown:
             raise UserError(f"{path}: unknown cost keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         for k, v in data.items():
-            if not isinstance(v, int) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:   # TOML's true is a Python int
                 raise UserError(f"{path}: cost {k} must be a non-negative integer, not {v!r}")
         values = {f.name: data.get(f.name, getattr(base, f.name)) for f in fields(cls)}
         return cls(**values)

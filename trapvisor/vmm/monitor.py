@@ -96,6 +96,11 @@ class Monitor:
         return cls(RunOptions(kernel, **options), host)
 
     @classmethod
+    def preflight(cls, options: RunOptions) -> None:
+        """Refuse, with a UserError, a run this host cannot give the technique (before any
+        guest is built): e.g. no usable /dev/kvm."""
+
+    @classmethod
     def unsupported(cls, options: RunOptions) -> list[str]:
         """The command-line flags set in ``options`` that this technique cannot honour."""
         return [FLAGS[opt] for opt in RunOptions.OPTIONAL

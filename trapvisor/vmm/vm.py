@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import io
 
-from ..machine import bios
-from ..machine.bus import IoBus, MmioBus
+from ..machine.board import build_board
 from ..machine.clock import VirtualClock
 from ..machine.cpu import CPU, MachineStop
-from ..machine.cpu.constants import CR0_PE, CS, DS, ES, FS, GS, SS
-from ..machine.irq import IrqRouter
-from ..machine.platform import build_devices
+from ..machine.loader.boot_state import BootState, apply_entry_state, entry_state
 from .allocator import Allocator, Partition
 
 NS_PER_INSTRUCTION = 10   # same guest time per instruction as the bare PC (machine/pc.py)
@@ -70,17 +67,13 @@ class VM:
         self.partition: Partition = allocator.allocate_partition(memory_bytes)
         self.memory = allocator.guest_memory(self.partition)
         self.console = io.BytesIO()
-        self.io_bus = IoBus()
-        self.mmio_bus = MmioBus()
-        self.irq = IrqRouter()
         # Instructions the guest has executed, directly or interpreted; set by the technique.
         self.instructions = lambda: 0
         self.clock = VmClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
         out = self.console.write if serial_out is None else self._tee(serial_out)
-        self.devices = build_devices(self.memory, self.clock, self.io_bus, self.mmio_bus, self.irq,
-                                     serial_out=out, disk=disk, on_exit=self._on_exit,
-                                     on_reset=self._on_reset)
-        bios.install(self.memory)
+        self.board = b = build_board(self.memory, self.clock, serial_out=out, disk=disk,
+                                     on_exit=self._on_exit, on_reset=self._on_reset)
+        self.io_bus, self.mmio_bus, self.irq, self.devices = b.io_bus, b.mmio_bus, b.irq, b.devices
         self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock)
         self.exit_code: int | None = None
         self.stop: MachineStop | None = None
@@ -100,21 +93,13 @@ class VM:
         self.stop = MachineStop("reset", "the guest asked for a system reset")
         self.vcpu.stop = self.stop
 
-    def load_kernel(self, path: str, cmdline: str = "", modules=()) -> None:
-        """Load a kernel into guest memory and put the virtual CPU in its entry state."""
+    def load_kernel(self, path: str, cmdline: str = "", modules=()) -> BootState:
+        """Load a kernel (and its Multiboot modules) into guest memory and put the virtual
+        CPU in its entry state."""
         from ..machine.loader import load_any
         boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules))
-        cpu = self.vcpu
-        cpu.cr0 |= CR0_PE
-        cpu.set_segment_cache(CS, boot.code_selector, 0, 0xFFFFFFFF, 0xC09B)
-        for s in (DS, ES, FS, GS, SS):
-            cpu.set_segment_cache(s, boot.data_selector, 0, 0xFFFFFFFF, 0xC093)
-        cpu.set_cpl(0)
-        cpu.gdtr = (boot.gdt_base, boot.gdt_limit)
-        for i, name in enumerate(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")):
-            cpu.regs[i] = boot.registers.get(name, 0) & 0xFFFFFFFF
-        cpu.set_eflags(0x2)
-        cpu.eip = boot.entry
+        apply_entry_state(self.vcpu, entry_state(boot))
+        return boot
 
     @property
     def output(self) -> bytes:

@@ -33,6 +33,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import UserError
+from ..cpu.constants import CS, DS, ES, FS, GS, SS
 
 BOOT_GDT_ADDR = 0x500
 BOOT_STACK_TOP = 0x7C00          # below the traditional boot-sector address; ESP is undefined by Multiboot
@@ -286,3 +287,68 @@ def flat_protected_mode(memory, layout: Layout, *, kind: str, entry: int, eax: i
     return BootState(kind=kind, entry=entry & 0xFFFFFFFF, registers=regs, segments=segs,
                      gdt_base=gdt, info_addr=info_addr, loaded=list(loaded),
                      modules=list(modules), path=str(path) if path is not None else None)
+
+
+# -- the entry state ----------------------------------------------------------------------
+
+# The general registers in their encoding order (SDM Vol. 2A Table 3-1), the
+# order of ``CPU.regs``.
+GENERAL_REGISTERS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """The architectural state a loaded kernel is entered in.
+
+    Derived once from a loader's :class:`BootState` by :func:`entry_state`;
+    the simulated CPU is put in it by :func:`apply_entry_state`, a KVM vCPU
+    by ``kvm/entry_state.py``, so both start a kernel in the same state.
+    ``registers`` holds all eight general registers by name, ``segments``
+    ``cs ds es fs gs ss tr ldtr``.
+    """
+
+    eip: int
+    registers: dict
+    segments: dict
+    gdtr: tuple[int, int]
+    idtr: tuple[int, int]
+    cr0: int
+    cr3: int
+    cr4: int
+    eflags: int
+
+
+def entry_state(boot: BootState) -> EntryState:
+    """The entry state a loader's result describes."""
+    regs = {name: boot.registers.get(name, 0) & 0xFFFFFFFF for name in GENERAL_REGISTERS}
+    return EntryState(eip=boot.entry & 0xFFFFFFFF, registers=regs, segments=dict(boot.segments),
+                      gdtr=(boot.gdt_base, boot.gdt_limit), idtr=(boot.idt_base, boot.idt_limit),
+                      cr0=boot.cr0, cr3=boot.cr3, cr4=boot.cr4, eflags=boot.eflags)
+
+
+# Descriptor bits 48-51 are the limit's bits 16-19; the simulated CPU keeps the
+# attributes without them (``cpu/descriptors.d_attr``).
+_CPU_ATTR_MASK = 0xF0FF
+
+
+def apply_entry_state(cpu, entry: EntryState) -> None:
+    """Put the simulated CPU in ``entry``: CR0.PE, the six segment registers, GDTR, IDTR,
+    the general registers, EFLAGS and EIP.
+
+    TR and LDTR are left as the simulated CPU resets them; KVM, which checks
+    them on entry, takes them from ``entry.segments`` (``kvm/entry_state.py``).
+    """
+    if entry.cr0 & ~BOOT_CR0 or entry.cr3 or entry.cr4:
+        # Setting CR0.PG or CR4 here would bypass the CPU's MOV CR0/CR4 (TLB, paging mode).
+        raise ValueError("the simulated CPU is entered with paging off, as Multiboot leaves it")
+    cpu.cr0 |= CR0_PE
+    for index, name in ((CS, "cs"), (DS, "ds"), (ES, "es"), (FS, "fs"), (GS, "gs"), (SS, "ss")):
+        seg = entry.segments[name]
+        cpu.set_segment_cache(index, seg.selector, seg.base, seg.limit, seg.attr & _CPU_ATTR_MASK)
+    cpu.set_cpl(entry.segments["cs"].selector & 3)
+    cpu.gdtr = entry.gdtr
+    cpu.idtr = entry.idtr
+    for i, name in enumerate(GENERAL_REGISTERS):
+        cpu.regs[i] = entry.registers[name]
+    cpu.set_eflags(entry.eflags)
+    cpu.eip = entry.eip

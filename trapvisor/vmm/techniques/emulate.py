@@ -23,6 +23,7 @@ from .base import TechniqueResult
 class Emulate(Monitor):
     name = "emulate"
     summary = "full-system emulation: the virtual CPU interprets every guest instruction (Bochs, QEMU TCG)"
+    honours = frozenset({"disk", "modules"})
 
     def __init__(self, options: RunOptions, host: Host | None = None):
         super().__init__(options, host)
@@ -30,8 +31,8 @@ class Emulate(Monitor):
             host = Host([options.memory_bytes])
         self.allocator = host.allocator
         self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline)
+                          serial_out=options.serial_out, disk=options.disk)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
         vm.instructions = self.instructions
         self.stop: MachineStop | None = None
 

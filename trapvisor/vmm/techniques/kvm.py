@@ -40,6 +40,13 @@ class Kvm(Monitor):
         super().__init__(options, host)
         self.res = None
 
+    @classmethod
+    def preflight(cls, options: RunOptions) -> None:
+        from ...kvm.hostinfo import probe_kvm
+        from ...kvm.runner import require_ram_fits, require_usable_kvm
+        require_usable_kvm(probe_kvm())
+        require_ram_fits(options.memory_bytes)
+
     def run(self, max_instructions: int) -> TechniqueResult:
         from ...kvm.runner import run_kvm
         o = self.options

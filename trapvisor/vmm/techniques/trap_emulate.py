@@ -60,7 +60,7 @@ class TrapEmulate(Monitor):
     name = "trap-emulate"
     summary = ("the guest kernel runs directly at ring 1 on shadow page and descriptor tables; "
                "what traps is emulated (Popek and Goldberg's monitor)")
-    honours = frozenset({"shadow_cache", "trace_file", "audit"})
+    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules"})
     uses_host = True
 
     def __init__(self, options: RunOptions, host: Host | None = None):
@@ -73,8 +73,8 @@ class TrapEmulate(Monitor):
         self.alloc, self.host = host.allocator, host.cpu
         host_mem = self.alloc.host
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline)
+                          serial_out=options.serial_out, disk=options.disk)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
         vcpu = vm.vcpu
         host = self.host
         self.auditor = None

@@ -17,9 +17,13 @@ import sys
 DEFAULT_GUEST = "tvos"
 
 
-def run_demo(args) -> int:
-    from .guests import build_guest
-    from .report.compare import compare, print_table
+def add_parser(sub) -> None:
+    sub.add_parser("demo", help="run the main job on the bundled default guest").set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from ..guests import build_guest
+    from ..report.compare import compare, print_table
     kernel = str(build_guest(DEFAULT_GUEST))
     err = sys.stderr
     print("trapvisor demo 1/2: the sensitivity probe under trap-and-emulate on the standard x86 CPU",

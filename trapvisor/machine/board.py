@@ -1,0 +1,56 @@
+"""The PC's mainboard: RAM, buses, IRQ routing, devices and the BIOS-left tables, in one call.
+
+The bare simulated PC (``machine/pc.py``), each virtual machine of the
+monitor (``vmm/vm.py``) and the KVM backend (``kvm/runner.py``) are the same
+PC around a different processor, so all three assemble it here with
+:func:`build_board`: the caller brings the memory (a plain bytearray, a
+partition of the monitor's host memory, an mmap KVM maps into the guest) and
+the clock (guest time driven by instructions, or host time), and gets back
+the buses with every device registered (``platform.build_devices``), the
+IRQ router that wires them, and the BIOS data area, EBDA and MP tables
+written into memory (``bios.install``).
+
+The devices know nothing of the processor: the caller builds its CPU over
+``board.io_bus``, ``board.mmio_bus`` and ``board.devices.intc``, or, for
+KVM, connects the in-kernel irqchip to ``board.irq``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import bios
+from .bus import IoBus, MmioBus
+from .irq import IrqRouter
+from .platform import PcDevices, build_devices
+
+
+@dataclass
+class Board:
+    memory: object
+    clock: object
+    io_bus: IoBus
+    mmio_bus: MmioBus
+    irq: IrqRouter
+    devices: PcDevices
+
+    def close(self) -> None:
+        """Release the devices' host resources (the disk image, the serial poll timer)."""
+        self.devices.close()
+
+
+def build_board(memory, clock, *, serial_out, serial_in=None, disk: str | None = None,
+                on_exit=None, on_reset=None, in_kernel_irqchip: bool = False,
+                rtc_start=None) -> Board:
+    """Wire the PC's devices over ``memory`` and ``clock`` and leave the BIOS's tables in memory.
+
+    The keyword arguments are :func:`~.platform.build_devices`'s.  The BIOS
+    data area counts the hard disk when ``disk`` is given, as the CMOS
+    does (``platform.build_devices``), so both places a kernel may look agree.
+    """
+    io_bus, mmio_bus, irq = IoBus(), MmioBus(), IrqRouter()
+    devices = build_devices(memory, clock, io_bus, mmio_bus, irq, serial_out=serial_out,
+                            serial_in=serial_in, disk=disk, on_exit=on_exit, on_reset=on_reset,
+                            in_kernel_irqchip=in_kernel_irqchip, rtc_start=rtc_start)
+    bios.install(memory, hard_disks=1 if disk else 0)
+    return Board(memory, clock, io_bus, mmio_bus, irq, devices)
