@@ -26,7 +26,8 @@ from __future__ import annotations
 from ..machine.cpu.constants import IF, IOPL, VM, EFLAGS_RESERVED_1
 from ..machine.cpu.cpu import CpuFault
 from .shadow_descriptors import (
-    compress_attr, compress_selector, decompress_attr, decompress_selector, host_segment,
+    HOST_RING, compress_attr, compress_selector, decompress_attr, decompress_selector, guest_cpl,
+    host_segment,
 )
 
 # EFLAGS bits the guest controls directly on the host; IF and IOPL are virtual.
@@ -45,7 +46,7 @@ def pull(host, vcpu) -> None:
     hf = host.get_eflags()
     vf = vcpu.get_eflags()
     vcpu.set_eflags((hf & DIRECT_FLAGS) | (vf & (IF | IOPL)) | EFLAGS_RESERVED_1)
-    vcpu.set_cpl(0 if host.cpl == 1 else host.cpl)
+    vcpu.set_cpl(guest_cpl(host.cpl, vcpu.cpl))
     pushed = getattr(host, "pushed_sel", None)
     for s in range(6):
         if pushed is not None and host.sel[s] == pushed[s]:
@@ -81,7 +82,7 @@ def push(vcpu, host) -> None:
         limit, attr = host_segment(vcpu.base[s], vcpu.limit[s], vcpu.attr[s])
         host.set_segment_cache(s, compress_selector(vcpu.sel[s]), vcpu.base[s], limit,
                                compress_attr(attr))
-    host.set_cpl(1 if vcpu.cpl == 0 else vcpu.cpl)
+    host.set_cpl(HOST_RING[vcpu.cpl])
     host.pushed_sel = list(host.sel)
 
 

@@ -1,12 +1,14 @@
 """Shadow descriptor tables and ring compression.
 
-Under trap-and-emulate the guest kernel runs at ring 1 of the host CPU
-(ring compression; guest ring 3 stays at ring 3).  The host CPU therefore
-uses the monitor's own tables, never the guest's:
+Under trap-and-emulate the guest kernel runs at ring 1 of the host CPU, its
+rings 1 and 2 at ring 2 (ring compression, ``HOST_RING``; guest ring 3 stays
+at ring 3).  The host CPU therefore uses the monitor's own tables, never the
+guest's:
 
 * the **shadow GDT**: the guest's descriptors copied into the monitor region,
-  with every code/data descriptor of DPL 0 given DPL 1, so the deprivileged
-  kernel can load its own segments; plus the monitor's TSS in the last slot;
+  with every code/data DPL compressed the same way, so the deprivileged
+  kernel can load its own segments; its system descriptors not present;
+  plus the monitor's TSS in the last slot;
 * the **monitor IDT**: every vector leads to the monitor (in this model, the
   host CPU's exception bitmap and software-interrupt exiting make every event
   an exit), which reflects the event into the guest through the guest's own
@@ -33,26 +35,52 @@ MONITOR_TSS_LIMIT = 0x67           # a bare 32-bit TSS, no I/O permission bitmap
 MONITOR_IDT_LIMIT = 0x7FF
 
 
+# Ring compression: guest ring -> host ring.  The guest kernel (ring 0) runs at host
+# ring 1; guest rings 1 and 2 share host ring 2, so that neither is ever taken for the
+# kernel (a privileged instruction at guest ring 1 faults on the host and the monitor,
+# which keeps the guest's real CPL in the virtual CPU, gives the guest its #GP(0));
+# ring 3 stays ring 3.  Both host rings 1 and 2 are supervisor to the paging unit, as
+# guest rings 0-2 are (SDM Vol. 3A §4.6).
+HOST_RING = (1, 2, 2, 3)
+GUEST_RING = (0, 0, 2, 3)      # host ring -> guest ring where it is unambiguous (2: see guest_cpl)
+
+
 def compress_selector(sel: int) -> int:
-    """Guest selector -> host selector: RPL 0 becomes RPL 1 (the kernel runs at ring 1)."""
-    return sel | 1 if sel & 3 == 0 and sel & ~3 else sel
+    """Guest selector -> host selector: the RPL goes through HOST_RING (a null selector stays)."""
+    if not sel & ~3:
+        return sel
+    return (sel & ~3) | HOST_RING[sel & 3]
 
 
 def decompress_selector(sel: int) -> int:
-    return sel & ~3 if sel & 3 == 1 else sel
+    """Host selector -> guest selector.  RPL 2 is guest RPL 2 (or 1: only a selector the
+    guest loaded while running directly on the standard CPU can be either)."""
+    if not sel & ~3:
+        return sel
+    return (sel & ~3) | GUEST_RING[sel & 3]
 
 
 def compress_attr(attr: int) -> int:
-    """Descriptor attribute bits (40..55): a code/data DPL of 0 becomes 1."""
-    if attr & 0x10 and (attr >> 5) & 3 == 0:
-        return attr | (1 << 5)
+    """Descriptor attribute bits (40..55): a code/data DPL goes through HOST_RING."""
+    if attr & 0x10:
+        return (attr & ~(3 << 5)) | (HOST_RING[(attr >> 5) & 3] << 5)
     return attr
 
 
 def decompress_attr(attr: int) -> int:
-    if attr & 0x10 and (attr >> 5) & 3 == 1:
-        return attr & ~(3 << 5)
+    if attr & 0x10:
+        return (attr & ~(3 << 5)) | (GUEST_RING[(attr >> 5) & 3] << 5)
     return attr
+
+
+def guest_cpl(host_cpl: int, vcpu_cpl: int) -> int:
+    """The guest's CPL after it ran directly: the virtual CPU's, unless the host ring
+    says the guest changed rings meanwhile (only the standard CPU lets it do so
+    without a trap); host ring 2 is guest ring 1 or 2, kept as the virtual CPU had it
+    when that was one of the two."""
+    if HOST_RING[vcpu_cpl] == host_cpl:
+        return vcpu_cpl
+    return GUEST_RING[host_cpl] if host_cpl != 2 else 1
 
 
 def truncate_limit(base: int, limit: int, attr: int) -> int:
@@ -98,7 +126,7 @@ def host_segment(base: int, limit: int, attr: int) -> tuple[int, int]:
 
 
 def compress_descriptor(d: int) -> int:
-    """A guest descriptor as the shadow GDT holds it: DPL 0 -> 1, limit truncated.
+    """A guest descriptor as the shadow GDT holds it: DPL compressed, limit truncated.
 
     A descriptor whose segment would reach the monitor window whatever its
     limit is copied *not present*: loading it on the host faults (#NP) and
@@ -112,8 +140,8 @@ def compress_descriptor(d: int) -> int:
     """
     if not (d >> 44) & 1:
         return d & ~(1 << 47)
-    if (d >> 45) & 3 == 0:                          # code/data of DPL 0
-        d |= 1 << 45
+    dpl = (d >> 45) & 3
+    d = (d & ~(3 << 45)) | (HOST_RING[dpl] << 45)   # code/data: the DPL ring-compressed
     from ..machine.cpu.descriptors import d_attr, d_base
     base, limit, attr = d_base(d), d_limit(d), d_attr(d)
     if reaches_window(base, limit, attr):

@@ -41,7 +41,7 @@ from ...machine.cpu.exits import (
 from ..dispatcher import Dispatcher
 from ..interpreter import SystemState, interpret, pull, push
 from ..monitor import Host, Monitor, RunOptions, register
-from ..shadow_descriptors import ShadowDescriptors
+from ..shadow_descriptors import ShadowDescriptors, guest_cpl
 from ..shadow_paging import DEFAULT_CACHE_SIZE, FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
 from .base import TechniqueResult
@@ -212,7 +212,7 @@ class TrapEmulate(Monitor):
         host, vcpu, costs = self.host, self.vm.vcpu, self.costs
         vector, error_code, kind = exit.vector, exit.error_code, exit.kind
         if kind == "exception" and vector == PF_VEC:
-            vcpu.set_cpl(0 if host.cpl == 1 else host.cpl)
+            vcpu.set_cpl(guest_cpl(host.cpl, vcpu.cpl))
             lin = host.cr2
             write = bool(error_code & 2)
             outcome = self.shadow.handle_fault(lin, write)
