@@ -182,7 +182,6 @@ BAD_COMMAND_LINES = [
     (TE + ("--raw-load", "100000"), "--raw-load: --technique trap-emulate"),
     (EM + ("--shadow-cache", "2"), "--shadow-cache: --technique emulate does not support it"),
     (EM + ("--trace", "{file}"), "--trace: --technique emulate does not support it"),
-    (EM + ("--cpu", "strict"), "--cpu strict: --technique emulate"),
     (KVM + ("--technique", "emulate"), "--technique: applies to the simulated PC"),
     (KVM + ("--max-instructions", "5"), "--max-instructions: KVM does not count"),
     (KVM + ("--raw-load", "100000"), "--raw-load: --accel kvm"),

@@ -101,9 +101,8 @@ def check_technique_run(args, given: dict) -> None:
     opts = technique_options(args, args.kernel, trace_file=True if given["--trace"] else None)
     for flag in cls.unsupported(opts):
         o.refuse(flag, f"--technique {cls.name} does not support it")
-    if args.cpu == "strict" and not cls.uses_host:
-        o.refuse("--cpu strict", f"--technique {cls.name} runs no guest code on a host CPU: "
-                                 "the host CPU variant does not apply")
+    if args.cpu == "strict" and not cls.strict_cpu:
+        o.refuse("--cpu strict", f"--technique {cls.name} cannot present the strict CPU")
 
 
 def check_run(args) -> None:

@@ -82,6 +82,7 @@ class Monitor:
     honours: ClassVar[frozenset] = frozenset()  # which RunOptions.OPTIONAL it supports
     time_sliced: ClassVar[bool] = True        # can run as one VM of `trapvisor vms`
     uses_host: ClassVar[bool] = False         # runs the guest on a simulated host CPU
+    strict_cpu: ClassVar[bool] = True         # can present the strict CPU variant (--cpu strict)
 
     def __init__(self, options: RunOptions, host: Host | None = None):
         self.options = options

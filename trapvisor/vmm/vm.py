@@ -62,7 +62,9 @@ class VmClock(VirtualClock):
 
 class VM:
     def __init__(self, allocator: Allocator, memory_bytes: int, *, name: str = "vm0",
-                 serial_out=None, disk=None):
+                 serial_out=None, disk=None, strict: bool = False):
+        """``strict``: the machine the VM presents has the strict CPU (every sensitive
+        instruction traps at CPL > 0), as the host it runs on (docs/vmm.md)."""
         self.name = name
         self.partition: Partition = allocator.allocate_partition(memory_bytes)
         self.memory = allocator.guest_memory(self.partition)
@@ -74,7 +76,8 @@ class VM:
         self.board = b = build_board(self.memory, self.clock, serial_out=out, disk=disk,
                                      on_exit=self._on_exit, on_reset=self._on_reset)
         self.io_bus, self.mmio_bus, self.irq, self.devices = b.io_bus, b.mmio_bus, b.irq, b.devices
-        self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock)
+        self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock,
+                        strict=strict)
         self.exit_code: int | None = None
         self.stop: MachineStop | None = None
 

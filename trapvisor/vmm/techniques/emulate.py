@@ -31,7 +31,7 @@ class Emulate(Monitor):
             host = Host([options.memory_bytes])
         self.allocator = host.allocator
         self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk)
+                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
         vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
         vm.instructions = self.instructions
         self.stop: MachineStop | None = None
@@ -70,10 +70,10 @@ class Emulate(Monitor):
         if stop is not None and stop.reason == "halted forever" and vm.clock.idle_stop:
             stop = MachineStop(stop.reason, vm.clock.idle_stop)   # the VM clock's idle watchdog
         reason = stop.reason if stop else (None if vm.exit_code is not None else "instruction limit")
-        # The emulator's CPU is its own software model of a standard IA-32: --cpu
-        # strict (a property of host hardware) does not apply to it.
+        # The emulator's CPU models the machine the VM presents: the strict CPU
+        # with --cpu strict, as every technique (docs/vmm.md).
         return TechniqueResult(
-            "emulate", "standard", vm.output, vm.exit_code, reason,
+            "emulate", "strict" if self.strict else "standard", vm.output, vm.exit_code, reason,
             stop.detail if stop else "", vcpu.icount, 0,
             vcpu.icount * self.costs.emulated_instruction, self.seconds, EventLog(),
             steps=vcpu.steps())

@@ -35,6 +35,7 @@ class Kvm(Monitor):
     summary = "the host's /dev/kvm with trapvisor's device models (VT-x/AMD-V, or a software KVM, said so)"
     honours = frozenset({"modules", "disk"})
     time_sliced = False
+    strict_cpu = False     # the guest runs on the host's own processor
 
     def __init__(self, options: RunOptions, host=None):
         super().__init__(options, host)
