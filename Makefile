@@ -53,7 +53,7 @@ test: guests
 # four times as many for the unicorn oracle; failures are kept in .hypothesis/.
 fuzz: guests
 	TRAPVISOR_FUZZ=1 TRAPVISOR_ORACLE_EXAMPLES=4 $(PY) -m pytest -n 2 --dist loadfile \
-	  tests/machine/cpu/test_integer_vs_unicorn.py tests/machine/cpu/test_blockgen.py tests/system/test_hypothesis.py tests/machine/devices
+	  tests/machine/cpu/test_integer_vs_unicorn.py tests/machine/cpu/test_blockgen.py tests/system/test_hypothesis.py tests/machine/devices tests/vmm/test_random_kernels.py
 
 bench: guests
 	$(PY) benchmarks/run_all.py

@@ -148,8 +148,17 @@ def compress_descriptor(d: int) -> int:
         return d & ~(1 << 47)
     new = truncate_limit(base, limit, attr)
     if new != limit:
-        g = (new >> 12) if attr & 0x8000 else new   # back to the descriptor's granularity
-        d = (d & ~0xFFFF & ~(0xF << 48)) | (g & 0xFFFF) | (((g >> 16) & 0xF) << 48)
+        # Back to the descriptor's granularity, rounding *down*: with G=1 the limit is
+        # (field << 12) | 0xFFF (SDM Vol. 3A §3.4.5), which rounds a truncated limit up
+        # into the window unless the field is taken one page lower.
+        if attr & 0x8000:
+            if new >= 0xFFF:
+                field = (new - 0xFFF) >> 12
+            else:                        # less than a page: byte granularity instead
+                field, d = new, d & ~(1 << 55)
+        else:
+            field = new
+        d = (d & ~0xFFFF & ~(0xF << 48)) | (field & 0xFFFF) | (((field >> 16) & 0xF) << 48)
     return d
 
 

@@ -783,19 +783,23 @@ class CPU:
                                        and self.intc.interrupt_pending()) else self.icount + 1
             try:
                 blk = self.fetch_block()
-                gen = blk.gen if tier else None
-                if gen is None and tier and blk.hits >= 0:
+                # The budget is exact: a block it ends inside runs only as far as it allows
+                # (closures), and generated code is given an end it cannot pass.
+                room = end - self.icount
+                gen = blk.gen if tier and blk.n <= room else None
+                if gen is None and tier and blk.hits >= 0 and blk.n <= room:
                     blk.hits += 1
                     if blk.hits >= _blockgen().HOT:
                         gen = self._compile_block(blk)
                 if gen is not None:
-                    nxt = gen(lim)
+                    nxt = gen(min(lim, end - blk.n + 1))
                     # A generated block may return its successor (chaining, see blockgen):
                     # run it directly while the budget lasts.
-                    while nxt.__class__ is Block and self.icount < lim and nxt.gen is not None:
+                    while nxt.__class__ is Block and self.icount < lim and nxt.gen is not None \
+                            and self.icount + nxt.n <= end:
                         blk = nxt
                         gen = blk.gen
-                        nxt = gen(lim)
+                        nxt = gen(min(lim, end - blk.n + 1))
                     if nxt is False:         # not in the context it was generated for
                         gen = blk.gen = None
                         blk.regens += 1
@@ -805,11 +809,19 @@ class CPU:
                         observe(blk)
                     # One at a time, so that an instruction that reads the clock (IN, OUT,
                     # RDTSC, MMIO) sees exactly the instructions retired before it.
-                    for ip, fn in blk.ops:
-                        fn()
-                        self.icount += 1
-                    if blk.fallthrough is not None:
-                        self.eip = blk.fallthrough
+                    if blk.n <= room:
+                        for ip, fn in blk.ops:
+                            fn()
+                            self.icount += 1
+                        if blk.fallthrough is not None:
+                            self.eip = blk.fallthrough
+                    else:
+                        # Only the first ``room`` instructions: none of them is the block's
+                        # control transfer (that is always its last), so EIP is the next one's.
+                        for ip, fn in blk.ops[:room]:
+                            fn()
+                            self.icount += 1
+                        self.eip = blk.ops[room][0]
             except CpuFault as fault:
                 if gen is not None:
                     # The generated function stored the state of the faulting instruction.
