@@ -6,7 +6,7 @@ from functools import lru_cache
 from trapvisor.theory import registry
 from trapvisor.theory.adapter import Bounds
 from trapvisor.theory.classifier import classify
-from trapvisor.theory.machine import Machine, Mode
+from trapvisor.theory.formal_machine import Machine, Mode
 
 #: Small enough to keep the suite fast; every bundled verdict is reached here.
 SMALL = Bounds(q=3, values=(0, 1))

@@ -9,7 +9,7 @@ the witnesses go wrong.
 from trapvisor.theory.adapter import Bounds, FormalAdapter
 from trapvisor.theory.classifier import classify
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
 from .helpers import (
     SMALL, assert_behavior_witness, assert_control_witness, assert_not_privileged_witness,
@@ -80,7 +80,7 @@ def test_privileged_holds_vacuously_when_every_pair_memory_traps():
 
 def test_an_instruction_that_traps_in_both_modes_is_not_privileged():
     def always(c):
-        from trapvisor.theory.machine import PrivilegeTrap
+        from trapvisor.theory.formal_machine import PrivilegeTrap
         raise PrivilegeTrap("always")
 
     x = one_instruction_isa("SVC", always)

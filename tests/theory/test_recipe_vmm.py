@@ -7,7 +7,7 @@ from trapvisor.theory.experiments import (
     GuestImage, bare_run, build_stack, equivalence, find_divergence, run_virtualized, two_vms,
 )
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Machine, Mode, PSW, Reloc
+from trapvisor.theory.formal_machine import Machine, Mode, PSW, Reloc
 from trapvisor.theory.recipe_vmm import BareHardware, RecipeVMM
 from trapvisor.theory.cli import PROGRAMS_DIR
 

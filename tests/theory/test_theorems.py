@@ -4,7 +4,7 @@ import pytest
 
 from trapvisor.theory.classifier import classify
 from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 from trapvisor.theory.theorems import THEOREM_1, THEOREM_2, THEOREM_3, check_theorems
 
 from .helpers import (
@@ -97,7 +97,7 @@ def test_planting_a_sensitive_unprivileged_instruction_flips_theorem_1_with_a_wi
 
 
 def test_planting_a_control_sensitive_instruction_in_user_mode_flips_both_theorems():
-    from trapvisor.theory.machine import Reloc
+    from trapvisor.theory.formal_machine import Reloc
 
     def grow(c, a):  # any mode: widen R without trapping
         c.R = Reloc(c.R.l, c.R.b + 1)

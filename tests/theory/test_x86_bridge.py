@@ -24,7 +24,7 @@ from trapvisor.theory.bridges import x86_report
 from trapvisor.theory.bridges.x86 import X86Adapter
 from trapvisor.theory.bridges.x86_forms import forms, skipped
 from trapvisor.theory.cli import main
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
 # Robin and Irvine (2000): 17 instructions, 18 mnemonics
 # (../shared/reference/virtualization.md section 2).

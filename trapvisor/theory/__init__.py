@@ -4,7 +4,7 @@ Popek & Goldberg, "Formal Requirements for Virtualizable Third Generation
 Architectures", CACM 17(7):412-421, 1974.  One module a concept:
 
 =================  ==========================================================
-``machine``        the formal machine: S = (E, M, P, R), relocation, traps
+``formal_machine`` the formal machine: S = (E, M, P, R), relocation, traps
 ``isa``            defining an ISA in a few lines; the assembler
 ``isas/``          bundled ISAs, one per kind of (non-)virtualizability
 ``adapter``        the questions the definitions ask a machine (plug-in point)
@@ -21,6 +21,6 @@ This package imports nothing from the rest of trapvisor.
 
 from trapvisor.theory.errors import TheoryError
 from trapvisor.theory.isa import ISA, Instance, Program
-from trapvisor.theory.machine import PSW, Machine, Mode, Reloc, State
+from trapvisor.theory.formal_machine import PSW, Machine, Mode, Reloc, State
 
 __all__ = ["ISA", "Instance", "Machine", "Mode", "PSW", "Program", "Reloc", "State", "TheoryError"]

@@ -27,7 +27,7 @@ from itertools import product
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
 from trapvisor.theory.isa import ISA, Instance, Instruction
-from trapvisor.theory.machine import PSW, Execution, Machine, Mode, Reloc, State, TrapKind
+from trapvisor.theory.formal_machine import PSW, Execution, Machine, Mode, Reloc, State, TrapKind
 
 
 class Outcome:

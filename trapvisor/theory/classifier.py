@@ -51,7 +51,7 @@ from typing import Any
 
 from trapvisor.theory.adapter import Bounds, FormalAdapter, ISAAdapter, Outcome
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
 S, U = Mode.S, Mode.U
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from trapvisor.theory.isa import ISA, Instance, Program
-from trapvisor.theory.machine import PSW, Machine, Mode, Reloc, State
+from trapvisor.theory.formal_machine import PSW, Machine, Mode, Reloc, State
 from trapvisor.theory.recipe_vmm import CP_WORDS, BareHardware, RecipeVMM, Violation, _align, bare_hardware_for
 
 S, U = Mode.S, Mode.U

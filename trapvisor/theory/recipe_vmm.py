@@ -60,7 +60,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import PSW, Execution, Machine, MemoryTrap, Mode, Reloc, State
+from trapvisor.theory.formal_machine import PSW, Execution, Machine, MemoryTrap, Mode, Reloc, State
 
 S, U = Mode.S, Mode.U
 

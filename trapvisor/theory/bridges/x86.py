@@ -101,7 +101,7 @@ from trapvisor.theory.bridges.x86_forms import Encoding, Form, forms
 from trapvisor.theory.bridges.x86_state import (
     Machine, Snapshot, X86State, random_state, relocate, trap_text,
 )
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 from trapvisor.machine.cpu.constants import AC_VEC, PF_VEC, SS_VEC
 
 #: Exceptions that are memory traps whatever the mode (address translation,
