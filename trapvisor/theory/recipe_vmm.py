@@ -1,6 +1,6 @@
 """A virtual machine monitor built by Popek & Goldberg's recipe.
 
-Popek & Goldberg 1974 (CACM 17(7)), "the monitor": a control program
+Popek & Goldberg 1974 (CACM 17(7), section 3, virtual machine monitors): a control program
 CP = <D, A, {v_i}> in which
 
 * the **dispatcher** D sits at the trap location -- the hardware's new PSW in
@@ -249,11 +249,16 @@ class Allocator:
         self.changes = 0
 
     def partition(self, size: int) -> tuple[int, int]:
-        size = _align(size, self.alignment)
+        """(base, size) of a new partition: ``size`` words at an aligned base.
+
+        The words up to the next aligned base stay unused (and outside the
+        VM: its bound is clipped at ``size``), so a VM sees exactly the
+        storage of the bare machine it stands for.
+        """
         base = self.next_free
         if base + size > self.q:
             raise ValueError(f"no room for a {size}-word VM in {self.q} words")
-        self.next_free = base + size
+        self.next_free = _align(base + size, self.alignment)
         return base, size
 
     def assign(self, vm: VM, vR: Reloc) -> None:

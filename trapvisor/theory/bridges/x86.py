@@ -84,7 +84,7 @@ selectors, window bytes through the state's own R, port writes) differ:
 sensitive for the s/u twins.
 
 Instruction forms are enumerated, not listed (``x86_forms.py``); states are
-sampled (``x86_state.py``) through hypothesis with a fixed seed, so a run is
+sampled (``x86_state.py``) from a seeded random stream per form, so a run is
 reproducible; the privilege profile, the grouping by mnemonic and the
 comparison with Robin and Irvine are in ``x86_report.py``.
 """
@@ -104,11 +104,15 @@ from trapvisor.theory.bridges.x86_state import (
 from trapvisor.theory.formal_machine import Mode
 from trapvisor.machine.cpu.constants import AC_VEC, PF_VEC, SS_VEC
 
+IOPL_BITS, IF_BIT = 0x3000, 0x200
+
 #: Exceptions that are memory traps whatever the mode (address translation,
 #: stack-segment bounds, alignment).
 MEMORY_VECTORS = frozenset({PF_VEC, SS_VEC, AC_VEC})
 
-DEFAULT_SAMPLES = 30
+DEFAULT_SAMPLES = 16
+STATE_POOL = 2048
+_POOL: dict[int, X86State] = {}
 
 
 class _Bounded(OrderedDict):
@@ -129,22 +133,36 @@ class X86Adapter(ISAAdapter):
     """Answers the classifier's questions with the simulated IA-32 CPU (module docstring)."""
 
     supports_exhaustive = False
+    keep_details = False        # witnesses hold 16 KiB windows; the report keeps one per form
     default_samples = DEFAULT_SAMPLES
 
     def __init__(self, strict: bool = False, form_filter=None, *, user_iopl: int | None = 0,
-                 software_interrupts_trap: bool = True):
+                 software_interrupts_trap: bool = True, user_cpl: int = 3, popf_if: str = "behaviour"):
         """``strict``: the CPU variant in which sensitive instructions trap outside ring 0.
 
-        The two readings the mapping chooses between (module docstring) are
-        options, so that the alternatives can be run and compared:
-        ``user_iopl=None`` treats IOPL as ordinary state (u keeps the sampled
-        IOPL) instead of part of M; ``software_interrupts_trap=False`` lets INT
-        n, INT3 and INTO go through the IDT as gate transfers instead of
-        counting them as the trap sequence.
+        The readings the mapping chooses between (module docstring, and
+        ``READINGS``) are options, so that the alternatives can be run and
+        compared: ``user_iopl=None`` treats IOPL as ordinary state (u keeps
+        the sampled IOPL) instead of part of M; ``software_interrupts_trap=
+        False`` lets INT n, INT3 and INTO go through the IDT as gate transfers
+        instead of counting them as the trap sequence; ``user_cpl`` is the
+        CPL of the user-mode twin (3, or 1 or 2 as a monitor running a guest
+        kernel deprivileged might); ``popf_if`` says where EFLAGS.IF belongs:
+        "behaviour" -- with the storage E, so POPF's silent IF at CPL 3 is a
+        difference in results (mode sensitivity) -- or "control" -- with M,
+        so only a change of IF counts (control sensitivity).
         """
+        if user_cpl not in (1, 2, 3):
+            raise ValueError("user_cpl must be 1, 2 or 3")
+        if popf_if not in ("behaviour", "control"):
+            raise ValueError("popf_if must be 'behaviour' or 'control'")
         self.strict = strict
         self.user_iopl = user_iopl
         self.software_interrupts_trap = software_interrupts_trap
+        self.user_cpl = user_cpl
+        self.popf_if = popf_if
+        self._if_visible = popf_if == "behaviour"
+        self._key_mask = ~(IOPL_BITS if self._if_visible else IOPL_BITS | IF_BIT)
         self.name = "x86-strict" if strict else "x86"
         self.description = (
             "IA-32, the simulated PC's CPU" + (", strict variant (sensitive instructions trap outside ring 0)"
@@ -160,6 +178,12 @@ class X86Adapter(ISAAdapter):
         self.ran_in_s: dict[int, list] = {}
         self._keep: dict[int, random.Random] = {}   # per form, so the choice does not depend on other forms
 
+    @property
+    def options(self) -> dict:
+        """The readings this adapter runs with, as ``X86Adapter(**options)`` takes them."""
+        return {"user_iopl": self.user_iopl, "software_interrupts_trap": self.software_interrupts_trap,
+                "user_cpl": self.user_cpl, "popf_if": self.popf_if}
+
     # -- instructions -----------------------------------------------------
     def opcodes(self):
         return list(self.forms)
@@ -174,31 +198,39 @@ class X86Adapter(ISAAdapter):
     def instances(self, form, bounds):
         return list(form.encodings)
 
-    def instance_strategy(self, form: Form):
-        from hypothesis import strategies as st
-
-        return st.sampled_from(form.encodings)
+    def sample_instance(self, form: Form, rng) -> Encoding:
+        return rng.choice(form.encodings)
 
     # -- states -----------------------------------------------------------
-    def state_strategy(self):
-        """States drawn through hypothesis as one 64-bit seed each (cheap to draw, replayable)."""
-        from hypothesis import strategies as st
+    def sample_state(self, rng) -> X86State:
+        """A whole machine state, drawn from a pool of ``STATE_POOL`` (``x86_state.random_state``).
 
-        return st.builds(lambda seed: random_state(random.Random(seed)), st.integers(0, 2**64 - 1))
+        Building a state costs more than running an instruction on it, so the
+        states are made once per process, each from its own seed, and every
+        form draws its samples from the same pool with its own stream.
+        """
+        k = rng.randrange(STATE_POOL)
+        st = _POOL.get(k)
+        if st is None:
+            st = _POOL[k] = random_state(random.Random(f"x86 state {k}"))
+        return st
 
     def run(self, instance: Encoding, state: X86State):
-        """One execution on the CPU (cached: the classifier's twins are run more than once)."""
+        """One execution on the CPU: (after, trap, stop).  Cached: the twins are asked about more than once."""
         key = (instance, state)
         r = self._runs.get(key)
         if r is None:
-            r = self.machine.run(state, instance.raw)
+            want_before = state not in self._resources
+            before, after, trap, stop = self.machine.run(state, instance.raw, before=want_before)
+            if want_before:
+                self._resources.put(state, before.resources())
+            r = (after, trap, stop)
             self.executions += 1
             self._runs.put(key, r)
         return r
 
     def execute(self, instance: Encoding, state: X86State) -> Outcome:
-        before, after, trap, stop = self.run(instance, state)
-        self._resources.put(state, before.resources())
+        after, trap, stop = self.run(instance, state)
         if stop is not None:
             return Outcome(state, after, f"machine stop ({stop})", True)
         if trap is None:
@@ -227,7 +259,7 @@ class X86Adapter(ISAAdapter):
         if kind == "exception" and vector in MEMORY_VECTORS:
             return True
         twin = self.with_mode(state, Mode.U if state.cpl == 0 else Mode.S)
-        _, _, twin_trap, twin_stop = self.run(instance, twin)
+        _, twin_trap, twin_stop = self.run(instance, twin)
         return twin_trap is not None or twin_stop is not None
 
     def mode(self, state: X86State) -> Mode:
@@ -236,37 +268,54 @@ class X86Adapter(ISAAdapter):
     def with_mode(self, state: X86State, mode: Mode) -> X86State:
         if mode == Mode.S:
             return state.with_privilege("s", 0, state.iopl_s)
-        return state.with_privilege("u", 3, state.iopl_s if self.user_iopl is None else self.user_iopl)
+        return state.with_privilege("u", self.user_cpl, state.iopl_s if self.user_iopl is None else self.user_iopl)
 
     def base(self, state: X86State) -> int:
         return state.tag
 
     def resources(self, state) -> Hashable:
         if isinstance(state, Snapshot):
-            return state.resources()
+            return state.resources(if_in_m=not self._if_visible)
         r = self._resources.get(state)
         if r is None:
             cpu = self.machine.load(state, b"\x90")
             r = self.machine.snapshot(cpu, state).resources()
             self._resources.put(state, r)
-        return r
+        return r if not self._if_visible else Snapshot.without_if(r)
+
+    def resources_after(self, outcome: Outcome) -> Hashable:
+        """After a trap, the trap sequence has run: the monitor has the CPU at CPL 0 (M = s).
+
+        The bridge takes the trap in the CPU's exception hook, before the IDT
+        delivery would change anything, so the recorded state is the one the
+        instruction trapped in; what the trap sequence does to M is added
+        here.  Nothing else of R is changed by it (the monitor's handler runs
+        with the same tables).
+        """
+        if outcome.trapped:
+            r = self.resources(outcome.before)
+            return (0,) + tuple(r[1:])
+        return self.resources(outcome.after)
 
     def view_key(self, state: X86State) -> Hashable:
-        return (state.regs, state.eip, state.eflags & ~0x3200, state.segs, state.data_hot, state.stack_hot)
+        return (state.regs, state.eip, state.eflags & self._key_mask, state.segs, state.data_hot, state.stack_hot)
 
     def observe(self, outcome: Outcome) -> Hashable:
-        return outcome.after.view()
+        """What the program sees of ``i(S)``; a trapped execution shows only that it trapped, and how."""
+        if outcome.trapped:
+            return ("trap", outcome.trap)
+        return outcome.after.view(if_visible=self._if_visible)
 
     def counterpart(self, state: X86State, x: int, mode: Mode) -> X86State | None:
         if state.tag:
             return None
         return relocate(state, x)
 
-    def classify_command(self, args, console) -> int:
-        """The theory CLI's ``classify`` for this bridge: the grouped table and the comparison."""
-        from trapvisor.theory.bridges.x86_report import command
+    def bridge_report(self, *, samples: int | None = None, seed: int = 0, names=None, workers=None):
+        """The whole run (``x86_report.run``) with this adapter's readings: what every command reads."""
+        from trapvisor.theory.bridges.x86_report import run
 
-        return command(args, console)
+        return run(strict=self.strict, samples=samples, seed=seed, names=names, workers=workers, **self.options)
 
     # -- presentation -----------------------------------------------------
     def describe(self, s) -> str:

@@ -223,16 +223,28 @@ class Snapshot:
     def iopl(self) -> int:
         return (self.eflags >> 12) & 3
 
-    def resources(self):
-        """M and R and the rest of the system state a program must not change by itself."""
-        return (self.cpl, self.eflags & (IOPL | IF), self.sel[CS], self.sel[SS], self.cache, self.gdtr,
+    def resources(self, if_in_m: bool = True):
+        """M and R and the rest of the system state a program must not change by itself.
+
+        IF is part of it unless ``if_in_m`` is False (the reading that puts
+        IF with the program-visible state, see ``X86Adapter``).
+        """
+        flags = self.eflags & (IOPL | IF) if if_in_m else self.eflags & IOPL
+        return (self.cpl, flags, self.sel[CS], self.sel[SS], self.cache, self.gdtr,
                 self.idtr, self.ldtr, self.tr, self.cr[0], self.cr[2], self.cr[3], self.msrs)
 
-    def view(self):
-        """What a program sees: registers, EIP, EFLAGS but IF and IOPL (part of M), the
-        data-segment selectors, the window's bytes and what it wrote to I/O ports."""
+    @staticmethod
+    def without_if(resources: tuple) -> tuple:
+        """``resources()`` with IF taken out of the flags."""
+        return (resources[0], resources[1] & IOPL) + tuple(resources[2:])
+
+    def view(self, if_visible: bool = False):
+        """What a program sees: registers, EIP, EFLAGS but IOPL (part of M) and, unless
+        ``if_visible``, IF, the data-segment selectors, the window's bytes and what it
+        wrote to I/O ports."""
         visible_sel = (self.sel[ES], self.sel[DS], self.sel[FS], self.sel[GS])
-        return (self.regs, self.eip, self.eflags & ~(IOPL | IF | RF), visible_sel, self.window, self.ports)
+        hidden = IOPL | RF | (0 if if_visible else IF)
+        return (self.regs, self.eip, self.eflags & ~hidden, visible_sel, self.window, self.ports)
 
 
 # ---------------------------------------------------------------------------
@@ -584,8 +596,8 @@ class Machine:
             (cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4), (cpu.sysenter_cs, cpu.sysenter_esp, cpu.sysenter_eip),
             bool(cpu.halted), bytes(self.mem.ram[p:p + WINDOW]), tuple(self.ports.log))
 
-    def run(self, st: X86State, raw: bytes) -> tuple[Snapshot, Snapshot, tuple | None, str | None]:
-        """Execute ``raw`` once on ``st``: (before, after, trap, stop).
+    def run(self, st: X86State, raw: bytes, before: bool = True) -> tuple[Snapshot | None, Snapshot, tuple | None, str | None]:
+        """Execute ``raw`` once on ``st``: (before, after, trap, stop); ``before`` is None unless asked for.
 
         ``trap`` is (vector, error code, kind) if the exception hook fired --
         the trap sequence, which the bridge takes before any IDT delivery --
@@ -593,7 +605,7 @@ class Machine:
         task switch, an unimplemented case): an execution outside the model.
         """
         cpu = self.load(st, raw)
-        before = self.snapshot(cpu, st)
+        before = self.snapshot(cpu, st) if before else None
         events = []
 
         def hook(cpu_, vector, error_code, kind):
