@@ -336,7 +336,7 @@ def classify(isa: ISA | ISAAdapter, *, bounds: Bounds | None = None, samples: in
         samples = samples or 500
         verdicts, n = _sampled(adapter, samples, seed)
         method, caveat = "sampled", SAMPLED_CAVEAT
-        scope = f"sampled: {samples} states per instruction (seed {seed})"
+        scope = f"{samples} sampled states per instruction (seed {seed})"
         if isinstance(adapter, FormalAdapter):
             scope += f", q={adapter.sample_q} words, any word values"
         scope_json = {"samples_per_instruction": samples, "seed": seed}

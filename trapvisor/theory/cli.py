@@ -3,44 +3,64 @@
 Sub-commands::
 
     trapvisor theory isas
-    trapvisor theory classify --isa NAME [--json] [--q N] [--values 0-3] [--samples N]
-    trapvisor theory theorems --isa NAME [--json] [--programs N]
+    trapvisor theory classify --isa NAME [--q N --values 0-3 | --samples N] [--format F]
+    trapvisor theory theorems --isa NAME [--q N --values V] [--program-q N --length L --steps S] [--programs N]
+    trapvisor theory explain  INSTRUCTION --isa NAME
+    trapvisor theory x86      --compare robin-irvine [--int-n trap|gate] [--popf-if behaviour|control]
+                              [--user-cpl 1|2|3] [--user-iopl 0|sampled]
     trapvisor theory run      --isa NAME PROGRAM [--vmm] [--hybrid] [--nested N] [--steps N]
-    trapvisor theory vmm      --isa NAME [--programs N] [--json]
+    trapvisor theory vmm      --isa NAME [--programs N]
+    trapvisor theory docs     [--check | --write]
 
-``NAME`` is a bundled ISA (``theory isas`` lists them), a plug-in such as
-``x86``, or a path to a Python file that defines an ISA.  ``PROGRAM`` is an
-assembly file or the name of a bundled program (``trapvisor/theory/programs``).
+``NAME`` is a bundled ISA (``theory isas`` lists them), a bridge (``x86``,
+``x86-strict``) or a path to a Python file that defines an ISA.  ``--format``
+is one of text (default), markdown, csv, json, latex; ``--json`` is short for
+``--format json``.
+
+Exit status: 0; 2 for bad input (one line on stderr, never a traceback); 3
+when ``theorems`` finds a contradiction between a theorem's condition and the
+monitor runs; 1 when ``docs --check`` finds a stale generated table.
 
 The project's top-level CLI wires this in with :func:`add_theory_parser`;
-:func:`main` runs it stand-alone.  Every handler returns an exit status, and
-bad input is reported as one line on stderr with status 2, never a traceback.
+:func:`main` runs it stand-alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
 
-from trapvisor.theory.adapter import Bounds, FormalAdapter, ISAAdapter
+from trapvisor.theory.adapter import Bounds, FormalAdapter
 from trapvisor.theory.errors import TheoryError
 from trapvisor.theory.isa import ISA
-
-
-def esc(x) -> str:
-    """Escape text for rich markup: states and docs are full of [brackets]."""
-    from rich.markup import escape
-
-    return escape(str(x))
+from trapvisor.theory.render import FORMATS, Table, render
 
 PROGRAMS_DIR = Path(__file__).parent / "programs"
 
+#: The x86 readings (``X86Adapter`` options): flag -> (values, default, what it decides).
+X86_READINGS = {
+    "--int-n": (("trap", "gate"), "trap",
+                "trap: INT n, INT3, INTO and INT1 are the x86 trap sequence itself (every execution traps, so INT n "
+                "is not counted); gate: they are gate transfers through the IDT, checked against the gate's DPL"),
+    "--popf-if": (("behaviour", "control"), "behaviour",
+                  "behaviour: EFLAGS.IF is program-visible state, so POPF's silent IF at CPL 3 is a difference in "
+                  "results (mode sensitivity); control: IF belongs to M, so only a change of IF counts (control "
+                  "sensitivity, from CPL 0 only)"),
+    "--user-cpl": (("3", "1", "2"), "3", "the CPL of the user-mode twin of every probe state (s is CPL 0)"),
+    "--user-iopl": (("0", "sampled"), "0",
+                    "0: IOPL is part of M and u has IOPL 0; sampled: IOPL is ordinary state and u keeps the sampled "
+                    "value"),
+}
 
-# ---------------------------------------------------------------------------
-# plumbing
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit status 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _console():
@@ -65,10 +85,24 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     return run
 
 
+def _fmt(args) -> str:
+    return "json" if getattr(args, "json", False) else args.format
+
+
+# ---------------------------------------------------------------------------
+# loading and checking options
+
+
 def _load(spec: str):
     from trapvisor.theory import registry
 
+    if not spec.strip():
+        raise TheoryError("--isa: give an ISA name or a path to a Python file")
     return registry.load(spec)
+
+
+def _is_bridge(loaded) -> bool:
+    return not isinstance(loaded, ISA) and not getattr(loaded, "supports_exhaustive", False)
 
 
 def _load_formal(spec: str, what: str) -> ISA:
@@ -78,26 +112,79 @@ def _load_formal(spec: str, what: str) -> ISA:
     return loaded
 
 
-def _bounds(args: argparse.Namespace) -> Bounds:
-    q = args.q
-    if not 2 <= q <= 5:
-        raise TheoryError("--q must be between 2 and 5 (the enumeration grows as values**q)")
-    text = args.values.strip()
+def _given(args, *names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+
+
+def _bounds(args, isa: ISA | None = None) -> Bounds:
+    q = Bounds.q if args.q is None else args.q
+    top = 5 if isa is None else min(5, isa.fmt.max_q)
+    if not 2 <= q <= top:
+        raise TheoryError(f"--q {q}: must be between 2 and {top} (the enumeration grows as values**q)")
+    text = "0-3" if args.values is None else args.values.strip()
     try:
-        if "-" in text:
+        if "-" in text[1:]:
             lo, hi = (int(x) for x in text.split("-", 1))
             values = tuple(range(lo, hi + 1))
         else:
             values = tuple(int(x) for x in text.split(","))
     except ValueError:
         raise TheoryError(f"--values {text!r}: give a range like 0-3 or a list like 0,1,5") from None
-    if not values or len(values) > 8 or min(values) < 0:
-        raise TheoryError("--values: between 1 and 8 non-negative word values")
+    if not values or len(values) > 8 or min(values) < 0 or len(set(values)) != len(values):
+        raise TheoryError(f"--values {text!r}: between 1 and 8 distinct non-negative word values")
+    if isa is not None and max(values) > isa.fmt.mask:
+        raise TheoryError(f"--values {text!r}: {max(values)} does not fit in a {isa.fmt.word_bits}-bit word")
     return Bounds(q=q, values=values)
 
 
-def _mark(flag: bool) -> str:
-    return "[green]yes[/]" if flag else "[dim]no[/]"
+def _samples(args) -> int | None:
+    if args.samples is not None and not 1 <= args.samples <= 100_000:
+        raise TheoryError(f"--samples {args.samples}: must be between 1 and 100000")
+    return args.samples
+
+
+def _readings(args, loaded) -> dict:
+    """The x86 reading options given, checked against the ISA (they apply to the x86 bridge only)."""
+    given = _given(args, "int_n", "popf_if", "user_cpl", "user_iopl")
+    if given and not hasattr(loaded, "bridge_report"):
+        raise TheoryError(f"{', '.join(given)}: only the x86 bridge has these readings, not --isa {args.isa}")
+    opts = {}
+    if args.int_n is not None:
+        opts["software_interrupts_trap"] = args.int_n == "trap"
+    if args.popf_if is not None:
+        opts["popf_if"] = args.popf_if
+    if args.user_cpl is not None:
+        opts["user_cpl"] = int(args.user_cpl)
+    if args.user_iopl is not None:
+        opts["user_iopl"] = None if args.user_iopl == "sampled" else 0
+    return opts
+
+
+def _bridge(loaded, args):
+    """The x86 bridge's report for these options (the one run every command reads)."""
+    opts = _readings(args, loaded)
+    bad = _given(args, "q", "values")
+    if bad:
+        raise TheoryError(f"{', '.join(bad)}: --isa {args.isa} is sampled, not enumerated; use --samples")
+    from trapvisor.theory.bridges.x86 import X86Adapter
+
+    adapter = X86Adapter(strict=loaded.strict, **{**loaded.options, **opts}) if opts else loaded
+    return adapter.bridge_report(samples=_samples(args), seed=args.seed)
+
+
+def _classification(args, loaded):
+    """Classify a formal ISA or a plug-in adapter (not the x86 bridge) by the options."""
+    from trapvisor.theory.classifier import classify
+
+    _readings(args, loaded)
+    adapter = FormalAdapter(loaded) if isinstance(loaded, ISA) else loaded
+    samples = _samples(args)
+    if samples is not None and _given(args, "q", "values"):
+        raise TheoryError("--samples and --q/--values exclude each other: sample, or enumerate within bounds")
+    if samples is None and not adapter.supports_exhaustive:
+        samples = getattr(adapter, "default_samples", 500)
+    bounds = _bounds(args, loaded if isinstance(loaded, ISA) else None) if samples is None else None
+    return classify(adapter, bounds=bounds, samples=samples, seed=args.seed)
 
 
 # ---------------------------------------------------------------------------
@@ -109,27 +196,16 @@ def cmd_isas(args: argparse.Namespace) -> int:
     """List the ISAs that --isa can name."""
     from trapvisor.theory import registry
 
+    t = Table("ISAs of the formal machine (Popek & Goldberg 1974), and bridges", ["name", "instructions",
+              "what it models", "summary"], align="lrll")
     rows = []
     for name, desc in registry.names():
-        models = ""
-        n = 0
-        if name in registry.BUNDLED:
-            isa = registry.load(name)
-            models, n = isa.models, len(isa.instructions)
-        rows.append({"name": name, "instructions": n, "models": models, "summary": desc})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from rich.table import Table
-
-    t = Table(title="ISAs of the formal machine (Popek & Goldberg 1974)", title_justify="left")
-    for col in ("name", "instr.", "what it models", "summary"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(esc(r["name"]), str(r["instructions"] or ""), esc(r["models"]), esc(r["summary"]))
-    con = _console()
-    con.print(t)
-    con.print("Also: --isa path/to/file.py for an ISA of your own (see trapvisor/theory/programs/toy_isa.py).")
+        isa = registry.load(name) if name in registry.BUNDLED else None
+        rows.append({"name": name, "instructions": len(isa.instructions) if isa else 0,
+                     "models": isa.models if isa else "", "summary": desc})
+        t.add(name, rows[-1]["instructions"] or "", rows[-1]["models"], desc)
+    t.notes.append("Also: --isa path/to/file.py for an ISA of your own (see trapvisor/theory/programs/toy_isa.py).")
+    render([t], _fmt(args), _console(), data=rows)
     return 0
 
 
@@ -140,148 +216,169 @@ def cmd_isas(args: argparse.Namespace) -> int:
 @_guard
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify every instruction of an ISA by Popek & Goldberg's definitions."""
-    from trapvisor.theory.classifier import classify
+    from trapvisor.theory.reports import classification_table, render_classification
 
     loaded = _load(args.isa)
-    command = getattr(loaded, "classify_command", None)
-    if command is not None:  # a bridge with its own report (trapvisor/theory/bridges/x86.py)
-        return command(args, _console())
-    adapter: ISAAdapter = FormalAdapter(loaded) if isinstance(loaded, ISA) else loaded
-    bounds = _bounds(args)
-    c = classify(adapter, bounds=bounds, samples=args.samples, seed=args.seed)
-    if args.json:
-        print(json.dumps(c.to_json(), indent=2))
-        return 0
-    render_classification(c, _console(), witnesses=not args.no_witnesses)
-    return 0
-
-
-def render_classification(c, con, witnesses: bool = True) -> None:
-    from rich.table import Table
-
-    a = c.adapter
-    con.print(f"[bold]ISA {esc(c.isa)}[/]  {esc(a.description)}")
-    con.print(f"[bold]{c.method}[/]: {esc(c.scope)}")
-    con.print(f"{c.executions} instruction executions, {c.seconds:.1f} s")
-    t = Table(show_lines=False)
-    for col in ("instruction", "privileged", "control\nsensitive", "location\nsensitive", "mode\nsensitive",
-                "user\nsensitive", "supervisor\nsensitive", "innocuous"):
-        t.add_column(col, justify="left" if col == "instruction" else "center")
-    sampled = c.method == "sampled"
-
-    def found(flag: bool) -> str:  # sampled: a 'no' is only "no witness found"
-        return "[dim]none found[/]" if sampled and not flag else _mark(flag)
-
-    for v in c.verdicts:
-        if sampled and v.privileged:
-            priv = "[green]not refuted[/]"
+    fmt = _fmt(args)
+    if hasattr(loaded, "bridge_report"):
+        report = _bridge(loaded, args)
+        if fmt == "text":
+            report.render(_console(), witnesses=not args.no_witnesses)
         else:
-            priv = _mark(v.privileged) + (" [dim](vacuous)[/]" if v.vacuous else "")
-        innocuous = "[green]no witness[/]" if sampled and v.innocuous else _mark(v.innocuous)
-        t.add_row(esc(v.name), priv, found(bool(v.control)), found(bool(v.location)), found(bool(v.mode)),
-                  found(bool(v.user)), found(bool(v.supervisor)), innocuous)
-    con.print(t)
-    if witnesses:
-        con.print("[bold]Witnesses[/] (S = (E, M, P, R); a 'yes' for privileged shows one of the pairs checked)")
-        for v in c.verdicts:
-            shown = [w for w in v.witnesses() if w.definition != "not privileged"]
-            if not shown:
-                continue
-            labels = []
-            for w in shown:
-                kinds = [w.definition]
-                if w is v.user:
-                    kinds.append("user sensitive")
-                if w is v.supervisor:
-                    kinds.append("supervisor sensitive")
-                labels.append((w, kinds))
-            con.print(f"[bold]{esc(v.name)}[/]  [dim]{esc(v.doc)}[/]")
-            for w, kinds in labels:
-                lines = w.lines(a)
-                extra = f" (pairs checked: {v.pairs})" if w.definition == "privileged" else ""
-                con.print(f"  [cyan]{' + '.join(kinds)}[/]{extra}: {esc(lines[0].split(' -- ', 1)[-1])}", soft_wrap=True)
-                for line in lines[1:]:
-                    con.print("  " + esc(line), soft_wrap=True)
-    con.print(f"[yellow]{esc(c.caveat)}[/]", soft_wrap=True)
+            render(report.tables() + [report.comparison_table(), report.notes_table()], fmt, data=report.to_json())
+        return 0
+    c = _classification(args, loaded)
+    if fmt == "text":
+        render_classification(c, _console(), witnesses=not args.no_witnesses)
+    else:
+        render([classification_table(c)], fmt, data=c.to_json())
+    return 0
 
 
 # ---------------------------------------------------------------------------
 # theory theorems
 
 
-@_guard
-def cmd_theorems(args: argparse.Namespace) -> int:
-    """Check Theorems 1, 2 and 3 for an ISA."""
-    from trapvisor.theory.theorems import check_theorems
-
-    loaded = _load(args.isa)
-    if not isinstance(loaded, ISA):
-        # A bridge to a real machine: the classification is sampled, and there
-        # is no recipe monitor to run on it.
-        from trapvisor.theory.classifier import classify
-
-        c = classify(loaded, samples=args.samples or getattr(loaded, "default_samples", 500), seed=args.seed)
-        report = check_theorems(_NoISA(loaded), classification=c, programs=0)
-    else:
-        report = check_theorems(loaded, bounds=_bounds(args), programs=args.programs, seed=args.seed)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-        return 0
-    render_theorems(report, _console())
-    return 0
-
-
 class _NoISA:
     """Stand-in for an ISA when a bridge is checked (no monitor runs)."""
 
-    def __init__(self, adapter: ISAAdapter):
+    def __init__(self, adapter):
         self.name = adapter.name
         self.notes: dict[str, str] = {}
 
 
-def render_theorems(report, con) -> None:
-    c = report.classification
-    con.print(f"[bold]ISA {esc(report.isa.name)}[/]")
-    con.print(f"classification: {c.method}, {esc(c.scope)}")
-    for t in report.theorems:
-        verdict = ("[green]condition holds[/]" if t.holds else "[red]condition fails[/]")
-        con.print()
-        con.print(f"[bold]Theorem {t.number}[/]  {t.condition}: {verdict}  =>  [bold]{t.conclusion}[/]")
-        con.print(f"  [dim]\"{t.statement}\"[/]  (Popek & Goldberg 1974, CACM 17(7))", soft_wrap=True)
-        con.print(f"  why: {esc(t.reason)}", soft_wrap=True)
-        for o in t.offenders:
-            con.print(f"  [red]offending instruction {esc(o.instruction)}[/]")
-            for line in o.sensitivity.lines(c.adapter):
-                con.print("    " + esc(line), soft_wrap=True)
-            if o.not_privileged:
-                for line in o.not_privileged.lines(c.adapter):
-                    con.print("    " + esc(line), soft_wrap=True)
-        for e in t.evidence:
-            _render_equivalence_line(e, con)
-            if e.first_failure and not t.holds:
-                con.print("    first divergence:")
-                for line in e.first_failure.lines(report.isa)[-6:]:
-                    con.print("    " + esc(line), soft_wrap=True)
-        if t.remark:
-            con.print(f"  [yellow]{esc(t.remark)}[/]", soft_wrap=True)
-    con.print()
-    con.print("[dim]Each condition is sufficient, not necessary: when it fails the theorem is silent, and the "
-              "monitor runs above are evidence, not proof.[/]", soft_wrap=True)
+def _program_bounds(args, isa: ISA):
+    from trapvisor.theory.program_sets import ProgramBounds
+
+    d = ProgramBounds()
+    values = d.values
+    if args.program_values is not None:
+        try:
+            values = tuple(int(x) for x in args.program_values.split(","))
+        except ValueError:
+            raise TheoryError(f"--program-values {args.program_values!r}: a list like 0,1") from None
+    pb = ProgramBounds(q=d.q if args.program_q is None else args.program_q,
+                       length=d.length if args.length is None else args.length, values=values,
+                       steps=d.steps if args.steps is None else args.steps)
+    pb.check(isa)
+    return pb
 
 
-def _render_equivalence_line(e, con) -> None:
-    what = {"full": "recipe VMM", "hybrid": "hybrid VMM"}[e.mode]
-    if e.nesting:
-        what += f" nested {e.nesting + 1} deep"
-    ok = e.equivalent and not e.violations
-    mark = "[green]ok[/]" if ok else "[red]broken[/]"
-    rc = "no resource-control violations" if not e.violations else f"resource control broken in {e.programs_with_violations} programs"
-    con.print(f"  evidence: {what}: equivalent on {e.passed}/{e.programs} random programs, {rc}, "
-              f"{e.efficiency:.0%} of guest instructions direct -- {mark}", soft_wrap=True)
+@_guard
+def cmd_theorems(args: argparse.Namespace) -> int:
+    """Check Theorems 1, 2 and 3; status 3 if a condition and the monitor runs contradict each other."""
+    from trapvisor.theory.reports import counterexample_tables, render_theorems, theorem_table
+    from trapvisor.theory.theorems import CONTRADICTION_EXIT, check_theorems
+
+    loaded = _load(args.isa)
+    if args.programs is not None and not 0 <= args.programs <= 10_000:
+        raise TheoryError(f"--programs {args.programs}: must be between 0 and 10000")
+    if not isinstance(loaded, ISA):
+        bad = _given(args, "program_q", "length", "program_values", "steps", "programs")
+        if bad:
+            raise TheoryError(f"{', '.join(bad)}: --isa {args.isa} is a bridge to a real machine; no monitor runs on it")
+        c = _bridge(loaded, args).classification if hasattr(loaded, "bridge_report") else _classification(args, loaded)
+        report = check_theorems(_NoISA(loaded), classification=c, evidence=False)
+    else:
+        c = _classification(args, loaded)
+        report = check_theorems(loaded, classification=c, program_bounds=_program_bounds(args, loaded),
+                                programs=50 if args.programs is None else args.programs, seed=args.seed)
+    fmt = _fmt(args)
+    if fmt == "text":
+        render_theorems(report, _console())
+    else:
+        render([theorem_table(report)] + counterexample_tables(report), fmt, data=report.to_json())
+    if report.contradictions:
+        names = ", ".join(f"Theorem {t.number}" for t in report.contradictions)
+        print(f"trapvisor theory: contradiction: {names}: the condition and the monitor runs disagree "
+              "(witness above)", file=sys.stderr)
+        return CONTRADICTION_EXIT
+    return 0
 
 
 # ---------------------------------------------------------------------------
-# theory run
+# theory explain
+
+
+@_guard
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why one instruction is classified as it is: every definition, with witnesses."""
+    import json
+
+    from trapvisor.theory.reports import explain_formal, explain_x86
+
+    loaded = _load(args.isa)
+    name = args.instruction.strip()
+    if hasattr(loaded, "bridge_report"):
+        report = _bridge(loaded, args)
+        item = report.find(name)
+        if item is None:
+            raise TheoryError(f"--isa {args.isa} has no instruction or form {name!r} "
+                              f"(instructions: {', '.join(g.name for g in report.groups[:12])}, ...)")
+        lines, data = explain_x86(report, item)
+    else:
+        if isinstance(loaded, ISA) and name.upper() not in loaded:
+            raise TheoryError(f"ISA {loaded.name} has no instruction {name!r} "
+                              f"(it has {', '.join(i.mnemonic for i in loaded.instructions)})")
+        c = _classification(args, loaded)
+        try:
+            v = c[name]
+        except KeyError:
+            raise TheoryError(f"ISA {c.isa} has no instruction {name!r}") from None
+        lines, data = explain_formal(c, v)
+    if _fmt(args) == "json":
+        print(json.dumps(data, indent=2))
+    elif _fmt(args) == "text":
+        con = _console()
+        for line in lines:
+            con.print(line, soft_wrap=True, markup=False, highlight=False)
+    else:
+        raise TheoryError(f"--format {_fmt(args)}: explain prints text or json")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# theory x86
+
+
+@_guard
+def cmd_x86(args: argparse.Namespace) -> int:
+    """The derived x86 table beside Robin and Irvine's, every difference explained."""
+    if args.compare != "robin-irvine":
+        raise TheoryError(f"--compare {args.compare!r}: the one comparison is robin-irvine")
+    loaded = _load(args.isa)
+    if not hasattr(loaded, "bridge_report"):
+        raise TheoryError(f"--isa {args.isa}: theory x86 compares the x86 bridge (x86 or x86-strict)")
+    report = _bridge(loaded, args)
+    t = report.comparison_table()
+    render([t], _fmt(args), _console(), data=[r.to_json() for r in report.comparison()])
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# theory docs
+
+
+@_guard
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Regenerate (--write) or check (--check, the default) the generated tables in docs/."""
+    from trapvisor.theory import docs
+
+    stale = docs.update(write=args.write)
+    if args.write:
+        print(f"{len(stale)} generated block(s) rewritten" if stale else "every generated block is current")
+        return 0
+    if stale:
+        for name in stale:
+            print(f"stale: {name}", file=sys.stderr)
+        print("trapvisor theory: docs are stale: run 'trapvisor theory docs --write'", file=sys.stderr)
+        return 1
+    print("every generated block is current")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# theory run / vmm
 
 
 def _find_program(spec: str) -> Path:
@@ -295,174 +392,38 @@ def _find_program(spec: str) -> Path:
     raise TheoryError(f"program {spec!r}: no such file and no bundled program of that name (bundled: {bundled})")
 
 
+def _nested(n: int) -> int:
+    if not 0 <= n <= 4:
+        raise TheoryError(f"--nested {n}: must be between 0 and 4")
+    return n
+
+
 @_guard
 def cmd_run(args: argparse.Namespace) -> int:
     """Assemble and run a program, bare or under the recipe-built monitor."""
-    from trapvisor.theory.experiments import GuestImage, find_divergence, run_virtualized
+    from trapvisor.theory.run_cmd import run_program
 
     isa = _load_formal(args.isa, "theory run")
+    if not 1 <= args.steps <= 100_000:
+        raise TheoryError(f"--steps {args.steps}: must be between 1 and 100000")
+    _nested(args.nested)
     path = _find_program(args.program)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise TheoryError(f"program {path}: cannot read it ({e})") from None
-    program = isa.assemble(text, source=path.name)
-    if args.steps < 1:
-        raise TheoryError("--steps must be at least 1")
-    if args.nested < 0:
-        raise TheoryError("--nested must be 0 or more")
-    vmm = args.vmm or args.hybrid or args.nested > 0
-    machine = program.machine()
-    final, trace = machine.run(program.initial_state(), args.steps)
-    out: dict = {"isa": isa.name, "program": str(path), "q": program.q, "start": str(program.start),
-                 "bare": {"steps": len(trace), "final": _state_json(final), "halted": _halted(trace)}}
-    guest = GuestImage.from_program(program)
-    run = div = None
-    if vmm:
-        try:
-            run = run_virtualized(isa, guest, args.steps, hybrid=args.hybrid, nesting=args.nested)
-        except ValueError as e:
-            raise TheoryError(f"cannot host this program: {e}") from None
-        div = None if run.final == final else find_divergence(isa, guest, args.steps, hybrid=args.hybrid, nesting=args.nested)
-        out["vmm"] = {
-            "monitor": "hybrid" if args.hybrid else "full", "nesting": args.nested,
-            "final": _state_json(run.final), "equivalent": run.final == final,
-            "guest_instructions": run.guest_steps, "executed_directly": run.direct,
-            "interpreted": dict(run.interpreted), "reflected_traps": dict(run.reflected),
-            "resource_violations": [str(v) for v in run.violations],
-            "divergence": div.to_json(isa) if div else None,
-        }
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return 0
-    con = _console()
-    _render_run(con, isa, program, path, trace, final, args)
-    if run is not None:
-        _render_vmm_run(con, isa, run, final, div, args)
-    return 0
-
-
-def _halted(trace) -> bool:
-    return bool(trace) and trace[-1].after == trace[-1].before
-
-
-def _state_json(s) -> dict:
-    return {"E": list(s.E), "M": str(s.M), "P": s.P, "R": [s.R.l, s.R.b]}
-
-
-def _render_run(con, isa, program, path, trace, final, args) -> None:
-    from rich.table import Table
-
-    con.print(f"[bold]{esc(path.name)}[/] on ISA [bold]{esc(isa.name)}[/]: bare machine of {program.q} words, "
-              f"start PSW {esc(program.start)}")
-    if not args.no_trace:
-        t = Table(title="bare run", title_justify="left")
-        for col in ("step", "M", "P", "R", "instruction", "effect"):
-            t.add_column(col)
-        shown = trace[:60]
-        for n, ex in enumerate(shown, 1):
-            b, a = ex.before, ex.after
-            name = str(ex.instance) if ex.instance else isa.disassemble(b.E[b.R.l + b.P]) if b.R.l + b.P < len(b.E) else "-"
-            if ex.trap:
-                effect = f"[red]{ex.trap} trap[/] -> old PSW in {esc('E[0]')}, new PSW {esc(a.psw)}"
-            else:
-                changes = [f"E[{i}]={y}" for i, (x, y) in enumerate(zip(b.E, a.E)) if x != y]
-                if (a.M, a.R) != (b.M, b.R):
-                    changes.append(f"M={a.M} R={a.R}")
-                if a == b:
-                    changes.append("fixed point: halted")
-                effect = esc(", ".join(changes))
-            t.add_row(str(n), str(b.M), str(b.P), esc(b.R), esc(name), effect)
-        con.print(t)
-        if len(trace) > len(shown):
-            con.print(f"... {len(trace) - len(shown)} more steps")
-    status = "halted (fixed point)" if _halted(trace) else f"stopped after {len(trace)} steps"
-    con.print(f"bare machine: {status}; final state {esc(final)}")
-
-
-def _render_vmm_run(con, isa, run, final, div, args) -> None:
-    kind = "hybrid VMM" if args.hybrid else "recipe VMM"
-    depth = f", {args.nested + 1} monitors deep" if args.nested else ""
-    con.print()
-    con.print(f"[bold]under the {kind}{depth}[/]: final virtual state {esc(run.final)}")
-    interp = ", ".join(f"{k} x{v}" for k, v in sorted(run.interpreted.items())) or "none"
-    refl = ", ".join(f"{k} x{v}" for k, v in sorted(run.reflected.items())) or "none"
-    share = run.direct / run.guest_steps if run.guest_steps else 0
-    con.print(f"  efficiency: {run.direct} of {run.guest_steps} guest instructions executed directly ({share:.0%}); "
-              f"interpreted: {esc(interp)}; traps reflected to the guest: {esc(refl)}")
-    if run.violations:
-        con.print(f"  [red]resource control: {len(run.violations)} violation(s)[/]")
-        for v in run.violations[:5]:
-            con.print(f"    {esc(v)}", soft_wrap=True)
-    else:
-        con.print("  resource control: the guest stayed inside its partition and never changed M or R itself")
-    if run.final == final:
-        con.print("  equivalence: [green]the guest's final state equals the bare run's[/]")
-    else:
-        con.print("  equivalence: [red]broken[/]")
-        if div:
-            for line in div.lines(isa)[len(div.guest.image) + 2:]:
-                con.print("    " + esc(line), soft_wrap=True)
-
-
-# ---------------------------------------------------------------------------
-# theory vmm
+    return run_program(isa, isa.assemble(text, source=path.name), path, args, _fmt(args), _console)
 
 
 @_guard
 def cmd_vmm(args: argparse.Namespace) -> int:
     """Measure the recipe-built monitor: equivalence, resource control, efficiency."""
-    from trapvisor.theory.experiments import equivalence, two_vms
+    from trapvisor.theory.run_cmd import measure_vmm
 
     isa = _load_formal(args.isa, "theory vmm")
-    if args.programs < 1:
-        raise TheoryError("--programs must be at least 1")
-    reports = [
-        equivalence(isa, args.programs, seed=args.seed),
-        equivalence(isa, args.programs, seed=args.seed, hybrid=True),
-        equivalence(isa, max(args.programs // 4, 1), seed=args.seed, nesting=args.nested),
-    ]
-    pair = two_vms(isa, max(args.programs // 4, 1), seed=args.seed + 1)
-    if args.json:
-        print(json.dumps({"runs": [r.to_json(isa) for r in reports],
-                          "two_vms": {"guests": pair.programs, "equivalent": pair.passed,
-                                      "resource_violations": pair.violations, "switches": pair.switches}},
-                         indent=2))
-        return 0
-    from rich.table import Table
-
-    con = _console()
-    con.print(f"[bold]Recipe-built monitor CP = <D, A, {{v_i}}> on ISA {esc(isa.name)}[/]  "
-              f"(random programs of 8 words, {reports[0].steps} instructions each, seed {args.seed})")
-    t = Table()
-    for col in ("monitor", "programs", "equivalent", "resource control", "direct", "interpreted (no trap)", "reflected traps"):
-        t.add_column(col)
-    for r in reports:
-        name = "hybrid" if r.mode == "hybrid" else "full"
-        if r.nesting:
-            name += f", {r.nesting + 1} deep"
-        interp = ", ".join(f"{k} {v}" for k, v in sorted(r.interpreted.items()))
-        refl = ", ".join(f"{k} {v}" for k, v in sorted(r.reflected.items()))
-        rc = "[green]held[/]" if not r.violations else f"[red]broken in {r.programs_with_violations}[/]"
-        eq = f"[green]{r.passed}/{r.programs}[/]" if r.equivalent else f"[red]{r.passed}/{r.programs}[/]"
-        t.add_row(name, str(r.programs), eq, rc, f"{r.efficiency:.0%}", esc(interp), esc(refl))
-    eq2 = f"{pair.passed}/{pair.programs}"
-    t.add_row("full, two VMs at once", str(pair.programs), f"[green]{eq2}[/]" if pair.passed == pair.programs else f"[red]{eq2}[/]",
-              "[green]held[/]" if not pair.violations else f"[red]{pair.violations} violations[/]", "", f"{pair.switches} switches", "")
-    con.print(t)
-    con.print("[dim]direct = share of guest instructions the real machine executed itself; the rest went through "
-              "the dispatcher (interpreted, or a trap the bare machine takes too, reflected to the guest).[/]", soft_wrap=True)
-    for r in reports:
-        if r.first_failure:
-            con.print(f"\n[bold red]equivalence breaks[/] ({r.mode} monitor{', nested' if r.nesting else ''}):")
-            for line in r.first_failure.lines(isa):
-                con.print("  " + esc(line), soft_wrap=True)
-            break
-    for r in reports:
-        if r.first_violation:
-            con.print(f"\n[bold red]resource control breaks[/] ({r.mode} monitor): {esc(r.first_violation)}", soft_wrap=True)
-            break
-    return 0
+    if not 1 <= args.programs <= 10_000:
+        raise TheoryError(f"--programs {args.programs}: must be between 1 and 10000")
+    return measure_vmm(isa, args, _nested(args.nested), _fmt(args), _console)
 
 
 # ---------------------------------------------------------------------------
@@ -471,59 +432,101 @@ def cmd_vmm(args: argparse.Namespace) -> int:
 
 def add_theory_parser(subparsers) -> None:
     """Add ``theory`` and its sub-commands to an argparse subparsers object."""
+    import types
+
     theory = subparsers.add_parser(
         "theory", help="the Popek-Goldberg theory as executable code",
         description="Popek & Goldberg 1974: formal machine, classifier, theorems, recipe-built VMM.")
-    sub = theory.add_subparsers(dest="theory_command", metavar="COMMAND")
+    theory.error = types.MethodType(_OneLineParser.error, theory)
+    sub = theory.add_subparsers(dest="theory_command", metavar="COMMAND", parser_class=_OneLineParser)
     sub.required = True
 
-    def isa_arg(p):
-        p.add_argument("--isa", required=True, metavar="NAME",
-                       help="bundled ISA name (see 'theory isas'), a plug-in (x86) or a path to a Python file")
+    def isa_arg(p, required=True):
+        p.add_argument("--isa", required=required, default=None if required else "x86", metavar="NAME",
+                       help="bundled ISA name (see 'theory isas'), a bridge (x86, x86-strict) or a Python file")
+
+    def fmt_arg(p, formats=FORMATS):
+        p.add_argument("--format", choices=formats, default="text", help="output format (default text)")
+        p.add_argument("--json", action="store_true", help="same as --format json")
 
     def bounds_args(p):
-        p.add_argument("--q", type=int, default=Bounds.q, help="storage size of the enumerated machine (default 3)")
-        p.add_argument("--values", default="0-3", help="word values enumerated in every word (default 0-3)")
-        p.add_argument("--seed", type=int, default=0, help="seed for random searches (default 0)")
+        p.add_argument("--q", type=int, default=None,
+                       help=f"storage size of the enumerated machine (default {Bounds.q})")
+        p.add_argument("--values", default=None, help="word values enumerated in every word (default 0-3)")
+        p.add_argument("--samples", type=int, default=None,
+                       help="sample N states per instruction instead of enumerating (bridges always sample)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the sampled search (default 0)")
+
+    def reading_args(p):
+        for flag, (choices, default, what) in X86_READINGS.items():
+            p.add_argument(flag, choices=choices, default=None, help=f"x86 only (default {default}): {what}")
 
     p = sub.add_parser("isas", help="list the ISAs")
-    p.add_argument("--json", action="store_true")
+    fmt_arg(p)
     p.set_defaults(func=cmd_isas)
 
     p = sub.add_parser("classify", help="classify instructions by the definitions")
     isa_arg(p)
     bounds_args(p)
-    p.add_argument("--samples", type=int, default=None,
-                   help="use a hypothesis search of N examples per instruction instead of enumeration")
+    reading_args(p)
     p.add_argument("--no-witnesses", action="store_true", help="only the table")
-    p.add_argument("--json", action="store_true")
+    fmt_arg(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("theorems", help="check Theorems 1, 2, 3")
+    p = sub.add_parser("theorems", help="check Theorems 1, 2, 3 against the monitor runs")
     isa_arg(p)
     bounds_args(p)
-    p.add_argument("--programs", type=int, default=100, help="random programs run under the monitors (default 100)")
-    p.add_argument("--samples", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true")
+    reading_args(p)
+    p.add_argument("--program-q", type=int, default=None, help="storage of the enumerated programs (default 4)")
+    p.add_argument("--length", type=int, default=None, help="instruction words per enumerated program (default 1)")
+    p.add_argument("--program-values", default=None, help="values of the other words, e.g. 0,1 (default 0,1)")
+    p.add_argument("--steps", type=int, default=None, help="steps each enumerated program runs (default 12)")
+    p.add_argument("--programs", type=int, default=None, help="random programs run besides them (default 50)")
+    fmt_arg(p)
     p.set_defaults(func=cmd_theorems)
+
+    p = sub.add_parser("explain", help="why an instruction is classified as it is, with witnesses")
+    p.add_argument("instruction", metavar="INSTRUCTION", help="a mnemonic (x86: an instruction or a form name)")
+    isa_arg(p)
+    bounds_args(p)
+    reading_args(p)
+    fmt_arg(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("x86", help="the derived x86 table beside Robin and Irvine's")
+    p.add_argument("--compare", default="robin-irvine", metavar="robin-irvine",
+                   help="what to compare with (robin-irvine)")
+    isa_arg(p, required=False)
+    p.add_argument("--samples", type=int, default=None, help="states per form (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(q=None, values=None)
+    reading_args(p)
+    fmt_arg(p)
+    p.set_defaults(func=cmd_x86)
+
+    p = sub.add_parser("docs", help="check or rewrite the tables in docs/ that these commands generate")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="exit 1 if a generated block is stale (default)")
+    g.add_argument("--write", action="store_true", help="rewrite the stale blocks")
+    p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("run", help="run a program, bare or under the recipe VMM")
     isa_arg(p)
     p.add_argument("program", metavar="PROGRAM", help="assembly file, or a bundled program name")
     p.add_argument("--vmm", action="store_true", help="also run it under the recipe-built monitor and compare")
     p.add_argument("--hybrid", action="store_true", help="use a hybrid monitor (implies --vmm)")
-    p.add_argument("--nested", type=int, default=0, metavar="N", help="run the monitor inside N more monitors (implies --vmm)")
+    p.add_argument("--nested", type=int, default=0, metavar="N", help="run the monitor inside N more monitors (0-4)")
     p.add_argument("--steps", type=int, default=200, help="instruction budget (default 200)")
     p.add_argument("--no-trace", action="store_true", help="do not print the step-by-step trace")
-    p.add_argument("--json", action="store_true")
+    fmt_arg(p, ("text", "json"))
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("vmm", help="measure the recipe VMM: equivalence, resource control, efficiency")
     isa_arg(p)
     p.add_argument("--programs", type=int, default=200, help="random programs (default 200)")
-    p.add_argument("--nested", type=int, default=2, metavar="N", help="extra monitor levels for the nested run (default 2)")
+    p.add_argument("--nested", type=int, default=2, metavar="N", help="extra monitor levels for the nested run (0-4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    fmt_arg(p)
     p.set_defaults(func=cmd_vmm)
 
 
@@ -535,8 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "theory":
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="trapvisor")
-    add_theory_parser(parser.add_subparsers(dest="command"))
+    parser = _OneLineParser(prog="trapvisor")
+    add_theory_parser(parser.add_subparsers(dest="command", parser_class=_OneLineParser))
     try:
         args = parser.parse_args(["theory", *argv])
     except SystemExit as e:  # argparse already printed its one-line usage error

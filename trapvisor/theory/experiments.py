@@ -210,6 +210,7 @@ class EquivalenceReport:
     program_set: str = "random programs"
     exhaustive: bool = False  # every program within a bound (else a sample)
     stopped: bool = False  # stopped at the first program that broke the monitor
+    total: int | None = None  # programs in the set (when it was not run to the end)
 
     @property
     def equivalent(self) -> bool:
@@ -233,6 +234,7 @@ class EquivalenceReport:
         return {
             "isa": self.isa, "monitor": self.mode, "nesting": self.nesting, "program_set": self.program_set,
             "exhaustive": self.exhaustive, "stopped_at_first_failure": self.stopped, "programs": self.programs,
+            "programs_in_set": self.total,
             "steps_per_program": self.steps, "equivalent": self.passed, "diverged": self.programs - self.passed,
             "guest_instructions": self.guest_steps, "executed_directly": self.direct,
             "efficiency": round(self.efficiency, 4), "interpreted": dict(self.interpreted),
@@ -246,7 +248,7 @@ class EquivalenceReport:
 
 def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STEPS, hybrid: bool = False,
                    nesting: int = 0, program_set: str = "programs", exhaustive: bool = False,
-                   stop_at_first: bool = False) -> EquivalenceReport:
+                   stop_at_first: bool = False, total: int | None = None) -> EquivalenceReport:
     """Run every program bare and under the monitor; compare the final states through the VM map.
 
     ``stop_at_first``: stop at the first program that diverges or breaks
@@ -283,7 +285,8 @@ def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STE
         stop_at_first = False
     return EquivalenceReport(isa.name, "hybrid" if hybrid else "full", nesting, n, steps, passed, gsteps, direct,
                              interpreted, reflected, nviol, nviol_prog, first, first_violation,
-                             time.perf_counter() - t0, failures, program_set, exhaustive, stop_at_first)
+                             time.perf_counter() - t0, failures, program_set, exhaustive, stop_at_first,
+                             n if total is None else total)
 
 
 def equivalence(isa: ISA, programs: int = 200, *, steps: int = STEPS, seed: int = 0, hybrid: bool = False,

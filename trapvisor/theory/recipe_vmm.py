@@ -59,6 +59,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from trapvisor.theory.errors import TheoryError
 from trapvisor.theory.isa import ISA
 from trapvisor.theory.formal_machine import PSW, Execution, Machine, MemoryTrap, Mode, Reloc, State
 
@@ -257,7 +258,7 @@ class Allocator:
         """
         base = self.next_free
         if base + size > self.q:
-            raise ValueError(f"no room for a {size}-word VM in {self.q} words")
+            raise TheoryError(f"no room for a {size}-word VM in {self.q} words")
         self.next_free = _align(base + size, self.alignment)
         return base, size
 
@@ -469,5 +470,6 @@ def bare_hardware_for(isa: ISA, guest_sizes: list[int], nesting: int = 0) -> Bar
     cp = _align(CP_WORDS, a)
     need = cp + sum(_align(s, a) for s in guest_sizes) + nesting * cp
     if need > isa.fmt.max_q:
-        raise ValueError(f"{need} words needed, the word format allows {isa.fmt.max_q}")
+        raise TheoryError(f"cannot host this: {need} words needed (partitions, nested monitors), "
+                          f"the word format of ISA {isa.name} allows {isa.fmt.max_q}")
     return BareHardware(isa, need)

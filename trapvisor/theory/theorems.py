@@ -203,8 +203,8 @@ def _evidence(isa: ISA, c: Classification, pb: ProgramBounds, random_n: int, see
     ``stop_at_first`` ends each set at the first program that breaks.
     """
     kw = dict(steps=pb.steps, hybrid=hybrid, nesting=nesting, stop_at_first=stop_at_first)
-    out = [check_programs(isa, bounded_programs(isa, pb), program_set=f"every program within the bound "
-                          f"({count(isa, pb)})", exhaustive=True, **kw)]
+    out = [check_programs(isa, bounded_programs(isa, pb), program_set="programs within the bound", exhaustive=True,
+                          total=count(isa, pb), **kw)]
     witnesses = witness_programs(isa, c, user=user)
     if witnesses:
         out.append(check_programs(isa, witnesses, program_set="programs replaying the offending witnesses", **kw))
@@ -215,10 +215,6 @@ def _evidence(isa: ISA, c: Classification, pb: ProgramBounds, random_n: int, see
     return out
 
 
-def count_text(e: EquivalenceReport) -> str:
-    return e.program_set.rsplit("(", 1)[-1].rstrip(")") if e.exhaustive else "the set"
-
-
 def _judge(t: TheoremVerdict, c: Classification, explanation: str) -> None:
     """Set ``t.status`` from the condition and the evidence; raise the alarm if they disagree."""
     if not t.evidence:
@@ -226,12 +222,13 @@ def _judge(t: TheoremVerdict, c: Classification, explanation: str) -> None:
         return
     broken = [e for e in t.evidence if not e.held]
     total = sum(e.programs for e in t.evidence)
+    sets = "; ".join(f"{e.programs} {e.program_set}" for e in t.evidence)
     exhaustive = c.method == "exhaustive" and any(e.exhaustive for e in t.evidence)
     monitor = t.evidence[0].monitor
     if t.holds and not broken:
         t.status = PROVEN if exhaustive else SAMPLED
         t.remark = (f"The {monitor} agreed with the bare machine, with resource control, on all {total} programs "
-                    "run: " + "; ".join(f"{e.programs} {e.program_set}" for e in t.evidence) + ".")
+                    f"run: {sets}.")
     elif t.holds:
         e = broken[0]
         what = (f"diverges from the bare machine on {e.programs - e.passed} of {e.programs} {e.program_set}"
@@ -246,7 +243,7 @@ def _judge(t: TheoremVerdict, c: Classification, explanation: str) -> None:
         t.status = REFUTED
         what = "diverges from the bare machine" if not e.equivalent else "breaks resource control"
         t.remark = (f"The {monitor} {what} on {e.program_set}: "
-                    + (f"program {e.programs} of {count_text(e)} is the first that does" if e.stopped else
+                    + (f"program {e.programs} of {e.total} is the first that does" if e.stopped else
                        f"{e.programs - e.passed} of {e.programs} programs") + ".")
     elif explanation:
         t.status = EXPLAINED
@@ -257,9 +254,9 @@ def _judge(t: TheoremVerdict, c: Classification, explanation: str) -> None:
         t.status = CONTRADICTION
         t.contradiction = (f"Theorem {t.number}'s condition fails ({o.instruction}: {o.sensitivity.definition}), "
                            f"yet no program tells the {monitor} from the bare machine: all {total} programs agree "
-                           "(" + "; ".join(f"{e.programs} {e.program_set}" for e in t.evidence) + "). Either the "
+                           f"({sets}). Either the "
                            "program bound is too small to show the flaw, or the condition is not necessary here; "
-                           "an ISA that knows why says so in isa.notes['hybrid' if Theorem 3 else 'full'].")
+                           "an ISA that knows why says so in " + ("isa.notes['hybrid']" if t.number == 3 else "isa.notes['full']") + ".")
 
 
 def check_theorems(

@@ -462,7 +462,7 @@ def run(*, strict: bool = False, samples: int | None = None, seed: int = 0, work
     seconds = time.perf_counter() - t0
     verdicts = [by_name[nm] for nm in all_names if nm in by_name]
     probe.forms = [f for f in forms() if f.name in by_name]
-    scope = f"sampled: {samples} states per form (seed {seed})"
+    scope = f"{samples} sampled states per form (seed {seed})"
     if again:
         scope += f"; {len(again)} unsettled forms searched again with {samples * escalate} (seed {seed + 1})"
     c = Classification(probe.name, "sampled", scope,
