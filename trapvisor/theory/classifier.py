@@ -187,7 +187,13 @@ def _verdict(adapter: ISAAdapter, opcode: Any, per_instance: list[tuple[Any, dic
     example = first(lambda f: f["privileged"].witness if f["privileged"].holds else None)
 
     def unpriv(defn):
-        return lambda f: None if f["privileged"].holds or not f[defn].holds else f[defn].witness
+        def get(f):
+            if f["privileged"].holds or not f[defn].holds:
+                return None
+            # a user-mode control witness says the most: the guest can do it
+            u = f["control sensitive (u)"]
+            return u.witness if u.holds else f[defn].witness
+        return get
 
     def unpriv_counter(defn):
         return lambda f: None if f["privileged"].holds or not f[defn].holds else f["privileged"].witness

@@ -375,8 +375,8 @@ def mode_sensitive(space: ExecutionSpace) -> Finding:
 def sensitive(space: ExecutionSpace) -> Finding:
     """Whether the instruction is sensitive: control sensitive or behaviour sensitive.
 
-    Popek & Goldberg 1974, section 2 (instruction behaviour): an instruction
-    is sensitive if it is control sensitive or behavior sensitive.
+    Popek & Goldberg 1974, section 2 (instruction behaviour): "an instruction
+    is sensitive if it is either control sensitive or behavior sensitive."
     """
     c = control_sensitive(space)
     return c if c.holds else behavior_sensitive(space)
@@ -385,8 +385,8 @@ def sensitive(space: ExecutionSpace) -> Finding:
 def innocuous(space: ExecutionSpace) -> Finding:
     """Whether the instruction is innocuous: not sensitive.
 
-    Popek & Goldberg 1974, section 2 (instruction behaviour): an instruction
-    that is not sensitive is innocuous.  The finding carries no witness: it
+    Popek & Goldberg 1974, section 2 (instruction behaviour): "an instruction
+    that is not sensitive is innocuous."  The finding carries no witness: it
     is the absence of one over the space.
     """
     s = sensitive(space)
@@ -412,9 +412,11 @@ def user_sensitive(space: ExecutionSpace) -> Finding:
 def supervisor_sensitive(space: ExecutionSpace) -> Finding:
     """Whether the instruction is supervisor sensitive: as user sensitive, from a state in mode s.
 
-    Popek & Goldberg 1974, the section on hybrid virtual machines: the
-    sensitive instructions that are not user sensitive are sensitive only
-    from supervisor-mode states (the PDP-10's JRST 1, return to user mode).
+    Popek & Goldberg 1974, the section on hybrid virtual machines: as for
+    user sensitivity, "there exists a state S = <E, s, P, R> for which i is
+    control sensitive or behavior sensitive"; an instruction sensitive only
+    from such states (the PDP-10's JRST 1, return to user mode) does not
+    stand in the way of a hybrid monitor.
     """
     c = control_sensitive(space, S)
     return c if c.holds else behavior_sensitive(space, S)

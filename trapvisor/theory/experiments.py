@@ -163,14 +163,22 @@ def _lost(cp: RecipeVMM, state: State) -> Violation:
     return Violation(f"monitor lost control: {cp.lost_control}", "-", state, state)
 
 
-def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
-    """Replay bare and virtualized runs in lock step; the first differing state, with both traces."""
+def lockstep(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False,
+             nesting: int = 0) -> tuple[Divergence | None, GuestRun]:
+    """Run the bare machine and the monitor one instruction at a time, comparing after each.
+
+    Equivalence is about behaviour, not only the final state: a difference
+    that a later trap overwrites (the trap stores the old PSW in E[0]) is
+    still a difference.  Returns the first differing step (None if there is
+    none) and the monitor's counts for the run.
+    """
     m = Machine(isa, len(guest.image))
     state = State(guest.image, guest.start.M, guest.start.P, guest.start.R)
     stack = build_stack(isa, [len(guest.image)], nesting=nesting, hybrid=hybrid)
     cp = stack.top
     vm = cp.create_vm(guest.image, guest.start)
     trace = []
+    div = None
     for n in range(1, steps + 1):
         ex = m.step(state)
         r = cp.run_vm(vm, 1)
@@ -182,11 +190,19 @@ def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = F
             name += f" [{ex.trap} trap]"
         trace.append((n, name, ex.after, got))
         if got != ex.after:
-            return Divergence(guest, n, name, state, ex.after, got, list(stack.bare.violations), trace)
+            div = Divergence(guest, n, name, state, ex.after, got, list(stack.bare.violations), trace)
+            break
         if ex.after == state:
             break
         state = ex.after
-    return None
+    run = GuestRun(cp.guest_state(vm), vm.guest_steps, stack.bare.direct, vm.interpreted, vm.reflected,
+                   stack.bare.violations)
+    return div, run
+
+
+def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
+    """Replay bare and virtualized runs in lock step; the first differing state, with both traces."""
+    return lockstep(isa, guest, steps, hybrid=hybrid, nesting=nesting)[0]
 
 
 @dataclass
@@ -249,7 +265,7 @@ class EquivalenceReport:
 def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STEPS, hybrid: bool = False,
                    nesting: int = 0, program_set: str = "programs", exhaustive: bool = False,
                    stop_at_first: bool = False, total: int | None = None) -> EquivalenceReport:
-    """Run every program bare and under the monitor; compare the final states through the VM map.
+    """Run every program bare and under the monitor, in lock step; compare every state through the VM map.
 
     ``stop_at_first``: stop at the first program that diverges or breaks
     resource control (``EquivalenceReport.stopped`` says so).
@@ -263,8 +279,7 @@ def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STE
     failures = []
     for k, guest in enumerate(programs):
         n += 1
-        bare, _ = bare_run(isa, guest, steps)
-        run = run_virtualized(isa, guest, steps, hybrid=hybrid, nesting=nesting)
+        div, run = lockstep(isa, guest, steps, hybrid=hybrid, nesting=nesting)
         gsteps += run.guest_steps
         direct += run.direct
         interpreted.update(run.interpreted)
@@ -273,12 +288,11 @@ def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STE
             nviol += len(run.violations)
             nviol_prog += 1
             first_violation = first_violation or run.violations[0]
-        if run.final == bare:
+        if div is None:
             passed += 1
         else:
             failures.append(k)
-            if first is None:
-                first = find_divergence(isa, guest, steps, hybrid=hybrid, nesting=nesting)
+            first = first or div
         if stop_at_first and (failures or nviol):
             break
     else:

@@ -37,6 +37,7 @@ from trapvisor.theory.isa import ISA, Instance, Program
 
 S, U = Mode.S, Mode.U
 CODE = 2  # programs start at absolute address 2, just past the PSW slots
+MAX_WITNESS_WORDS = 16
 
 
 @dataclass
@@ -167,9 +168,9 @@ def random_image(isa: ISA, rng: random.Random, size: int = 8, name: str = "rando
         else:
             E[i] = psw_word()
     # Half start as an operating system would (supervisor mode), half as a
-    # user program; one in four with R relocated or its bound short of the end.
+    # user program; half with R relocated or its bound short of the end.
     m = rng.choice((S, U))
-    if rng.random() < 0.75:
+    if rng.random() < 0.5:
         start = PSW(m, CODE, Reloc(0, size - 1))
     else:
         l = rng.randrange(CODE + 1)
@@ -200,6 +201,8 @@ def witness_programs(isa: ISA, classification, user: bool = False) -> list[Guest
             st = o.before
             if not hasattr(st, "E"):
                 return []
+            if len(st.E) > MAX_WITNESS_WORDS:
+                continue  # a sampled machine: too large to host beside the monitors
             E = list(st.E) + [0] * max(0, 4 - len(st.E))
             at = st.R.l + st.P
             text, _, rest = w.instance.partition(" ")

@@ -10,12 +10,17 @@ virtualized runs side by side.
 
 from __future__ import annotations
 
-from rich.markup import escape as esc
+from rich.markup import escape as _escape
 
 from trapvisor.theory.classifier import Classification, InstructionVerdict
 from trapvisor.theory.definitions import DEFINITIONS
 from trapvisor.theory.render import Table, text
 from trapvisor.theory.theorems import CONTRADICTION, EXPLAINED, PROVEN, REFUTED, SAMPLED, TheoremReport
+
+
+def esc(x) -> str:
+    """Escape text for rich markup: states and docs are full of [brackets]."""
+    return _escape(str(x))
 
 
 def _yn(flag: bool) -> str:

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 
-from rich.markup import escape as esc
+from rich.markup import escape as _escape
 
 from trapvisor.theory.render import Table, render
+
+
+def esc(x) -> str:
+    """Escape text for rich markup: states and docs are full of [brackets]."""
+    return _escape(str(x))
 
 
 def run_program(isa, program, path, args, fmt, console) -> int:

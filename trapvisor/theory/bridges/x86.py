@@ -315,7 +315,8 @@ class X86Adapter(ISAAdapter):
         """The whole run (``x86_report.run``) with this adapter's readings: what every command reads."""
         from trapvisor.theory.bridges.x86_report import run
 
-        return run(strict=self.strict, samples=samples, seed=seed, names=names, workers=workers, **self.options)
+        extra = {k: v for k, v in (("names", names), ("workers", workers)) if v is not None}
+        return run(strict=self.strict, samples=samples, seed=seed, **extra, **self.options)
 
     # -- presentation -----------------------------------------------------
     def describe(self, s) -> str:

@@ -106,6 +106,11 @@ DIFFERENCES: dict[str, Callable[[dict], str]] = {
                       "CLI runs and changes IF, so it is sensitive and not privileged. Robin and Irvine's list "
                       "matches the default reading, in which the user mode has IOPL 0 and CLI always traps there."),
     "STI": lambda o: DIFFERENCES["CLI"](o).replace("CLI", "STI"),
+    "PUSHF": lambda o: (
+        "With --user-iopl sampled, the two twins of a state have the same IOPL (and the same IF), so PUSHF pushes "
+        "the same image in both modes: what Robin and Irvine count -- the real IF and IOPL on the guest's stack -- "
+        "is a difference only when IOPL belongs to M, as in the default reading." if o.get("user_iopl", 0) is None
+        else "PUSHF pushes the same flags image in both modes in every sample; see the witnesses."),
 }
 
 # Instructions the question usually turns on: (what the note assumes, the note).

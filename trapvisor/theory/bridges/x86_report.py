@@ -366,9 +366,8 @@ class X86Report:
         if sbu:
             v = sbu[0]
             out.append(f"{g.name}: sensitive and unprivileged ({len(sbu)} of {len(g.forms)} forms, e.g. {v.name})")
-            user = v.unprivileged_user_sensitive      # a user-mode witness, if there is one, says the most
-            out += witness_lines(a, user or v.unprivileged_sensitive)
-            counter = v.unprivileged_counter.get("user" if user else "sensitive")
+            out += witness_lines(a, v.unprivileged_sensitive)
+            counter = v.unprivileged_counter.get("sensitive")
             if counter is not None:
                 out += witness_lines(a, counter)
             return out
