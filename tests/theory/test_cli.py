@@ -90,7 +90,7 @@ def test_explain_gives_every_definition_with_the_papers_words_and_the_witness(ca
     status, out, _ = run(capsys, "explain", "LRA", "--isa", "lra67", *SMALL)
     assert status == 0
     assert "privileged: no" in out and "location sensitive: yes" in out and "mode sensitive: no" in out
-    assert 'definition (section 2' in out and "i(S2) = E=[" in out
+    assert 'definition, section 2' in out and "i(S2) = E=[" in out
     assert "conclusion: LRA is sensitive" in out and "breaks Theorem 1's condition" in out
     status, out, _ = run(capsys, "explain", "lpsw", "--isa", "s360", "--json", *SMALL)
     j = json.loads(out)

@@ -353,11 +353,12 @@ def behavior_sensitive(space: ExecutionSpace, mode: Mode | None = None) -> Findi
 def location_sensitive(space: ExecutionSpace, mode: Mode | None = None) -> Finding:
     """Behaviour sensitivity through R alone: the pairs of the definition with m1 = m2.
 
-    Popek & Goldberg 1974, section 2: the behaviour-sensitive instructions
-    whose effect depends on "the value of the relocation-bounds register,
-    i.e. upon its location in real memory" (the IBM 360/67's LRA, load real
-    address).  Here: S1 and S2 in the same mode, R moved by x, or the same R
-    with other words outside the window.
+    Popek & Goldberg 1974, section 2 (instruction behaviour): "intuitively,
+    an instruction is behavior sensitive if the effect of its execution
+    depends on the value of the relocation-bounds register, i.e. upon its
+    location in real memory, or on the mode" -- the first case (the IBM
+    360/67's LRA, load real address).  Here: S1 and S2 in the same mode, R
+    moved by x, or the same R with other words outside the window.
     """
     return _behavior_finding(space, (LOCATION,), mode)
 
@@ -365,9 +366,11 @@ def location_sensitive(space: ExecutionSpace, mode: Mode | None = None) -> Findi
 def mode_sensitive(space: ExecutionSpace) -> Finding:
     """Behaviour sensitivity through M alone: the pairs of the definition with x = 0 and m1 != m2.
 
-    Popek & Goldberg 1974, section 2: the behaviour-sensitive instructions
-    whose effect depends "on the mode" (the PDP-11/45's MFPI).  Here: S1 and
-    S2 the same state but for M.
+    Popek & Goldberg 1974, section 2 (instruction behaviour): "intuitively,
+    an instruction is behavior sensitive if the effect of its execution
+    depends on the value of the relocation-bounds register, i.e. upon its
+    location in real memory, or on the mode" -- the second case (the
+    PDP-11/45's MFPI).  Here: S1 and S2 the same state but for M.
     """
     return _behavior_finding(space, (MODE,), None)
 

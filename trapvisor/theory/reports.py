@@ -216,7 +216,7 @@ def explain_formal(c: Classification, v: InstructionVerdict) -> tuple[list[str],
             count += "; holds vacuously"
         lines.append(f"{name}: {_yn(holds)}")
         if quote:
-            lines.append(f"    definition ({section}): \"{quote}\"")
+            lines.append(f"    definition, {section}: \"{quote}\"")
         lines.append(f"    {count}")
         entry = {"holds": holds, "checked": checked, "excluded": excluded, "witness": None,
                  "definition": quote, "section": section}

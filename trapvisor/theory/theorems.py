@@ -287,7 +287,7 @@ def check_theorems(
         t = TheoremVerdict(n, statement, cond_text, cond.holds, yes if cond.holds else "the theorem does not apply",
                            f"{cond.reason} {scope}", cond.offenders)
         if run:
-            t.evidence = _evidence(isa, c, pb, programs if n != 2 else max(programs // 4, 1), seed,
+            t.evidence = _evidence(isa, c, pb, programs if n != 2 else (max(programs // 4, 1) if programs else 0), seed,
                                    stop_at_first=not cond.holds, **ev)
         if c.method != "exhaustive" and cond.holds:
             t.conclusion = f"no offender found: {yes} if none exists"

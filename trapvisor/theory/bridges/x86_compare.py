@@ -113,6 +113,29 @@ DIFFERENCES: dict[str, Callable[[dict], str]] = {
         else "PUSHF pushes the same flags image in both modes in every sample; see the witnesses."),
 }
 
+#: How their reason reads in the paper's terms, for the instructions on both lists
+#: (printed with the kinds the run found, so a row says why it agrees).
+AGREEMENTS: dict[str, str] = {
+    "SGDT": "GDTR is part of R here: the stored base differs when the tables move (location sensitive)",
+    "SIDT": "IDTR is part of R: location sensitive, as SGDT",
+    "SLDT": "LDTR and the GDT slot of the LDT descriptor are part of R: location sensitive",
+    "SMSW": "CR0 is part of R (a monitor's CR0 is its own): location sensitive",
+    "PUSHF": "IOPL belongs to M, so the pushed image differs between the modes: mode sensitive",
+    "POPF": "at CPL 0 it changes IOPL (control sensitive); at CPL 3 IF silently stays (mode sensitive)",
+    "LAR": "the access rights it reports depend on CPL against DPL: mode sensitive",
+    "LSL": "as LAR, for the limit: mode sensitive",
+    "VERR": "readability from the current CPL: mode sensitive",
+    "VERW": "writability from the current CPL: mode sensitive",
+    "POP": "POP Sreg loads a descriptor cache (part of R) without trapping: control sensitive",
+    "PUSH": "PUSH CS/SS pushes a selector whose RPL is the CPL: mode sensitive",
+    "CALL": "far CALL loads CS (part of R), through a gate even into ring 0: control sensitive",
+    "JMP": "far JMP loads CS: control sensitive",
+    "INT n": "read as a gate transfer, INT n enters ring 0 through the IDT without the trap sequence: control sensitive",
+    "RET": "far RET loads CS, and SS returning outward: control sensitive",
+    "STR": "TR and the GDT slot of the TSS descriptor are part of R: location sensitive",
+    "MOV": "MOV from CS/SS reveals the CPL (mode sensitive); MOV to Sreg loads a descriptor cache (control sensitive)",
+}
+
 # Instructions the question usually turns on: (what the note assumes, the note).
 NOTES: dict[str, tuple[Callable, str]] = {
     "CLI": (lambda g: g.privileged == "yes",
@@ -168,12 +191,11 @@ class Row:
 
 
 def _kinds(g) -> list[str]:
-    out = []
-    for v in g.unprivileged_sensitive:
-        for k in v.kinds():
-            if k not in out:
-                out.append(k)
-    return out
+    """The kinds of sensitivity of the unprivileged forms; "location and mode" only if neither alone."""
+    found = {k for v in g.unprivileged_sensitive for k in v.kinds()}
+    out = [k for k in ("control", "location", "mode") if k in found]
+    return out if ("location" in found or "mode" in found) else out + (
+        ["location and mode"] if "location and mode" in found else [])
 
 
 def verdict_words(g) -> str:
@@ -202,7 +224,7 @@ def compare(report) -> list[Row]:
         on_theirs = name in theirs
         grp, why = theirs.get(name, ("", ""))
         if ours and on_theirs:
-            agreement, explanation = "agree", ""
+            agreement, explanation = "agree", AGREEMENTS.get(name, "")
         elif g is None:
             agreement, explanation = "not classified", "no form of it was classified in this run"
         elif on_theirs:

@@ -314,14 +314,14 @@ class X86Report:
         t = Table(f"{self.classification.isa} beside Robin & Irvine (USENIX Security 2000): {len(ROBIN_IRVINE_NAMES)} "
                   f"mnemonics on their list, {len(self.derived)} derived here, {agree} on both",
                   ["instruction", "Robin & Irvine", "their reason", "derived here", "our forms and kinds",
-                   "difference, explained"], align="llllll")
+                   "agreement or difference, explained"], align="llllll")
         for r in rows:
             theirs = r.group if r.theirs else "not listed"
             ours = "yes" if r.ours else "no"
             forms_ = "; ".join(_short(f, r.instruction) for f in r.forms[:4]) + (" ..." if len(r.forms) > 4 else "")
             what = (f"{forms_} ({', '.join(r.kinds)})" if r.ours else r.verdict)
             t.add(r.instruction, theirs, r.their_reason or "-", ours, what,
-                  r.explanation if r.agreement != "agree" else "-")
+                  ("same: " + r.explanation) if r.agreement == "agree" else r.explanation)
         t.notes.append(f"Readings: {reading_words(self.options)}.")
         return t
 
