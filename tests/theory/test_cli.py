@@ -95,6 +95,10 @@ def test_explain_gives_every_definition_with_the_papers_words_and_the_witness(ca
     status, out, _ = run(capsys, "explain", "lpsw", "--isa", "s360", "--json", *SMALL)
     j = json.loads(out)
     assert status == 0 and j["definitions"]["privileged"]["holds"] and j["definitions"]["privileged"]["witness"]
+    status, out, _ = run(capsys, "explain", "RDMODE", "--isa", "mfpi11", "--format", "csv", *SMALL)
+    rows = {r[0]: r for r in csv.reader(io.StringIO(out))}
+    assert status == 0 and rows["mode sensitive"][1] == "yes" and rows["location sensitive"][1] == "no"
+    assert "S2 = E=" in rows["mode sensitive"][4] and rows["privileged"][1] == "no"
 
 
 def test_run_bundled_program_bare_and_under_the_monitor(capsys):
@@ -159,7 +163,6 @@ def test_user_defined_isa_file(capsys):
     (["theorems", "--isa", "s360", "--program-values", "x"], "--program-values"),
     (["theorems", "--isa", "s360", "--steps", "0"], "program bound"),
     (["explain", "FROB", "--isa", "s360"], "no instruction 'FROB'"),
-    (["explain", "LPSW", "--isa", "s360", "--format", "csv"], "explain prints text or json"),
     (["x86", "--compare", "hennessy"], "robin-irvine"),
     (["x86", "--isa", "s360"], "compares the x86 bridge"),
     (["run", "--isa", "s360", "no_such_program"], "no such file and no bundled program"),

@@ -32,7 +32,7 @@ def test_csv_round_trips_every_cell():
 
 def test_latex_escapes_its_special_characters():
     tex = latex(table())
-    assert r"a|b & 50\% \& \$x\_1\$ & sensitive $\subseteq$ privileged \\" in tex
+    assert r"a\textbar{}b & 50\% \& \$x\_1\$ & sensitive $\subseteq$ privileged \\" in tex
     assert r"\begin{tabular}{lcr}" in tex and r"\caption{Title \{with\} braces}" in tex
 
 

@@ -326,14 +326,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
         except KeyError:
             raise TheoryError(f"ISA {c.isa} has no instruction {name!r}") from None
         lines, data = explain_formal(c, v)
-    if _fmt(args) == "json":
+    fmt = _fmt(args)
+    if fmt == "json":
         print(json.dumps(data, indent=2))
-    elif _fmt(args) == "text":
+    elif fmt == "text":
         con = _console()
         for line in lines:
             con.print(line, soft_wrap=True, markup=False, highlight=False)
+    elif "definitions" in data:
+        from trapvisor.theory.reports import explain_table
+
+        render([explain_table(data)], fmt)
     else:
-        raise TheoryError(f"--format {_fmt(args)}: explain prints text or json")
+        raise TheoryError(f"--format {fmt}: explain on a bridge prints text or json")
     return 0
 
 

@@ -60,6 +60,7 @@ def csv_text(t: Table) -> str:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "<": r"$<$", ">": r"$>$", "|": r"\textbar{}",
           "⊆": r"$\subseteq$", "⊕": r"$\oplus$", "≠": r"$\neq$", "≤": r"$\leq$", "→": r"$\rightarrow$"}
 
 

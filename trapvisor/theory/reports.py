@@ -174,6 +174,25 @@ def render_theorems(report: TheoremReport, con) -> None:
 # ---------------------------------------------------------------------------
 # explain
 
+
+def explain_table(data: dict) -> Table:
+    """One row per definition: the verdict, what it ranged over, the witness in one line."""
+    t = Table(f"{data['instruction']} on ISA {data['isa']} ({data['method']}: {data['scope']})",
+              ["definition", "holds", "checked", "excluded (memory trap)", "witness"], align="lcrrl")
+    for name, e in data["definitions"].items():
+        w = e["witness"]
+        if w is None:
+            witness = "-"
+        else:
+            states = "; ".join(f"S{n} = {x['state']}" if not isinstance(x["state"], dict) else
+                               f"S{n} = E={x['state'].get('E')} M={x['state'].get('M')} P={x['state'].get('P')} "
+                               f"R=({x['state']['R']['l']},{x['state']['R']['b']})"
+                               for n, x in enumerate(w["executions"], 1))
+            witness = f"{w['definition']}: {w['instruction']} -- {w['note']}; {states}"
+        t.add(name, _yn(e["holds"]), e["checked"], e["excluded"], witness)
+    t.notes.append("conclusion: " + data["conclusion"])
+    return t
+
 def definition_source(fn) -> tuple[str, str]:
     """The paper's words a definition function quotes in its docstring, and the section it names."""
     import re
