@@ -265,6 +265,8 @@ def _exhaustive(adapter: ISAAdapter, bounds: Bounds) -> tuple[list[InstructionVe
 
 
 RELOCATIONS = (-3, -2, -1, 1, 2, 3)
+#: a sampled 'privileged' resting on fewer pairs than this is searched again
+REFUTE_BELOW = 8
 
 
 def _sample_into(adapter: ISAAdapter, space: ExecutionSpace, run: _Runner, state, x: int, moved: Mode) -> None:
@@ -303,11 +305,12 @@ def _sampled(adapter: ISAAdapter, samples: int, seed: int) -> tuple[list[Instruc
                 spaces[instance] = (ExecutionSpace(adapter, instance), _Runner(adapter, instance))
             space, run = spaces[instance]
             _sample_into(adapter, space, run, *_draw(adapter, rng))
-        # A sensitive instance drawn once may never have met a refuting pair:
-        # search that instance on its own before calling it privileged (at
-        # most two instances per opcode, each as long as the first search).
+        # A sensitive instance drawn only a few times may never have met a
+        # refuting pair: search it on its own before calling it privileged
+        # (at most two instances per opcode, each as long as the first search).
         pending = [(i, sp, r) for i, (sp, r) in spaces.items()
-                   if D.privileged(sp).holds and D.sensitive(sp).holds][:2]
+                   if D.privileged(sp).checked < REFUTE_BELOW and D.privileged(sp).holds
+                   and D.sensitive(sp).holds][:2]
         for instance, space, run in pending:
             for _ in range(samples):
                 _sample_into(adapter, space, run, *_draw(adapter, rng))

@@ -170,7 +170,7 @@ class X86Adapter(ISAAdapter):
             + ": one verdict per instruction form, from sampled machine states")
         self.machine = Machine(strict, software_interrupts_trap)
         self.forms: list[Form] = [f for f in forms() if form_filter is None or form_filter(f)]
-        self._resources = _Bounded(512)     # state -> resources as loaded
+        self._resources = _Bounded(16384)   # state -> resources as loaded
         self._runs = _Bounded(64)           # (encoding, state) -> what Machine.run returned
         self.executions = 0
         # Per form, a few (encoding, state) that ran without trapping in
