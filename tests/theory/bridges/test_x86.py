@@ -1,5 +1,6 @@
 """The mapping of S = (E, M, P, R), traps and readings onto the simulated IA-32 CPU (bridges/x86.py)."""
 
+import dataclasses
 import random
 
 import pytest
@@ -54,7 +55,7 @@ def test_the_readings_are_checked_and_change_what_is_compared():
         X86Adapter(popf_if="neither")
     behaviour, control = X86Adapter(), X86Adapter(popf_if="control")
     s = state(behaviour)
-    flipped = type(s)(**{**vars(s), "eflags": s.eflags ^ 0x200})
+    flipped = dataclasses.replace(s, eflags=s.eflags ^ 0x200)
     assert behaviour.view_key(s) != behaviour.view_key(flipped)   # IF is part of what a program sees
     assert control.view_key(s) == control.view_key(flipped)       # IF belongs to M
     assert X86Adapter(user_cpl=1).with_mode(s, Mode.U).cpl == 1
