@@ -3,12 +3,12 @@
 Popek & Goldberg 1974 (CACM 17(7), section 3, virtual machine monitors): a VMM must have
 
 * **equivalence** -- a program under the monitor behaves as on the bare
-  machine, except for timing and resource availability.  Measured here by
-  running the same program both ways for the same number of instructions
-  and comparing the guest's final state, seen through the VM map, with the
-  bare run's final state.  On a mismatch the run is replayed in lock step to
-  find the first instruction after which the two differ: that program,
-  state and instruction are the witness.
+  machine, except for timing and resource availability.  Measured here in
+  lock step (``lockstep``): after every instruction the guest's state, seen
+  through the VM map, must equal the bare machine's.  The first instruction
+  after which they differ, with the program and both runs up to it, is the
+  witness.  (``run_virtualized`` runs a program through to its end, for
+  ``theory run`` and the two-VM runs, which compare final states.)
 * **resource control** -- no program can affect the resources available to
   it.  Measured by the bare hardware's audit (``recipe_vmm.BareHardware``):
   any access outside the running guest's partition, or any change of M or R

@@ -251,12 +251,12 @@ def _judge(t: TheoremVerdict, c: Classification, explanation: str) -> None:
                     f"{total} programs run. The ISA explains why: {explanation}")
     else:
         o = t.offenders[0]
+        note = "isa.notes['hybrid']" if t.number == 3 else "isa.notes['full']"
         t.status = CONTRADICTION
         t.contradiction = (f"Theorem {t.number}'s condition fails ({o.instruction}: {o.sensitivity.definition}), "
                            f"yet no program tells the {monitor} from the bare machine: all {total} programs agree "
-                           f"({sets}). Either the "
-                           "program bound is too small to show the flaw, or the condition is not necessary here; "
-                           "an ISA that knows why says so in " + ("isa.notes['hybrid']" if t.number == 3 else "isa.notes['full']") + ".")
+                           f"({sets}). Either the program bound is too small to show the flaw, or the condition "
+                           f"is not necessary here; an ISA that knows why says so in {note}.")
 
 
 def check_theorems(

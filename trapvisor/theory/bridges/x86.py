@@ -1,19 +1,23 @@
 """The bridge to x86: Popek & Goldberg's classifier run on the simulated IA-32 CPU.
 
-``trapvisor theory classify --isa x86`` runs the *same* classifier that
-classifies the formal machine's ISAs (``trapvisor/theory/classifier.py``) on
-the CPU of the simulated PC (``trapvisor/machine/cpu``), one instruction form
-at a time, from sampled machine states.  It prints which forms are
-privileged, which are sensitive, and which are sensitive but not privileged,
-with a witness for each verdict, and compares the last set with the 17
-instructions of Robin and Irvine (2000).  ``--isa x86-strict`` does the same
-on the CPU variant in which the sensitive instructions trap outside ring 0.
+``trapvisor theory classify --isa x86`` runs the *same* definitions that
+classify the formal machine's ISAs (``trapvisor/theory/definitions.py``,
+through ``classifier.py``) on the CPU of the simulated PC
+(``trapvisor/machine/cpu``), one instruction form at a time, from sampled
+machine states.  It prints which forms are privileged, which are sensitive,
+and which are sensitive but not privileged, with a witness for each verdict;
+``theory x86 --compare robin-irvine`` puts the last set beside the 17
+instructions (18 mnemonics) of Robin and Irvine (USENIX Security 2000).
+``--isa x86-strict`` does the same on the CPU variant in which the sensitive
+instructions trap outside ring 0.
 
 How the formal notions map onto x86
 -----------------------------------
 
 The definitions ask a handful of questions of a machine (``adapter.py``);
-this is how each is answered here.
+this is how each is answered here.  The choices that change a verdict are
+*readings*, options of :class:`X86Adapter` and flags of the command line
+(``cli.X86_READINGS``); the defaults are named below.
 
 **State S = (E, M, P, R).**  A bridge state (``x86_state.X86State``) is a
 whole machine: GDT, LDT, IDT, TSS, page tables, segment registers, control
@@ -24,13 +28,15 @@ registers and a 16 KiB *window* of memory that the guest addresses.
   which decides for CLI, STI, IN, OUT, INS, OUTS and POPF's IF exactly what M
   decides for a privileged instruction, and which, like M, only the
   supervisor can change.  ``s`` is CPL 0 (with the sampled IOPL); ``u`` is
-  CPL 3 with IOPL 0, the mode a monitor runs guest code in.  Every other
-  combination (CPL 1 and 2, CPL 3 with IOPL 1..3) is *extra mode-like
-  state*: the privilege profile (below) runs every form there too.
+  CPL 3 (``--user-cpl``) with IOPL 0 (``--user-iopl 0``; ``sampled`` keeps
+  the sampled IOPL, reading IOPL as ordinary state).  The other combinations
+  are run by the privilege profile (``x86_report``).
 * **E, the storage**, is what a program can see and address: the general
-  registers, EFLAGS apart from IF and IOPL, the data-segment selectors, and
-  the window's bytes (code, data, stack, inner stacks).  Port writes are
-  recorded and count as results.
+  registers, EFLAGS apart from IOPL, the data-segment selectors, and the
+  window's bytes (code, data, stack, inner stacks).  EFLAGS.IF is part of E
+  by default (``--popf-if behaviour``: POPF's silent IF at CPL 3 is then a
+  difference in results); ``--popf-if control`` puts it with M instead.
+  Port writes are recorded and count as results.
 * **P** is EIP.
 * **R, relocation-bounds**, is everything that places and confines the guest
   in the real machine: the segment descriptor caches (base, limit, rights),
@@ -38,55 +44,51 @@ registers and a 16 KiB *window* of memory that the guest addresses.
   descriptor-table registers (GDTR, IDTR, LDTR, TR: where the system tables
   are, and which GDT slots hold the TSS and LDT descriptors) and CR0.
 
-**r (+) x, the same visible storage moved by x** (``counterpart``): the
-classifier draws x in -3..3; the bridge gives each value one kind of
-relocation that keeps the program's view exactly (registers, selectors,
-window bytes at the same segment offsets) and changes only R:
-
-* x = +1 / -1: the window at the next / previous 16 KiB slot of linear
-  memory (all segment bases moved with it; the same frames when paging);
-* x = +2: the same linear window on other physical frames, through another
-  page directory (paging turned on if it was off);
-* x = -2: paging switched the other way (identity frames when turned on);
-* x = +3: the system tables at other addresses, with the TSS and LDT
-  descriptors in other GDT slots (a monitor's own tables);
-* x = -3: another machine status word: CR0.MP, TS and NE flipped (a
-  monitor's CR0, e.g. TS set for lazy FPU switching).
+**r (+) x, the same visible storage moved by x** (``counterpart``,
+``x86_state.relocate``): the classifier draws x in -3..3; every relocation
+gives the machine other system tables (GDT, IDT, TSS, LDT elsewhere, the TSS
+and LDT descriptors in other GDT slots) and another CR0.MP/TS/NE -- a
+monitor's tables and CR0 are its own -- and moves the window: x = +1 / -1 by
+the segment bases (the next / previous 16 KiB slot), x = +2 onto other
+physical frames through another page directory (paging turned on if it was
+off), x = -2 by switching paging the other way, x = +3 / -3 both by the
+segment bases and onto other frames.  The program's view (registers,
+selectors, window bytes at the same segment offsets) stays exactly the same.
 
 **Traps.**  An execution *traps* when the CPU's ``exception_hook`` fires:
 every exception and every software interrupt goes through it before IDT
 delivery, i.e. it is the x86 trap sequence (save EFLAGS, CS, EIP; load a new
 CS:EIP from the vector table), and the bridge takes it there.  INT n, INT3
-and INTO are therefore traps: they *are* the trap sequence, invoked on
-purpose.  An execution that makes the CPU stop the machine (a task switch,
-IRET with NT set) is outside the model and is excluded like a memory trap.
+and INTO are therefore traps (``--int-n trap``): they *are* the trap
+sequence, invoked on purpose; ``--int-n gate`` lets them go through the IDT
+as gate transfers instead.  What the trap sequence does to M is the paper's:
+the CPU goes to the supervisor, so a trap taken in user mode changes M.  An
+execution that makes the CPU stop the machine (a task switch, IRET with NT
+set) is outside the model and is excluded like a memory trap.
 
 **Memory traps**, which the definitions exclude, are traps caused by the
 operands rather than by the mode.  The paper's memory traps do not depend on
 the mode, and that is how the bridge recognises them: a trap is a memory trap
 if the execution's twin in the other mode (same E, P and R) traps too, or if
 it is #PF, #SS or #AC (address translation, stack bounds and alignment: the
-x86 memory traps proper).  So a privilege pair counts unless both executions
-trap; a trap that only user mode has is what privilege avoids; and a trap that
-only supervisor mode has (loading SS with a ring-3 selector at CPL 0) refutes
-privilege like a user-mode execution that does not trap.
+x86 memory traps proper).  Every other trap counts, as in the paper.
 
-**Control sensitive** = the execution completes without trapping and changes
-M or R: CPL, IOPL, IF (which decides whether the monitor can take the CPU
-back: it belongs with M in the PSW that the trap sequence saves), the CS/SS
-selectors, any segment descriptor cache, GDTR, IDTR, LDTR, TR, CR0, CR3, CR4
-or the SYSENTER MSRs.
+**Control sensitive** = an execution that does not memory-trap and changes
+M or R: CPL, IOPL (and IF with ``--popf-if control``), the CS/SS selectors,
+any segment descriptor cache, GDTR, IDTR, LDTR, TR, CR0, CR3, CR4 or the
+SYSENTER MSRs -- without trapping, or through a trap taken in user mode.
 
-**Behaviour sensitive** = two non-trapping executions from states with the
-same view whose results (registers, EIP, EFLAGS without IF/IOPL, data
-selectors, window bytes through the state's own R, port writes) differ:
-*location* sensitive for a pair related by a relocation above, *mode*
-sensitive for the s/u twins.
+**Behaviour sensitive** = two executions, neither memory-trapping, from
+states with the same view whose results (registers, EIP, EFLAGS without
+IOPL, data selectors, window bytes through the state's own R, port writes;
+for a trapped execution, which trap) differ: *location* sensitive for a pair
+related by a relocation above, *mode* sensitive for the s/u twins, and the
+pairs related by both.
 
 Instruction forms are enumerated, not listed (``x86_forms.py``); states are
 sampled (``x86_state.py``) from a seeded random stream per form, so a run is
-reproducible; the privilege profile, the grouping by mnemonic and the
-comparison with Robin and Irvine are in ``x86_report.py``.
+reproducible; the privilege profile and the grouping by mnemonic are in
+``x86_report.py``, the comparison with Robin and Irvine in ``x86_compare.py``.
 """
 
 from __future__ import annotations
