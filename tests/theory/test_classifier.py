@@ -1,152 +1,78 @@
-"""The definitions of Popek & Goldberg 1974, applied by the classifier.
+"""The classifier: the definitions applied to every instance of every opcode, exhaustively or by sampling.
 
-Every positive verdict's witness is re-executed on the machine here and
-checked against the definition, so these tests fail if either the verdicts or
-the witnesses go wrong.
+Every positive verdict's witness is re-executed on the machine and checked
+against the definition, so these tests fail if either the verdicts or the
+witnesses go wrong.
 """
 
+import pytest
 
 from trapvisor.theory.adapter import Bounds, FormalAdapter
 from trapvisor.theory.classifier import classify
-from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
+from . import built_isas as B
 from .helpers import (
-    SMALL, assert_behavior_witness, assert_control_witness, assert_not_privileged_witness,
+    BUNDLED, SMALL, assert_behavior_witness, assert_control_witness, assert_not_privileged_witness,
     assert_privileged_example, classified, isa,
 )
 
-
-def one_instruction_isa(signature, semantics):
-    x = ISA("probe", "one instruction")
-    x.add(signature, semantics)
-    return x
+S, U = Mode.S, Mode.U
 
 
-# -- privileged ----------------------------------------------------------
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_witness_of_every_bundled_isa_replays_on_the_machine(name):
+    i, c = isa(name), classified(name)
+    for v in c.verdicts:
+        if v.control:
+            assert_control_witness(i, v.control)
+        if v.location:
+            assert_behavior_witness(i, v.location, "location")
+        if v.mode:
+            assert_behavior_witness(i, v.mode, "mode")
+        if v.privileged and not v.vacuous:
+            assert_privileged_example(i, v.privileged_witness)
+        if not v.privileged:
+            assert_not_privileged_witness(i, v.privileged_witness)
 
 
-def test_a_user_mode_nop_is_not_privileged_it_must_trap():
-    x = one_instruction_isa("NOP", lambda c: None)
-    v = classify(x, bounds=SMALL)["NOP"]
-    assert not v.privileged
-    assert v.privileged_witness.definition == "not privileged"
-    assert_not_privileged_witness(x, v.privileged_witness)
-    assert v.innocuous
+def test_the_flaw_of_each_bundled_isa_is_its_only_sensitive_unprivileged_instruction():
+    flaw = {"s360": None, "retu": "RETU", "lra67": "LRA", "mfpi11": "RDMODE", "pdp10": "JRSTU", "paged": "LPO"}
+    for name, instr in flaw.items():
+        offenders = [v.name for v in classified(name).verdicts if v.unprivileged_sensitive is not None]
+        assert offenders == ([instr] if instr else []), name
 
 
-def test_an_instruction_that_merely_does_nothing_in_user_mode_is_not_privileged():
-    def sup_jump(c, t):
-        if c.mode is Mode.S:
-            c.jump(t)
-
-    x = one_instruction_isa("SJMP t", sup_jump)
-    v = classify(x, bounds=SMALL)["SJMP"]
-    assert not v.privileged
-    w = v.privileged_witness
-    assert_not_privileged_witness(x, w)
-    assert not w.executions[1].trapped  # the user-mode half ran without trapping
-
-
-def test_supervisor_only_instructions_are_privileged_with_an_example_pair():
+def test_the_privileged_s360_instructions_are_sensitive_through_their_traps():
+    # The paper excludes only memory traps: LPSW's user-mode trap loads a new
+    # PSW, which changes M and R -- control sensitive, and privileged.
     for name in ("LPSW", "SETR", "SPSW"):
         v = classified("s360")[name]
-        assert v.privileged and not v.vacuous and v.pairs > 0
-        assert_privileged_example(isa("s360"), v.privileged_witness)
+        assert v.privileged and v.control is not None and v.control.executions[0].trapped
 
 
-def test_memory_trapping_executions_are_excluded_from_the_privilege_pairs():
-    # Traps in user mode, but in supervisor mode memory-traps whenever the
-    # operand is outside R: those pairs must not refute privilege.
-    def guarded_load(c, a):
-        c.supervisor_only()
-        c.load(a)
-
-    x = one_instruction_isa("GL a", guarded_load)
-    v = classify(x, bounds=SMALL)["GL"]
-    assert v.privileged and v.pairs > 0
-
-
-def test_privileged_holds_vacuously_when_every_pair_memory_traps():
-    # Touches address 63 first: every execution memory-traps on a small machine.
-    def far(c):
-        c.load(63)
-
-    x = one_instruction_isa("FAR", far)
-    v = classify(x, bounds=SMALL)["FAR"]
-    assert v.privileged and v.vacuous and v.pairs == 0
-    assert v.innocuous  # nothing happens without a trap
+def test_an_opcode_offends_only_through_an_instance_that_is_sensitive_and_not_privileged():
+    # SPY traps in user mode unless its operand is 0, and reveals l: SPY 0 is
+    # unprivileged but innocuous, SPY 1 privileged and sensitive -- no instance is both.
+    def spy(c, a):
+        if a:
+            c.supervisor_only()
+            c.store(a, c.R.l)
+    x = B.with_instruction("spy", "SPY a", spy)
+    v = classify(x, bounds=SMALL)["SPY"]
+    assert not v.privileged and v.sensitive and v.unprivileged_sensitive is None
 
 
-def test_an_instruction_that_traps_in_both_modes_is_not_privileged():
-    def always(c):
-        from trapvisor.theory.machine import PrivilegeTrap
-        raise PrivilegeTrap("always")
-
-    x = one_instruction_isa("SVC", always)
-    v = classify(x, bounds=SMALL)["SVC"]
-    assert not v.privileged
-    assert v.privileged_witness.executions[0].trapped  # supervisor mode trapped too
+def test_the_combined_pair_instruction_is_classified_sensitive_and_unprivileged():
+    v = classify(B.combined_only(), bounds=SMALL)["ODD"]
+    assert v.location is None and v.mode is None and v.combined is not None
+    assert v.unprivileged_sensitive is v.combined
+    assert_behavior_witness(B.combined_only(), v.combined, "both")
 
 
-# -- sensitivity ---------------------------------------------------------
-
-
-def test_control_sensitive_witness_changes_r_or_m_without_trapping():
-    for name, instr in (("retu", "RETU"), ("pdp10", "JRSTU"), ("s360", "LPSW"), ("s360", "SETR")):
-        v = classified(name)[instr]
-        assert v.control is not None
-        assert_control_witness(isa(name), v.control)
-
-
-def test_retu_is_control_sensitive_from_user_mode_and_jrstu_only_from_supervisor_mode():
-    retu = classified("retu")["RETU"]
-    assert retu.user is not None and retu.user.executions[0].before.M is Mode.U
-    assert_control_witness(isa("retu"), retu.user)
-    jrstu = classified("pdp10")["JRSTU"]
-    assert jrstu.user is None and jrstu.supervisor is not None
-    assert jrstu.supervisor.executions[0].before.M is Mode.S
-
-
-def test_location_sensitive_witness_moves_the_same_visible_storage():
-    for name, instr in (("lra67", "LRA"), ("paged", "LPO"), ("s360", "SPSW")):
-        v = classified(name)[instr]
-        assert v.location is not None and v.mode is None
-        assert_behavior_witness(isa(name), v.location, "location")
-
-
-def test_mode_sensitive_witness_differs_only_in_mode():
-    v = classified("mfpi11")["RDMODE"]
-    assert v.mode is not None and v.location is None and v.control is None
-    assert_behavior_witness(isa("mfpi11"), v.mode, "mode")
-
-
-def test_mode_sensitive_counts_as_both_user_and_supervisor_sensitive():
-    v = classified("mfpi11")["RDMODE"]
-    assert v.user is v.mode and v.supervisor is v.mode
-
-
-def test_trapping_executions_do_not_make_a_privileged_instruction_mode_sensitive():
-    # LPSW traps in user mode and not in supervisor mode; that difference is
-    # privilege, not behaviour sensitivity.
-    for instr in ("LPSW", "SETR", "SPSW"):
-        v = classified("s360")[instr]
-        assert v.mode is None and v.user is None
-
-
-def test_a_bound_query_is_not_location_sensitive_because_r_plus_x_keeps_b():
-    def getb(c, a):
-        c.store(a, c.R.b)
-
-    x = one_instruction_isa("GETB a", getb)
-    v = classify(x, bounds=SMALL)["GETB"]
-    assert v.innocuous
-
-
-def test_ordinary_instructions_of_s360_are_innocuous():
-    c = classified("s360")
-    for name in ("NOP", "HALT", "LDI", "MOV", "ADD", "SUB", "JMP", "JZ"):
-        assert c[name].innocuous and not c[name].privileged
+def test_an_instruction_that_traps_in_supervisor_mode_only_is_sensitive_and_unprivileged():
+    v = classify(B.supervisor_trap(), bounds=SMALL)["STRAP"]
+    assert not v.privileged and v.control is not None and v.unprivileged_sensitive is not None
 
 
 def test_verdicts_agree_between_two_different_exhaustive_bounds():
@@ -158,10 +84,10 @@ def test_verdicts_agree_between_two_different_exhaustive_bounds():
 
 def test_the_bounds_are_reported_with_the_verdicts():
     c = classified("s360")
-    assert c.method == "exhaustive"
-    assert "q=3" in c.scope and "{0..1}" in c.scope
+    assert c.method == "exhaustive" and "q=3" in c.scope and "{0..1}" in c.scope
     j = c.to_json()
     assert j["scope"]["q"] == 3 and j["scope"]["values"] == [0, 1]
+    assert c.executions > 0 and all(v.details for v in c.verdicts)
 
 
 # -- the sampled engine --------------------------------------------------
@@ -176,10 +102,10 @@ def test_sampled_search_finds_witnesses_on_a_machine_too_large_to_enumerate():
     assert len(v.location.executions[0].before.E) == 64
 
 
-def test_sampled_search_says_absence_is_not_proof():
-    c = classify(isa("s360"), samples=20)
-    assert "absence is not proof" in c.caveat
-    assert c.to_json()["method"] == "sampled"
+def test_sampled_search_says_absence_is_not_proof_and_replays_from_its_seed():
+    a, b = classify(isa("s360"), samples=20, seed=5), classify(isa("s360"), samples=20, seed=5)
+    assert "absence is not proof" in a.caveat and a.to_json()["method"] == "sampled"
+    assert [v.to_json(a.adapter) for v in a.verdicts] == [v.to_json(b.adapter) for v in b.verdicts]
 
 
 def test_sampled_search_refutes_privilege_for_a_sensitive_unprivileged_instruction():
@@ -194,5 +120,4 @@ def test_an_adapter_without_enumeration_is_classified_by_sampling():
         supports_exhaustive = False
 
     c = classify(Bridge(isa("mfpi11"), sample_q=16), samples=30)
-    assert c.method == "sampled"
-    assert c["RDMODE"].mode is not None
+    assert c.method == "sampled" and c["RDMODE"].mode is not None

@@ -5,7 +5,7 @@ import pytest
 from trapvisor.theory.errors import TheoryError
 from trapvisor.theory.isa import ISA
 from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import PSW, Mode, Reloc
+from trapvisor.theory.formal_machine import PSW, Mode, Reloc
 
 
 def test_an_isa_is_a_few_lines_and_its_programs_run():

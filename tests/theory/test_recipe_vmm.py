@@ -7,9 +7,9 @@ from trapvisor.theory.experiments import (
     GuestImage, bare_run, build_stack, equivalence, find_divergence, run_virtualized, two_vms,
 )
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Machine, Mode, PSW, Reloc
+from trapvisor.theory.formal_machine import Machine, Mode, PSW, Reloc
 from trapvisor.theory.recipe_vmm import BareHardware, RecipeVMM
-from trapvisor.theory.cli import PROGRAMS_DIR
+from trapvisor.cli.theory import PROGRAMS_DIR
 
 from .helpers import FLAWED, classified, isa
 
@@ -159,3 +159,31 @@ def test_interpreters_are_derived_from_the_isa_not_written_per_isa():
     assert run.final.E[5:7] == (2, 1) and run.interpreted == {"SWAP": 1}
     cp = RecipeVMM(toy, BareHardware(toy, 16))
     assert {f.__name__ for f in cp.interpreters.values()} == {"v_NOP", "v_SWAP", "v_HALT"}
+
+
+def test_equivalence_is_judged_step_by_step_not_only_on_the_final_state():
+    # The witness program of the combined-pair instruction: ODD stores 1 on
+    # the bare machine and 0 under the monitor, then the next fetch traps and
+    # the trap sequence overwrites E[0] -- the final states agree.
+    from trapvisor.theory.experiments import lockstep
+    from trapvisor.theory.program_sets import GuestImage
+
+    from .built_isas import combined_only
+
+    x = combined_only()
+    g = GuestImage((x.encode(x.instance("ODD", 0)), 0, 0, 0), PSW(Mode.S, 0, Reloc(0, 0)))
+    assert run_virtualized(x, g, 12).final == bare_run(x, g, 12)[0]
+    div, _ = lockstep(x, g, 12)
+    assert div is not None and div.step == 1 and div.bare_after.E[0] == 1 and div.vmm_after.E[0] == 0
+
+
+def test_an_aligned_partition_of_an_odd_sized_guest_keeps_the_guest_inside_its_storage():
+    # paged aligns partitions to 2 words: a 5-word guest gets 6, and the
+    # sixth must stay out of reach (its bound is clipped), as on a 5-word machine.
+    i = isa("paged")
+    src = ".q 5\n.org 1\n.psw s, 4, 0, 4\n.org 2\nMOV 0, 5\nHALT\n"
+    g = GuestImage.from_program(i.assemble(src))
+    assert find_divergence(i, g, 20) is None
+    stack = build_stack(i, [5])
+    vm = stack.top.create_vm(g.image, g.start)
+    assert vm.size == 5 and stack.top.allocator.real_reloc(vm).b == 4

@@ -1,152 +1,165 @@
-"""Theorems 1-3 for every bundled ISA, and mutation tests that plant flaws."""
+"""Theorems 1-3: each condition on an ISA where it holds and one where it fails, the verdicts
+(proven within the bounds, refuted, explained), and the contradiction alarm."""
 
 import pytest
 
 from trapvisor.theory.classifier import classify
-from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import Mode
-from trapvisor.theory.theorems import THEOREM_1, THEOREM_2, THEOREM_3, check_theorems
-
-from .helpers import (
-    SMALL, assert_behavior_witness, assert_control_witness, assert_not_privileged_witness, classified, isa,
+from trapvisor.theory.formal_machine import Machine, Mode
+from trapvisor.theory.theorems import (
+    CONTRADICTION, EXPLAINED, PROVEN, REFUTED, THEOREM_1, THEOREM_2, THEOREM_3, check_theorems, theorem_1,
+    theorem_2, theorem_3,
 )
 
+from . import built_isas as B
+from .helpers import SMALL, SMALL_PROGRAMS, assert_not_privileged_witness, classified, isa
 
-def theorems(name, programs=40):
-    return check_theorems(isa(name), classification=classified(name), programs=programs)
+
+def theorems(isa_, programs=20, classification=None):
+    c = classification or classify(isa_, bounds=SMALL)
+    return check_theorems(isa_, classification=c, program_bounds=SMALL_PROGRAMS, programs=programs)
+
+
+@pytest.fixture(scope="module")
+def report():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = theorems(isa(name), classification=classified(name))
+        return cache[name]
+    return get
 
 
 def test_the_statements_are_the_papers_wording():
     assert THEOREM_1.startswith("For any conventional third generation computer, a virtual machine monitor")
     assert "(a) virtualizable, and (b) a VMM without any timing dependencies" in THEOREM_2
     assert "user sensitive instructions are a subset of the set of privileged instructions" in THEOREM_3
+    for fn, n in ((theorem_1, 1), (theorem_2, 2), (theorem_3, 3)):
+        assert f"Theorem {n}" in fn.__doc__ and '"' in fn.__doc__
 
 
-def test_s360_satisfies_all_three_theorems():
-    r = theorems("s360")
-    assert r[1].holds and r[2].holds and r[3].holds
-    assert not r[1].offenders and not r[3].offenders
-    assert "no clock" in r[2].reason
+# -- the conditions, each on a case that holds and one that fails ------------
 
 
-@pytest.mark.parametrize("name, instr", [("retu", "RETU"), ("lra67", "LRA"), ("mfpi11", "RDMODE"), ("pdp10", "JRSTU")])
-def test_each_flawed_isa_fails_theorem_1_naming_its_flaw_with_witnesses(name, instr):
-    r = theorems(name)
-    t1 = r[1]
-    assert not t1.holds and t1.conclusion == "the theorem does not apply"
-    assert [o.instruction for o in t1.offenders] == [instr]
-    o = t1.offenders[0]
-    assert o.not_privileged is not None
-    assert_not_privileged_witness(isa(name), o.not_privileged)
-    assert not r[2].holds  # (a) is not established
+def test_theorem_1_condition_holds_on_s360_and_fails_on_retu_naming_retu():
+    assert theorem_1(classified("s360")).holds
+    c = theorem_1(classified("retu"))
+    assert not c.holds and [o.instruction for o in c.offenders] == ["RETU"]
+    assert_not_privileged_witness(isa("retu"), c.offenders[0].not_privileged)
 
 
-def test_pdp10_is_hybrid_virtualizable_but_theorem_1_fails():
-    r = theorems("pdp10")
-    assert not r[1].holds and r[3].holds
-    assert "JRSTU" in r[3].reason  # named as supervisor-sensitive only
+def test_theorem_2_condition_holds_on_s360_and_fails_on_pdp10():
+    assert theorem_2(classified("s360")).holds and "no clock" in theorem_2(classified("s360")).reason
+    assert not theorem_2(classified("pdp10")).holds
 
 
-@pytest.mark.parametrize("name", ["retu", "lra67"])
-def test_user_sensitive_flaws_fail_theorem_3(name):
-    r = theorems(name)
-    assert not r[3].holds and r[3].offenders
+def test_theorem_3_condition_holds_on_pdp10_and_fails_on_retu():
+    t = theorem_3(classified("pdp10"))
+    assert t.holds and "JRSTU" in t.reason  # named as sensitive from supervisor mode only
+    assert not theorem_3(classified("retu")).holds
 
 
-def test_theorem_1_is_sufficient_not_necessary_the_paged_example():
-    r = theorems("paged", programs=60)
-    t1 = r[1]
-    assert not t1.holds and t1.offenders[0].instruction == "LPO"
-    evidence = t1.evidence[0]
-    assert evidence.equivalent and evidence.violations == 0
-    assert t1.remark.startswith("Sufficient, not necessary")
-    assert "even" in t1.remark  # the explanation: partitions at even bases
+# -- verdicts against the evidence -------------------------------------------
 
 
-def test_theorem_3_is_sufficient_not_necessary_the_mode_sensitive_example():
-    r = theorems("mfpi11", programs=60)
-    t3 = r[3]
-    assert not t3.holds and t3.evidence[0].equivalent
-    assert t3.remark.startswith("Sufficient, not necessary")
+def test_s360_is_proven_within_the_bounds_for_all_three_theorems(report):
+    r = report("s360")
+    for t in r.theorems:
+        assert t.holds and t.status == PROVEN, t.number
+        bounded = t.evidence[0]
+        assert bounded.exhaustive and bounded.programs == bounded.total > 500 and bounded.held
+    assert r[2].evidence[0].nesting == 1 and r[3].evidence[0].mode == "hybrid"
 
 
-# -- mutation tests --------------------------------------------------------
+@pytest.mark.parametrize("name", ["retu", "lra67", "mfpi11", "pdp10"])
+def test_each_flawed_isa_is_refuted_for_theorem_1_with_a_counterexample_that_replays(name, report):
+    t = report(name)[1]
+    assert not t.holds and t.status == REFUTED
+    d = t.counterexample
+    assert d is not None and d.bare_after != d.vmm_after
+    assert Machine(isa(name), len(d.before.E)).step(d.before).after == d.bare_after
+    rows = d.side_by_side()
+    assert rows[0][1] == "(start)" and rows[-1][3] != "same" and all(r[3] == "same" for r in rows[1:-1])
 
 
-def planted(name, semantics, signature="LEAK a"):
-    mutant = base().extended(name)
-    mutant.add(signature, semantics, opcode=13)
-    return mutant
+def test_pdp10_is_refuted_for_theorem_1_and_proven_for_theorem_3(report):
+    r = report("pdp10")
+    assert r[1].status == REFUTED and r[3].status == PROVEN
 
 
-def test_planting_a_sensitive_unprivileged_instruction_flips_theorem_1_with_a_witness():
-    clean = check_theorems(base(), bounds=SMALL, programs=0)
-    assert clean[1].holds
-
-    def leak_mode(c, a):  # reveals the mode, never traps
-        c.store(a, 0 if c.mode is Mode.U else 1)
-
-    mutant = planted("mutant", leak_mode)
-    r = check_theorems(mutant, bounds=SMALL, programs=30)
-    assert not r[1].holds
-    (o,) = r[1].offenders
-    assert o.instruction == "LEAK"
-    assert_behavior_witness(mutant, o.sensitivity, "mode")
-    # and the monitor built by the recipe really does break on it
-    assert not r[1].evidence[0].equivalent
+def test_theorem_1_is_sufficient_not_necessary_the_paged_isa_explains_itself(report):
+    t = report("paged")[1]
+    assert not t.holds and t.status == EXPLAINED and all(e.held for e in t.evidence)
+    assert t.remark.startswith("Sufficient, not necessary") and "even" in t.remark
 
 
-def test_planting_a_control_sensitive_instruction_in_user_mode_flips_both_theorems():
-    from trapvisor.theory.machine import Reloc
-
-    def grow(c, a):  # any mode: widen R without trapping
-        c.R = Reloc(c.R.l, c.R.b + 1)
-
-    mutant = planted("grow", grow, "GROW a")
-    r = check_theorems(mutant, bounds=SMALL, programs=0)
-    assert not r[1].holds and not r[3].holds
-    assert_control_witness(mutant, r[3].offenders[0].sensitivity)
-    assert r[3].offenders[0].sensitivity.executions[0].before.M is Mode.U
+def test_theorem_3_is_sufficient_not_necessary_the_mode_sensitive_example(report):
+    t = report("mfpi11")[3]
+    assert not t.holds and t.status == EXPLAINED
 
 
-def test_planting_a_flaw_only_in_supervisor_mode_leaves_theorem_3_true():
-    def drop(c, t):  # supervisor: drop to user mode; user: a plain jump
-        c.jump(t)
-        c.mode = Mode.U
-
-    mutant = planted("drop", drop, "DROP t")
-    r = check_theorems(mutant, bounds=SMALL, programs=30)
-    assert not r[1].holds and r[3].holds
-    assert r[1].offenders[0].instruction == "DROP"
-    assert r[3].evidence[0].equivalent  # and the hybrid monitor is fine
+def test_the_supervisor_trap_isa_is_refuted_where_the_old_reading_said_theorem_1_holds():
+    r = theorems(B.supervisor_trap())
+    assert not r[1].holds and r[1].status == REFUTED
+    assert "STRAP" in r[1].counterexample.instruction
 
 
-def test_planting_a_sensitive_but_privileged_instruction_keeps_theorem_1():
-    def spy(c, a):  # reveals the mode, but traps in user mode first
-        c.supervisor_only()
-        c.store(a, c.R.l)
-
-    mutant = planted("spy", spy, "SPY a")
-    v = classify(mutant, bounds=SMALL)["SPY"]
-    assert v.privileged and v.sensitive
-    r = check_theorems(mutant, bounds=SMALL, programs=30)
-    assert r[1].holds and r[1].evidence[0].equivalent
+def test_the_combined_pair_isa_is_refuted_by_replaying_its_witness():
+    r = theorems(B.combined_only())
+    t = r[1]
+    assert not t.holds and t.status == REFUTED
+    replay = next(e for e in t.evidence if "witness" in e.program_set)
+    assert not replay.equivalent  # the bounded programs never start with b = 0 at l = 0; the witness does
 
 
-def test_theorem_report_serialises_to_json_with_witnesses():
-    import json
+# -- the alarm ---------------------------------------------------------------
 
-    r = theorems("lra67", programs=10)
-    j = json.loads(json.dumps(r.to_json()))
-    t1 = j["theorems"][0]
-    assert t1["condition_holds"] is False
-    assert t1["offenders"][0]["sensitive_witness"]["executions"]
+
+def test_alarm_when_the_condition_holds_and_the_monitor_is_not_equivalent():
+    r = theorems(B.size_leak())
+    assert r[1].holds and r[1].status == CONTRADICTION and r in [r] and r.contradictions
+    assert "STQ" in r[1].counterexample.instruction and "diverges" in r[1].contradiction
+
+
+def test_alarm_when_an_instruction_is_privileged_only_vacuously_yet_breaks_the_monitor():
+    c = classify(B.vacuously_privileged(), bounds=SMALL)
+    assert c["VAC"].privileged and c["VAC"].vacuous and c["VAC"].sensitive
+    r = theorems(B.vacuously_privileged(), classification=c)
+    assert r[1].status == CONTRADICTION
+
+
+def test_alarm_when_the_condition_fails_and_no_program_tells_the_monitor_apart():
+    r = theorems(B.user_trap_on_zero())
+    t = r[1]
+    assert not t.holds and t.status == CONTRADICTION and all(e.held for e in t.evidence)
+    assert "no program tells" in t.contradiction and "UTRAP" in t.contradiction
+
+
+def test_no_alarm_when_the_isa_explains_why_the_monitor_works_without_the_condition():
+    why = "the user-mode trap reaches the monitor, which interprets the no-op"
+    r = theorems(B.user_trap_on_zero(notes={"full": why, "hybrid": why}))
+    assert r[1].status == EXPLAINED and why in r[1].remark and not r.contradictions
 
 
 def test_a_sampled_classification_never_claims_a_theorem_is_proven():
-    from trapvisor.theory.classifier import classify
-
     c = classify(isa("pdp10"), samples=20)
-    r = check_theorems(isa("pdp10"), classification=c, programs=0)
+    r = check_theorems(isa("pdp10"), classification=c, program_bounds=SMALL_PROGRAMS, programs=5)
     assert not r[1].holds  # an offender found by sampling is still a witness
-    assert r[3].holds and "if none exists" in r[3].conclusion and "not proof" in r[3].reason
+    assert r[3].holds and "if none exists" in r[3].conclusion and r[3].status != PROVEN
+
+
+def test_theorem_report_serialises_to_json_with_witnesses_and_the_counterexample():
+    import json
+
+    j = json.loads(json.dumps(theorems(isa("lra67"), programs=5).to_json()))
+    t1 = j["theorems"][0]
+    assert t1["condition_holds"] is False and t1["status"] == REFUTED
+    assert t1["offenders"][0]["sensitive_witness"]["executions"]
+    assert t1["counterexample"]["side_by_side"][0]["instruction"] == "(start)"
+    assert j["program_bounds"]["q"] == 3
+
+
+def test_planting_a_user_mode_flaw_flips_both_theorems():
+    r = theorems(B.user_widen(), programs=0)
+    assert not r[1].holds and not r[3].holds
+    assert r[3].offenders[0].sensitivity.executions[0].before.M is Mode.U

@@ -13,7 +13,7 @@ done by the layers below):
   demo                    the main job on the bundled default guest (``demo.py``)
   demo-linux, fetch-linux Debian's kernel under /dev/kvm (``demo_linux.py``)
   theory ...              the Popek-Goldberg theory as executable code
-                          (``trapvisor/theory/cli.py``)
+                          (``theory.py``, ``theory_run.py``, ``theory_docs.py``)
 
 Every option is checked before a guest is built or a machine exists
 (``options.py``, ``console.py``).  Every user error is one line on stderr,
@@ -42,7 +42,7 @@ def build_parser() -> Parser:
     demo.add_parser(sub)
     demo_linux.add_parsers(sub)
     try:
-        from ..theory.cli import add_theory_parser
+        from .theory import add_theory_parser
         add_theory_parser(sub)
     except ImportError:
         pass

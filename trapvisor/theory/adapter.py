@@ -1,7 +1,7 @@
 """The plug-in point between a concrete machine and Popek & Goldberg's definitions.
 
-The definitions of Popek & Goldberg 1974 (CACM 17(7)) -- privileged, control
-sensitive, behaviour sensitive -- talk about a machine only through a handful
+The definitions of Popek & Goldberg 1974 (CACM 17(7), section 2) -- privileged,
+control sensitive, behaviour sensitive (``definitions.py``) -- talk about a machine only through a handful
 of questions: run instruction ``i`` on state ``S``; did it trap, and was that a
 memory trap?  What are ``M`` and ``R`` before and after?  What does the program
 see (``E|r`` and ``P``)?  Give me the same state in the other mode, or with the
@@ -13,9 +13,9 @@ any machine that answers these questions can be classified:
   also *enumerate* every state of a bounded machine, which makes the verdicts
   exhaustive within the bounds;
 * a bridge to a large real machine (the x86 bridge, which needs the simulated
-  PC) answers them with *sampled* states -- a hypothesis strategy -- and sets
-  ``supports_exhaustive = False``; its verdicts are then witnesses found, never
-  proofs of absence.
+  PC) answers them with *sampled* states -- drawn from a seeded random
+  stream -- and sets ``supports_exhaustive = False``; its verdicts are then
+  witnesses found, never proofs of absence.
 
 A bridge module registers itself with ``trapvisor.theory.registry``.
 """
@@ -27,7 +27,7 @@ from itertools import product
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
 from trapvisor.theory.isa import ISA, Instance, Instruction
-from trapvisor.theory.machine import PSW, Execution, Machine, Mode, Reloc, State, TrapKind
+from trapvisor.theory.formal_machine import PSW, Execution, Machine, Mode, Reloc, State, TrapKind
 
 
 class Outcome:
@@ -83,6 +83,9 @@ class ISAAdapter:
     name: str = "?"
     description: str = ""
     supports_exhaustive: bool = False
+    #: keep every instance's findings in the verdicts (``theory explain``); a
+    #: bridge whose witnesses are large turns this off.
+    keep_details: bool = True
 
     # -- instructions -----------------------------------------------------
     def opcodes(self) -> Sequence[Any]:
@@ -99,8 +102,8 @@ class ISAAdapter:
         """Every instance of ``opcode`` within ``bounds`` (exhaustive mode)."""
         raise NotImplementedError
 
-    def instance_strategy(self, opcode: Any):
-        """A hypothesis strategy of instances of ``opcode`` (sampled mode)."""
+    def sample_instance(self, opcode: Any, rng) -> Any:
+        """One instance of ``opcode`` drawn from ``rng`` (a ``random.Random``; sampled mode)."""
         raise NotImplementedError
 
     # -- states -----------------------------------------------------------
@@ -111,8 +114,8 @@ class ISAAdapter:
         """
         raise NotImplementedError
 
-    def state_strategy(self):
-        """A hypothesis strategy of states (sampled mode)."""
+    def sample_state(self, rng) -> Any:
+        """One state drawn from ``rng`` (a ``random.Random``; sampled mode)."""
         raise NotImplementedError
 
     def execute(self, instance: Any, state: Any) -> Outcome:
@@ -132,6 +135,10 @@ class ISAAdapter:
     def resources(self, state: Any) -> Hashable:
         """``(M, R)``: what control sensitivity watches."""
         raise NotImplementedError
+
+    def resources_after(self, outcome: Outcome) -> Hashable:
+        """``(M, R)`` of ``i(S)``, the trap sequence included when the execution trapped."""
+        return self.resources(outcome.after)
 
     def view_key(self, state: Any) -> Hashable:
         """What a program sees of a state besides M and ``l``: ``(E|r, P, b)``.
@@ -193,12 +200,11 @@ class FormalAdapter(ISAAdapter):
         for args in product(range(bounds.q), repeat=len(opcode.operands)):
             yield Instance(opcode, args)
 
-    def instance_strategy(self, opcode: Instruction):
-        from hypothesis import strategies as st
-
+    def sample_instance(self, opcode: Instruction, rng) -> Instance:
         # operands mostly inside storage, sometimes anywhere in the field
-        operand = st.one_of(st.integers(0, self.sample_q - 1), st.integers(0, (1 << self.isa.addr_bits) - 1))
-        return st.tuples(*[operand] * len(opcode.operands)).map(lambda args: Instance(opcode, args))
+        top = (1 << self.isa.addr_bits) - 1
+        return Instance(opcode, tuple(rng.randrange(self.sample_q) if rng.random() < 0.8 else rng.randrange(top + 1)
+                                      for _ in opcode.operands))
 
     # -- states -----------------------------------------------------------
     def states(self, bounds: Bounds) -> Iterator[State]:
@@ -214,19 +220,9 @@ class FormalAdapter(ISAAdapter):
                             continue
                         yield State(E, Mode.S, p, Reloc(l, b))
 
-    def state_strategy(self):
-        """States of a ``sample_q``-word machine, drawn through hypothesis.
-
-        Hypothesis draws one 64-bit seed per state, so a search replays
-        exactly from its seed; the shape of the state is built from that seed
-        here, where it is cheap: drawing 64 words one by one through
-        hypothesis costs a hundred times more than executing the instruction.
-        """
-        import random
-
-        from hypothesis import strategies as st
-
-        return st.builds(lambda seed: self._random_state(random.Random(seed)), st.integers(0, 2**64 - 1))
+    def sample_state(self, rng) -> State:
+        """A state of a ``sample_q``-word machine (by default the largest the word format allows)."""
+        return self._random_state(rng)
 
     def _random_state(self, rng) -> State:
         q, fmt = self.sample_q, self.isa.fmt

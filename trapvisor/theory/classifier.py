@@ -1,117 +1,49 @@
-"""Classifying instructions by the definitions of Popek & Goldberg 1974.
+"""Classifying every instruction of an ISA by Popek & Goldberg's definitions.
 
-Definitions (CACM 17(7), "classes of instructions"; wording as in
-``shared/reference/virtualization.md`` section 1), as applied here:
+The definitions themselves are in ``definitions.py``, one function each,
+quoted from the paper (CACM 17(7), 1974, section 2).  This module only
+collects the executions they range over and reports the verdicts per opcode:
 
-*Privileged.*  For **every** pair ``S1 = (e, s, p, r)``, ``S2 = (e, u, p, r)`` in
-which neither execution memory-traps, ``i(S2)`` traps and ``i(S1)`` does not.
-A user-mode instruction that merely does nothing is therefore *not*
-privileged: it has to trap.  If no pair survives the memory-trap exclusion
-the statement holds vacuously, and we say so.
+* ``classify(isa, bounds=Bounds(...))`` enumerates **every** state of a
+  bounded machine (``Bounds``: storage size q, the values a word may hold,
+  both modes, every P and R = (l, b) within q) and every operand value, so a
+  verdict is a proof *within those bounds*, and the bounds are part of it;
+* ``classify(isa, samples=N)`` draws N states per instruction from the
+  adapter's sampler (seeded, so a run replays exactly).  Every "yes" comes
+  with a witness; a "no" only means none was found, and the report says so.
 
-*Control sensitive.*  There is a state ``S1`` with ``i(S1) = S2`` reached
-without the trap sequence in which ``r1 != r2`` or ``m1 != m2``.
-
-*Behaviour sensitive.*  There are ``x`` and states ``S1 = (e|r, m1, p, r)``,
-``S2 = (e|r(+)x, m2, p, r(+)x)``, neither trapping, whose results differ in
-the visible storage or in ``P``.  Pairs with ``x != 0`` and ``m1 = m2`` make it
-*location* sensitive; pairs with ``x = 0`` and ``m1 != m2`` make it *mode*
-sensitive.  A pair that changes both at once is not reported on its own:
-if the intermediate state (e|r(+)x, m1, p, r(+)x) runs without trapping and
-neither pair through it differs, the two ends cannot differ either.
-
-*User / supervisor sensitive.*  Control or behaviour sensitive from some
-state in user / supervisor mode: a control witness in that mode, a location
-witness whose states are in that mode, or a mode witness (one of its two
-states is in each mode, so a mode-sensitive instruction is both).
-
-*Innocuous.*  Not sensitive.
-
-**Which executions count.**  The reference glosses control sensitivity as
-changing the resources "without the trap sequence", and we apply that to
-every sensitivity definition: an execution that traps (for any reason) is the
-hardware handing control to the supervisor, which is precisely how a monitor
-intercepts, so only effects reached *without* trapping can be sensitive.
-Counting trapping executions would make every privileged instruction both
-control and mode sensitive (it traps in one mode and not the other) without
-changing any theorem's verdict, since those instructions are privileged.
-
-**Two engines.**  ``classify(..., bounds=Bounds(...))`` enumerates every state
-of a bounded machine (and every operand value) and is exhaustive within those
-bounds; the bounds are part of every verdict.  ``classify(..., samples=N)``
-uses hypothesis to draw states of a machine too large to enumerate: it reports
-the witnesses it found, and a verdict that nothing was found is not a proof.
+An instruction in the paper is a function from states to states, so an
+opcode with its operands fixed (an *instance*) is what the definitions
+classify.  An opcode is privileged if every instance is, sensitive if some
+instance is; what breaks Theorem 1 is an instance that is both sensitive and
+not privileged, and the verdict records the first such instance with both
+witnesses.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from trapvisor.theory.adapter import Bounds, FormalAdapter, ISAAdapter, Outcome
+from trapvisor.theory import definitions as D
+from trapvisor.theory.adapter import Bounds, FormalAdapter, ISAAdapter
+from trapvisor.theory.definitions import BOTH, LOCATION, MODE, ExecutionSpace, Finding, Witness
+from trapvisor.theory.formal_machine import Mode
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import Mode
 
 S, U = Mode.S, Mode.U
 
-
-@dataclass
-class Witness:
-    """Executions that satisfy (or, for 'not privileged', refute) a definition."""
-
-    definition: str
-    instance: str
-    executions: list[Outcome]
-    note: str
-
-    def to_json(self, adapter: ISAAdapter) -> dict:
-        return {
-            "definition": self.definition,
-            "instruction": self.instance,
-            "note": self.note,
-            "executions": [
-                {"state": adapter.state_json(o.before), "result": adapter.state_json(o.after), "trap": o.trap}
-                for o in self.executions
-            ],
-        }
-
-    def lines(self, adapter: ISAAdapter) -> list[str]:
-        out = [f"{self.definition}: {self.instance} -- {self.note}"]
-        for n, o in enumerate(self.executions, 1):
-            out.append(f"  S{n}  = {adapter.describe(o.before)}")
-            trap = f"   [trap: {o.trap}]" if o.trap else ""
-            out.append(f"  i(S{n}) = {adapter.describe(o.after)}{trap}")
-        return out
+__all__ = ["Classification", "InstructionVerdict", "Witness", "classify", "instance_findings"]
 
 
-@dataclass
-class _InstanceFacts:
-    """What one instance (opcode + operands) was found to do."""
-
-    instance: Any
-    pairs: int = 0  # privilege pairs not excluded by memory traps
-    priv_example: Witness | None = None  # a pair as the definition wants
-    priv_counter: Witness | None = None  # a pair refuting it
-    control: dict = field(default_factory=dict)  # mode -> Witness
-    location: dict = field(default_factory=dict)  # mode -> Witness
-    mode: Witness | None = None
-
-    @property
-    def privileged(self) -> bool:
-        return self.priv_counter is None
-
-    def sensitive_witness(self) -> Witness | None:
-        for w in (*self.control.values(), *self.location.values(), self.mode):
-            if w is not None:
-                return w
-        return None
-
-    def user_witness(self) -> Witness | None:
-        return self.control.get(U) or self.location.get(U) or self.mode
-
-    def supervisor_witness(self) -> Witness | None:
-        return self.control.get(S) or self.location.get(S) or self.mode
+def instance_findings(space: ExecutionSpace) -> dict[str, Finding]:
+    """Every definition applied to one instance's executions."""
+    f = {name: fn(space) for name, fn in D.DEFINITIONS.items()}
+    f["control sensitive (u)"] = D.control_sensitive(space, U)
+    f["control sensitive (s)"] = D.control_sensitive(space, S)
+    return f
 
 
 @dataclass
@@ -122,35 +54,43 @@ class InstructionVerdict:
     doc: str
     instances: int
     privileged: bool
-    vacuous: bool  # privileged only because no pair survived the exclusion
-    privileged_witness: Witness | None  # example pair (privileged) or counterexample
-    pairs: int
+    vacuous: bool  # privileged only because no pair survived the memory-trap exclusion
+    privileged_witness: Witness | None  # an example pair (privileged) or a counterexample
+    pairs: int  # privilege pairs checked (not memory-trapping)
     control: Witness | None
     location: Witness | None
     mode: Witness | None
+    combined: Witness | None  # a pair differing in both mode and R, when neither kind alone differs
     user: Witness | None
     supervisor: Witness | None
     # An instance that is sensitive / user sensitive and not privileged: what
     # breaks Theorem 1 / Theorem 3.  Found per instance, not per opcode.
     unprivileged_sensitive: Witness | None
     unprivileged_user_sensitive: Witness | None
-    unprivileged_counter: dict = field(default_factory=dict)  # kind -> the non-privilege witness
+    unprivileged_counter: dict = field(default_factory=dict)  # "sensitive"/"user" -> non-privilege witness
+    details: list = field(default_factory=list, repr=False)  # [(instance, {definition: Finding})]
 
     @property
     def behavior(self) -> Witness | None:
-        return self.location or self.mode
+        return self.location or self.mode or self.combined
 
     @property
     def sensitive(self) -> bool:
-        return bool(self.control or self.location or self.mode)
+        return bool(self.control or self.behavior)
 
     @property
     def innocuous(self) -> bool:
         return not self.sensitive
 
+    def kinds(self) -> list[str]:
+        """The kinds of sensitivity found: control, location, mode, location and mode."""
+        return [k for k, w in (("control", self.control), ("location", self.location), ("mode", self.mode),
+                               ("location and mode", self.combined)) if w is not None]
+
     def witnesses(self) -> list[Witness]:
         seen, out = set(), []
-        for w in (self.privileged_witness, self.control, self.location, self.mode, self.user, self.supervisor):
+        for w in (self.privileged_witness, self.control, self.location, self.mode, self.combined,
+                  self.user, self.supervisor):
             if w is not None and id(w) not in seen:
                 seen.add(id(w))
                 out.append(w)
@@ -168,6 +108,7 @@ class InstructionVerdict:
             "control_sensitive": self.control is not None,
             "location_sensitive": self.location is not None,
             "mode_sensitive": self.mode is not None,
+            "location_and_mode_sensitive": self.combined is not None,
             "behavior_sensitive": self.behavior is not None,
             "user_sensitive": self.user is not None,
             "supervisor_sensitive": self.supervisor is not None,
@@ -178,6 +119,7 @@ class InstructionVerdict:
                 "control_sensitive": j(self.control),
                 "location_sensitive": j(self.location),
                 "mode_sensitive": j(self.mode),
+                "location_and_mode_sensitive": j(self.combined),
                 "user_sensitive": j(self.user),
                 "supervisor_sensitive": j(self.supervisor),
                 "sensitive_and_unprivileged": j(self.unprivileged_sensitive),
@@ -202,246 +144,210 @@ class Classification:
 
     def __getitem__(self, name: str) -> InstructionVerdict:
         for v in self.verdicts:
-            if v.name == name.upper() or v.name == name:
+            if v.name == name or v.name == name.upper():
                 return v
         raise KeyError(name)
 
     def to_json(self) -> dict:
         return {
-            "isa": self.isa,
-            "method": self.method,
-            "scope": self.scope_json,
-            "scope_text": self.scope,
-            "caveat": self.caveat,
-            "executions": self.executions,
-            "seconds": round(self.seconds, 3),
+            "isa": self.isa, "method": self.method, "scope": self.scope_json, "scope_text": self.scope,
+            "caveat": self.caveat, "executions": self.executions, "seconds": round(self.seconds, 3),
             "instructions": [v.to_json(self.adapter) for v in self.verdicts],
         }
 
 
 # ---------------------------------------------------------------------------
-# the definitions, applied to executions
+# aggregation
 
 
-class _Prober:
-    """Feeds executions of one instance to the definitions, keeping witnesses."""
-
-    def __init__(self, adapter: ISAAdapter, instance: Any):
-        self.a = adapter
-        self.facts = _InstanceFacts(instance)
-        self.name = str(instance)
-        self.executions = 0
-
-    def run(self, state: Any) -> Outcome:
-        self.executions += 1
-        return self.a.execute(self.facts.instance, state)
-
-    def privilege_pair(self, o1: Outcome, o2: Outcome) -> None:
-        """``o1`` ran in supervisor mode, ``o2`` on the same (e, p, r) in user mode."""
-        if o1.memory_trap or o2.memory_trap:
-            return  # the definition excludes memory-trapping executions
-        f = self.facts
-        f.pairs += 1
-        if o2.trapped and not o1.trapped:
-            if f.priv_example is None:
-                f.priv_example = Witness("privileged", self.name, [o1, o2],
-                                         "traps in user mode (S2), runs without trapping in supervisor mode (S1)")
-        elif f.priv_counter is None:
-            why = "does not trap in user mode (S2)" if not o2.trapped else "traps in supervisor mode too (S1)"
-            f.priv_counter = Witness("not privileged", self.name, [o1, o2], why)
-
-    def single(self, o: Outcome) -> None:
-        """Control sensitivity: resources change without the trap sequence."""
-        if o.trapped:
-            return
-        m = self.a.mode(o.before)
-        f = self.facts
-        if m not in f.control and self.a.resources(o.before) != self.a.resources(o.after):
-            f.control[m] = Witness("control sensitive", self.name, [o],
-                                   f"changes M or R without trapping, from {m} mode")
-
-    def behavior_pair(self, o1: Outcome, o2: Outcome) -> None:
-        """Two non-trapping executions on the same visible storage."""
-        if o1.trapped or o2.trapped:
-            return
-        a, f = self.a, self.facts
-        m1, m2 = a.mode(o1.before), a.mode(o2.before)
-        x = a.base(o2.before) - a.base(o1.before)
-        if a.observe(o1) == a.observe(o2):
-            return
-        if x != 0 and m1 == m2 and m1 not in f.location:
-            f.location[m1] = Witness("location sensitive", self.name, [o1, o2],
-                                     f"same visible storage moved by x={x}, {m1} mode: results differ")
-        elif x == 0 and m1 != m2 and f.mode is None:
-            f.mode = Witness("mode sensitive", self.name, [o1, o2],
-                             "same state in the other mode: results differ in visible storage or P")
-
-
-def _group_behavior(prober: _Prober, groups: dict) -> None:
-    """Find behaviour witnesses among executions grouped by ``view_key``."""
-    for slot in groups.values():
-        if len(slot) < 2:
-            continue
-        entries = [(base, mode, obs, o) for (base, mode), d in slot.items() for obs, o in d.items()]
-        for i, (b1, m1, obs1, o1) in enumerate(entries):
-            for b2, m2, obs2, o2 in entries[i + 1:]:
-                if obs1 != obs2 and ((b1 != b2 and m1 == m2) or (b1 == b2 and m1 != m2)):
-                    prober.behavior_pair(o1, o2)
-
-
-def _verdict(adapter: ISAAdapter, opcode: Any, facts: list[_InstanceFacts]) -> InstructionVerdict:
+def _verdict(adapter: ISAAdapter, opcode: Any, per_instance: list[tuple[Any, dict]],
+             keep_details: bool) -> InstructionVerdict:
     def first(get):
-        for f in facts:
+        for _, f in per_instance:
             w = get(f)
             if w is not None:
                 return w
         return None
 
-    counter = first(lambda f: f.priv_counter)
-    pairs = sum(f.pairs for f in facts)
-    privileged = counter is None
+    def w(name):
+        return lambda f: f[name].witness if f[name].holds else None
+
+    def kind(k, mode=None):
+        def get(f):
+            b = f["behaviour sensitive"]
+            found = b.by_kind.get(k)
+            if found is None or (mode is not None and adapter.mode(found.executions[0].before) is not mode):
+                return None
+            return found
+        return get
+
+    privileged = all(f["privileged"].holds for _, f in per_instance)
+    pairs = sum(f["privileged"].checked for _, f in per_instance)
+    counter = first(lambda f: None if f["privileged"].holds else f["privileged"].witness)
+    example = first(lambda f: f["privileged"].witness if f["privileged"].holds else None)
+
+    def unpriv(defn):
+        def get(f):
+            if f["privileged"].holds or not f[defn].holds:
+                return None
+            # a user-mode control witness says the most: the guest can do it
+            u = f["control sensitive (u)"]
+            return u.witness if u.holds else f[defn].witness
+        return get
+
+    def unpriv_counter(defn):
+        return lambda f: None if f["privileged"].holds or not f[defn].holds else f["privileged"].witness
+
     return InstructionVerdict(
-        name=adapter.opcode_name(opcode),
-        doc=adapter.opcode_doc(opcode),
-        instances=len(facts),
-        privileged=privileged,
-        vacuous=privileged and pairs == 0,
-        privileged_witness=counter if counter else first(lambda f: f.priv_example),
-        pairs=pairs,
-        control=first(lambda f: f.control.get(U) or f.control.get(S)),
-        location=first(lambda f: f.location.get(U) or f.location.get(S)),
-        mode=first(lambda f: f.mode),
-        user=first(lambda f: f.user_witness()),
-        supervisor=first(lambda f: f.supervisor_witness()),
-        unprivileged_sensitive=first(lambda f: None if f.privileged else f.sensitive_witness()),
-        unprivileged_user_sensitive=first(lambda f: None if f.privileged else f.user_witness()),
-        unprivileged_counter={
-            "sensitive": first(lambda f: f.priv_counter if f.sensitive_witness() else None),
-            "user": first(lambda f: f.priv_counter if f.user_witness() else None),
-        },
+        name=adapter.opcode_name(opcode), doc=adapter.opcode_doc(opcode), instances=len(per_instance),
+        privileged=privileged, vacuous=privileged and pairs == 0,
+        privileged_witness=counter if counter is not None else example, pairs=pairs,
+        control=first(w("control sensitive (u)")) or first(w("control sensitive")),
+        location=first(kind(LOCATION, U)) or first(kind(LOCATION)),
+        mode=first(kind(MODE)),
+        combined=first(kind(BOTH)),
+        user=first(w("user sensitive")), supervisor=first(w("supervisor sensitive")),
+        unprivileged_sensitive=first(unpriv("sensitive")),
+        unprivileged_user_sensitive=first(unpriv("user sensitive")),
+        unprivileged_counter={"sensitive": first(unpriv_counter("sensitive")),
+                              "user": first(unpriv_counter("user sensitive"))},
+        details=per_instance if keep_details else [],
     )
+
+
+class _Runner:
+    """Executes one instance, once per state (the definitions look at each execution several times)."""
+
+    def __init__(self, adapter: ISAAdapter, instance: Any):
+        self.adapter, self.instance = adapter, instance
+        self.cache: dict = {}
+        self.executions = 0
+
+    def __call__(self, state):
+        o = self.cache.get(state)
+        if o is None:
+            o = self.cache[state] = self.adapter.execute(self.instance, state)
+            self.executions += 1
+        return o
 
 
 # ---------------------------------------------------------------------------
 # engines
 
 
+def exhaustive_space(adapter: ISAAdapter, instance: Any, states: list, runner: _Runner | None = None) -> ExecutionSpace:
+    """The executions of ``instance`` on every state of ``states`` (supervisor mode) and its user twin."""
+    run = runner or _Runner(adapter, instance)
+    space = ExecutionSpace(adapter, instance)
+    groups: dict = {}
+    for s1 in states:
+        o1, o2 = run(s1), run(adapter.with_mode(s1, U))
+        space.singles += (o1, o2)
+        space.pairs.append((o1, o2))
+        g = groups.setdefault(adapter.view_key(s1), [])
+        g += (o1, o2)
+    space.groups = list(groups.values())
+    return space
+
+
 def _exhaustive(adapter: ISAAdapter, bounds: Bounds) -> tuple[list[InstructionVerdict], int]:
     states = list(adapter.states(bounds))
     verdicts, executions = [], 0
     for opcode in adapter.opcodes():
-        facts = []
+        per_instance = []
         for instance in adapter.instances(opcode, bounds):
-            p = _Prober(adapter, instance)
-            groups: dict = {}
-            for s1 in states:
-                o1 = p.run(s1)
-                o2 = p.run(adapter.with_mode(s1, U))
-                p.privilege_pair(o1, o2)
-                for o in (o1, o2):
-                    if o.trapped:
-                        continue
-                    p.single(o)
-                    slot = groups.setdefault(adapter.view_key(o.before), {})
-                    d = slot.setdefault((adapter.base(o.before), adapter.mode(o.before)), {})
-                    d.setdefault(adapter.observe(o), o)
-            _group_behavior(p, groups)
-            facts.append(p.facts)
-            executions += p.executions
-        verdicts.append(_verdict(adapter, opcode, facts))
+            run = _Runner(adapter, instance)
+            space = exhaustive_space(adapter, instance, states, run)
+            per_instance.append((instance, instance_findings(space)))
+            executions += run.executions
+        verdicts.append(_verdict(adapter, opcode, per_instance, keep_details=True))
     return verdicts, executions
 
 
-def _refuter(p: _Prober, cfg, given, adapter: ISAAdapter):
-    """A hypothesis search for a pair refuting privilege of ``p``'s instance."""
+RELOCATIONS = (-3, -2, -1, 1, 2, 3)
+#: a sampled 'privileged' resting on fewer pairs than this is searched again
+REFUTE_BELOW = 8
 
-    @cfg
-    @given(state=adapter.state_strategy())
-    def refute(state):
-        p.privilege_pair(p.run(adapter.with_mode(state, S)), p.run(adapter.with_mode(state, U)))
 
-    return refute
+def _sample_into(adapter: ISAAdapter, space: ExecutionSpace, run: _Runner, state, x: int, moved: Mode) -> None:
+    """One sampled state: its s and u twins, and the ``moved`` one of them with R moved by x.
+
+    The three are one view group: the mode pair, a location pair (same
+    mode) and a pair that differs in both mode and R.
+    """
+    s1, s2 = adapter.with_mode(state, S), adapter.with_mode(state, U)
+    o1, o2 = run(s1), run(s2)
+    space.singles += (o1, o2)
+    space.pairs.append((o1, o2))
+    group = [o1, o2]
+    m = adapter.counterpart(s1 if moved is S else s2, x, moved)
+    if m is not None:
+        om = run(m)
+        space.singles.append(om)
+        group.append(om)
+    space.groups.append(group)
+
+
+def _draw(adapter: ISAAdapter, rng: random.Random):
+    return adapter.sample_state(rng), rng.choice(RELOCATIONS), rng.choice((S, U))
 
 
 def _sampled(adapter: ISAAdapter, samples: int, seed: int) -> tuple[list[InstructionVerdict], int]:
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as fixed_seed
-    from hypothesis import strategies as st
-
-    settings_ = settings(max_examples=samples, database=None, deadline=None,
-                         phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-
-    def cfg(test):  # reproducible: the same seed draws the same examples
-        return fixed_seed(seed)(settings_(test))
     verdicts, executions = [], 0
     for opcode in adapter.opcodes():
-        probers: dict[Any, _Prober] = {}
-
-        def prober(instance) -> _Prober:
-            if instance not in probers:
-                probers[instance] = _Prober(adapter, instance)
-            return probers[instance]
-
-        @cfg
-        @given(instance=adapter.instance_strategy(opcode), state=adapter.state_strategy(),
-               x=st.integers(-3, 3).filter(bool))
-        def probe(instance, state, x):
-            p = prober(instance)
-            s1 = adapter.with_mode(state, S)
-            s2 = adapter.with_mode(state, U)
-            o1, o2 = p.run(s1), p.run(s2)
-            p.privilege_pair(o1, o2)
-            p.single(o1)
-            p.single(o2)
-            p.behavior_pair(o1, o2)  # x = 0, modes differ: the mode kind
-            for o in (o1, o2):
-                moved = adapter.counterpart(o.before, x, adapter.mode(o.before))
-                if moved is not None:
-                    p.behavior_pair(o, p.run(moved))  # same mode, moved: the location kind
-
-        probe()
-        # A sensitive instance drawn once may never have met a refuting pair:
-        # search that instance alone before calling it privileged (a few
-        # instances per opcode; each search costs as much as the first).
-        pending = [p for p in probers.values() if p.facts.sensitive_witness() and p.facts.privileged]
-        for p in pending[:2]:
-            _refuter(p, cfg, given, adapter)()
-        facts = [p.facts for p in probers.values()]
-        executions += sum(p.executions for p in probers.values())
-        verdicts.append(_verdict(adapter, opcode, facts))
+        # One stream per opcode, so a verdict does not depend on which other
+        # opcodes were classified (or on how a run is split over processes).
+        rng = random.Random(f"{seed}:{adapter.opcode_name(opcode)}")
+        spaces: dict = {}
+        for _ in range(samples):
+            instance = adapter.sample_instance(opcode, rng)
+            if instance not in spaces:
+                spaces[instance] = (ExecutionSpace(adapter, instance), _Runner(adapter, instance))
+            space, run = spaces[instance]
+            _sample_into(adapter, space, run, *_draw(adapter, rng))
+        # A sensitive instance drawn only a few times may never have met a
+        # refuting pair: search it on its own before calling it privileged
+        # (at most two instances per opcode, each as long as the first search).
+        pending = [(i, sp, r) for i, (sp, r) in spaces.items()
+                   if D.privileged(sp).checked < REFUTE_BELOW and D.privileged(sp).holds
+                   and D.sensitive(sp).holds][:2]
+        for instance, space, run in pending:
+            for _ in range(samples):
+                _sample_into(adapter, space, run, *_draw(adapter, rng))
+            space._memo.clear()
+        per_instance = [(i, instance_findings(sp)) for i, (sp, _) in spaces.items()]
+        executions += sum(r.executions for _, r in spaces.values())
+        verdicts.append(_verdict(adapter, opcode, per_instance, keep_details=adapter.keep_details))
     return verdicts, executions
 
 
-def classify(
-    isa: ISA | ISAAdapter,
-    *,
-    bounds: Bounds | None = None,
-    samples: int | None = None,
-    seed: int = 0,
-) -> Classification:
+EXHAUSTIVE_CAVEAT = ("Exhaustive within these bounds: a 'no' is proven for the bounded machine; "
+                     "behaviour that needs a larger machine or other word values is not covered.")
+SAMPLED_CAVEAT = ("Sampled: every 'yes' for a sensitivity comes with a witness, but a 'no' only means "
+                  "no witness was found -- absence is not proof. 'privileged' means no counterexample was found.")
+
+
+def classify(isa: ISA | ISAAdapter, *, bounds: Bounds | None = None, samples: int | None = None,
+             seed: int = 0) -> Classification:
     """Classify every instruction of ``isa``.
 
     Exhaustive over ``bounds`` (default ``Bounds()``) unless ``samples`` is
-    given or the adapter cannot enumerate; then a hypothesis search of
-    ``samples`` examples per instruction.
+    given or the adapter cannot enumerate; then ``samples`` sampled states
+    per instruction.
     """
     adapter = FormalAdapter(isa) if isinstance(isa, ISA) else isa
     t0 = time.perf_counter()
     if samples is None and adapter.supports_exhaustive:
         bounds = bounds or Bounds()
         verdicts, n = _exhaustive(adapter, bounds)
-        method, scope, scope_json = "exhaustive", bounds.describe(), bounds.as_dict()
-        caveat = ("Exhaustive within these bounds: a 'no' is proven for the bounded machine; "
-                  "behaviour that needs a larger machine or other word values is not covered.")
+        method, scope, scope_json, caveat = "exhaustive", bounds.describe(), bounds.as_dict(), EXHAUSTIVE_CAVEAT
     else:
         samples = samples or 500
         verdicts, n = _sampled(adapter, samples, seed)
-        method = "sampled"
-        scope = f"hypothesis search, {samples} examples per instruction"
+        method, caveat = "sampled", SAMPLED_CAVEAT
+        scope = f"{samples} sampled states per instruction (seed {seed})"
         if isinstance(adapter, FormalAdapter):
             scope += f", q={adapter.sample_q} words, any word values"
         scope_json = {"samples_per_instruction": samples, "seed": seed}
-        caveat = ("Sampled: every 'yes' for a sensitivity comes with a witness, but a 'no' only means "
-                  "no witness was found -- absence is not proof. 'privileged' means no counterexample was found.")
     return Classification(adapter.name, method, scope, scope_json, caveat, verdicts, n,
                           time.perf_counter() - t0, adapter)

@@ -1,14 +1,14 @@
 """Measuring the recipe-built monitor against Popek & Goldberg's three properties.
 
-Popek & Goldberg 1974 (CACM 17(7)), "the monitor": a VMM must have
+Popek & Goldberg 1974 (CACM 17(7), section 3, virtual machine monitors): a VMM must have
 
 * **equivalence** -- a program under the monitor behaves as on the bare
-  machine, except for timing and resource availability.  Measured here by
-  running the same program both ways for the same number of instructions
-  and comparing the guest's final state, seen through the VM map, with the
-  bare run's final state.  On a mismatch the run is replayed in lock step to
-  find the first instruction after which the two differ: that program,
-  state and instruction are the witness.
+  machine, except for timing and resource availability.  Measured here in
+  lock step (``lockstep``): after every instruction the guest's state, seen
+  through the VM map, must equal the bare machine's.  The first instruction
+  after which they differ, with the program and both runs up to it, is the
+  witness.  (``run_virtualized`` runs a program through to its end, for
+  ``theory run`` and the two-VM runs, which compare final states.)
 * **resource control** -- no program can affect the resources available to
   it.  Measured by the bare hardware's audit (``recipe_vmm.BareHardware``):
   any access outside the running guest's partition, or any change of M or R
@@ -16,10 +16,9 @@ Popek & Goldberg 1974 (CACM 17(7)), "the monitor": a VMM must have
 * **efficiency** -- all innocuous instructions run directly.  Measured as the
   share of guest instructions the real machine executed directly.
 
-Programs are random memory images: mostly instruction words of the ISA
-(every opcode equally likely, operands mostly inside the guest's storage),
-some small data and some PSW words, a trap handler PSW in ``E[1]``; half start
-in supervisor mode, as a guest operating system would, half in user mode.
+The programs come from ``program_sets``: every program within a bound (a
+proof within that bound when all agree), random programs (sampling), and
+programs built from classification witnesses.
 """
 
 from __future__ import annotations
@@ -29,61 +28,19 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from trapvisor.theory.isa import ISA, Instance, Program
-from trapvisor.theory.machine import PSW, Machine, Mode, Reloc, State
+from typing import Iterable
+
+from trapvisor.theory.formal_machine import Machine, Mode, State
+from trapvisor.theory.isa import ISA
+from trapvisor.theory.program_sets import GuestImage, random_image, random_programs
 from trapvisor.theory.recipe_vmm import CP_WORDS, BareHardware, RecipeVMM, Violation, _align, bare_hardware_for
 
 S, U = Mode.S, Mode.U
 GUEST_WORDS = 8
 STEPS = 60
 
-
-@dataclass
-class GuestImage:
-    """A program for a bare machine of ``len(image)`` words and the PSW it starts from."""
-
-    image: tuple[int, ...]
-    start: PSW
-    name: str = "random program"
-
-    @classmethod
-    def from_program(cls, program: Program) -> "GuestImage":
-        return cls(program.image, program.start, program.source)
-
-    def listing(self, isa: ISA) -> list[str]:
-        out = []
-        for addr, word in enumerate(self.image):
-            if addr == 1:
-                text = f".psw {isa.fmt.unpack_psw(word)}"
-            elif addr == 0:
-                text = f".word {word}"
-            else:
-                text = isa.disassemble(word)
-            out.append(f"{addr:3}: {word:#08x}  {text}")
-        return out
-
-
-def random_image(isa: ISA, rng: random.Random, size: int = GUEST_WORDS) -> GuestImage:
-    fmt = isa.fmt
-    E = [0] * size
-    E[1] = fmt.pack_psw(PSW(S, rng.randrange(2, size), Reloc(0, size - 1)))
-
-    def operand() -> int:
-        return rng.randrange(size) if rng.random() < 0.9 else rng.randrange(size, size + 3)
-
-    for i in range(2, size):
-        r = rng.random()
-        if r < 0.75:
-            ins = rng.choice(isa.instructions)
-            E[i] = isa.encode(Instance(ins, tuple(operand() for _ in ins.operands)))
-        elif r < 0.9:
-            E[i] = rng.randrange(4)
-        else:
-            l = rng.randrange(3)
-            E[i] = fmt.pack_psw(PSW(rng.choice((S, U)), rng.randrange(size), Reloc(l, rng.randrange(size - l))))
-    # Half start as an operating system would (supervisor mode), half as a
-    # user program (user mode), so that both modes get exercised directly.
-    return GuestImage(tuple(E), PSW(rng.choice((S, U)), 2, Reloc(0, size - 1)))
+__all__ = ["GuestImage", "random_image", "bare_run", "build_stack", "run_virtualized", "find_divergence",
+           "check_programs", "equivalence", "two_vms", "Divergence", "EquivalenceReport"]
 
 
 def bare_run(isa: ISA, guest: GuestImage, steps: int) -> tuple[State, list]:
@@ -118,7 +75,7 @@ def build_stack(isa: ISA, guest_sizes: list[int], *, nesting: int = 0, hybrid: b
 
 @dataclass
 class Divergence:
-    """Where equivalence breaks: the program, the step and the two states."""
+    """Where equivalence breaks: the program, the step, and the two executions side by side."""
 
     guest: GuestImage
     step: int  # 1-based: the state after this many instructions differs
@@ -127,18 +84,34 @@ class Divergence:
     bare_after: State
     vmm_after: State
     violations: list[Violation]
+    trace: list = field(default_factory=list)  # [(step, instruction, bare state, VMM state)]
 
-    def lines(self, isa: ISA) -> list[str]:
-        out = [f"program ({self.guest.name}):", *("  " + l for l in self.guest.listing(isa))]
+    def differences(self) -> list[str]:
+        return [f"{n}: bare {a} vs VMM {b}" for n, a, b in _differences(self.bare_after, self.vmm_after)]
+
+    def side_by_side(self) -> list[tuple[str, str, str, str]]:
+        """(step, instruction, bare machine, under the monitor) up to and including the divergence."""
+        rows = [("0", "(start)", str(self._start()), str(self._start()))]
+        for n, ins, bare, vmm in self.trace:
+            rows.append((str(n), ins, str(bare), str(vmm) if vmm != bare else "same"))
+        return rows
+
+    def _start(self) -> State:
+        g = self.guest
+        return State(g.image, g.start.M, g.start.P, g.start.R)
+
+    def lines(self, isa: ISA, listing: bool = True) -> list[str]:
+        out = [f"program ({self.guest.name}):"]
+        if listing:
+            out += ["  " + l for l in self.guest.listing(isa)]
         out += [
             f"start PSW {self.guest.start}",
             f"step {self.step}: {self.instruction}",
             f"  state before : {self.before}",
             f"  bare machine : {self.bare_after}",
             f"  under VMM    : {self.vmm_after}",
+            "  differs in   : " + "; ".join(self.differences()),
         ]
-        diff = [f"{n}: bare {a} vs VMM {b}" for n, a, b in _differences(self.bare_after, self.vmm_after)]
-        out.append("  differs in   : " + "; ".join(diff))
         for v in self.violations[:3]:
             out.append(f"  resource control: {v}")
         return out
@@ -146,14 +119,18 @@ class Divergence:
     def to_json(self, isa: ISA) -> dict:
         js = lambda s: {"E": list(s.E), "M": str(s.M), "P": s.P, "R": [s.R.l, s.R.b]}  # noqa: E731
         return {
-            "program": list(self.guest.image), "listing": self.guest.listing(isa),
+            "program": list(self.guest.image), "name": self.guest.name, "listing": self.guest.listing(isa),
             "start": str(self.guest.start), "step": self.step, "instruction": self.instruction,
             "before": js(self.before), "bare_after": js(self.bare_after), "vmm_after": js(self.vmm_after),
+            "differences": self.differences(),
+            "side_by_side": [{"step": n, "instruction": i, "bare": b, "vmm": v} for n, i, b, v in self.side_by_side()],
             "violations": [str(v) for v in self.violations],
         }
 
 
 def _differences(a: State, b: State) -> list[tuple[str, object, object]]:
+    if len(a.E) != len(b.E):
+        return [("storage size", len(a.E), len(b.E))]
     out = [(f"E[{i}]", x, y) for i, (x, y) in enumerate(zip(a.E, b.E)) if x != y]
     for name in ("M", "P", "R"):
         if getattr(a, name) != getattr(b, name):
@@ -186,34 +163,52 @@ def _lost(cp: RecipeVMM, state: State) -> Violation:
     return Violation(f"monitor lost control: {cp.lost_control}", "-", state, state)
 
 
-def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
-    """Replay bare and virtualized runs in lock step; the first differing state."""
+def lockstep(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False,
+             nesting: int = 0) -> tuple[Divergence | None, GuestRun]:
+    """Run the bare machine and the monitor one instruction at a time, comparing after each.
+
+    Equivalence is about behaviour, not only the final state: a difference
+    that a later trap overwrites (the trap stores the old PSW in E[0]) is
+    still a difference.  Returns the first differing step (None if there is
+    none) and the monitor's counts for the run.
+    """
     m = Machine(isa, len(guest.image))
     state = State(guest.image, guest.start.M, guest.start.P, guest.start.R)
     stack = build_stack(isa, [len(guest.image)], nesting=nesting, hybrid=hybrid)
     cp = stack.top
     vm = cp.create_vm(guest.image, guest.start)
+    trace = []
+    div = None
     for n in range(1, steps + 1):
         ex = m.step(state)
         r = cp.run_vm(vm, 1)
         got = cp.guest_state(vm)
         if r.lost_control:
             stack.bare.violations.append(_lost(cp, state))
+        name = str(ex.instance) if ex.instance else f"(fetch: {ex.trap} trap)"
+        if ex.trap and ex.instance:
+            name += f" [{ex.trap} trap]"
+        trace.append((n, name, ex.after, got))
         if got != ex.after:
-            name = str(ex.instance) if ex.instance else f"(fetch: {ex.trap} trap)"
-            if ex.trap:
-                name += f"  [bare machine: {ex.trap} trap]"
-            return Divergence(guest, n, name, state, ex.after, got, list(stack.bare.violations))
+            div = Divergence(guest, n, name, state, ex.after, got, list(stack.bare.violations), trace)
+            break
         if ex.after == state:
             break
         state = ex.after
-    return None
+    run = GuestRun(cp.guest_state(vm), vm.guest_steps, stack.bare.direct, vm.interpreted, vm.reflected,
+                   stack.bare.violations)
+    return div, run
+
+
+def find_divergence(isa: ISA, guest: GuestImage, steps: int, *, hybrid: bool = False, nesting: int = 0) -> Divergence | None:
+    """Replay bare and virtualized runs in lock step; the first differing state, with both traces."""
+    return lockstep(isa, guest, steps, hybrid=hybrid, nesting=nesting)[0]
 
 
 @dataclass
 class EquivalenceReport:
     isa: str
-    mode: str  # "full", "hybrid", ...
+    mode: str  # "full", "hybrid"
     nesting: int
     programs: int
     steps: int
@@ -228,18 +223,34 @@ class EquivalenceReport:
     first_violation: Violation | None
     seconds: float
     failures: list[int] = field(default_factory=list)  # indexes of failing programs
+    program_set: str = "random programs"
+    exhaustive: bool = False  # every program within a bound (else a sample)
+    stopped: bool = False  # stopped at the first program that broke the monitor
+    total: int | None = None  # programs in the set (when it was not run to the end)
 
     @property
     def equivalent(self) -> bool:
         return self.passed == self.programs
 
     @property
+    def held(self) -> bool:
+        """Equivalence and resource control on every program run."""
+        return self.equivalent and not self.violations
+
+    @property
     def efficiency(self) -> float:
         return self.direct / self.guest_steps if self.guest_steps else 0.0
 
+    @property
+    def monitor(self) -> str:
+        name = {"full": "recipe VMM", "hybrid": "hybrid VMM"}[self.mode]
+        return name + (f", {self.nesting + 1} deep" if self.nesting else "")
+
     def to_json(self, isa: ISA) -> dict:
         return {
-            "isa": self.isa, "monitor": self.mode, "nesting": self.nesting, "programs": self.programs,
+            "isa": self.isa, "monitor": self.mode, "nesting": self.nesting, "program_set": self.program_set,
+            "exhaustive": self.exhaustive, "stopped_at_first_failure": self.stopped, "programs": self.programs,
+            "programs_in_set": self.total,
             "steps_per_program": self.steps, "equivalent": self.passed, "diverged": self.programs - self.passed,
             "guest_instructions": self.guest_steps, "executed_directly": self.direct,
             "efficiency": round(self.efficiency, 4), "interpreted": dict(self.interpreted),
@@ -251,30 +262,24 @@ class EquivalenceReport:
         }
 
 
-def equivalence(
-    isa: ISA,
-    programs: int = 200,
-    *,
-    steps: int = STEPS,
-    seed: int = 0,
-    hybrid: bool = False,
-    nesting: int = 0,
-    size: int = GUEST_WORDS,
-) -> EquivalenceReport:
-    """Run ``programs`` random programs bare and under the monitor; compare."""
+def check_programs(isa: ISA, programs: Iterable[GuestImage], *, steps: int = STEPS, hybrid: bool = False,
+                   nesting: int = 0, program_set: str = "programs", exhaustive: bool = False,
+                   stop_at_first: bool = False, total: int | None = None) -> EquivalenceReport:
+    """Run every program bare and under the monitor, in lock step; compare every state through the VM map.
+
+    ``stop_at_first``: stop at the first program that diverges or breaks
+    resource control (``EquivalenceReport.stopped`` says so).
+    """
     t0 = time.perf_counter()
-    rng = random.Random(seed)
-    passed = gsteps = direct = nviol = nviol_prog = 0
+    n = passed = gsteps = direct = nviol = nviol_prog = 0
     interpreted: Counter = Counter()
     reflected: Counter = Counter()
     first: Divergence | None = None
     first_violation: Violation | None = None
     failures = []
-    for n in range(programs):
-        guest = random_image(isa, rng, size)
-        guest.name = f"random program #{n}, seed {seed}"
-        bare, _ = bare_run(isa, guest, steps)
-        run = run_virtualized(isa, guest, steps, hybrid=hybrid, nesting=nesting)
+    for k, guest in enumerate(programs):
+        n += 1
+        div, run = lockstep(isa, guest, steps, hybrid=hybrid, nesting=nesting)
         gsteps += run.guest_steps
         direct += run.direct
         interpreted.update(run.interpreted)
@@ -283,15 +288,26 @@ def equivalence(
             nviol += len(run.violations)
             nviol_prog += 1
             first_violation = first_violation or run.violations[0]
-        if run.final == bare:
+        if div is None:
             passed += 1
         else:
-            failures.append(n)
-            if first is None:
-                first = find_divergence(isa, guest, steps, hybrid=hybrid, nesting=nesting)
-    mode = "hybrid" if hybrid else "full"
-    return EquivalenceReport(isa.name, mode, nesting, programs, steps, passed, gsteps, direct, interpreted,
-                             reflected, nviol, nviol_prog, first, first_violation, time.perf_counter() - t0, failures)
+            failures.append(k)
+            first = first or div
+        if stop_at_first and (failures or nviol):
+            break
+    else:
+        stop_at_first = False
+    return EquivalenceReport(isa.name, "hybrid" if hybrid else "full", nesting, n, steps, passed, gsteps, direct,
+                             interpreted, reflected, nviol, nviol_prog, first, first_violation,
+                             time.perf_counter() - t0, failures, program_set, exhaustive, stop_at_first,
+                             n if total is None else total)
+
+
+def equivalence(isa: ISA, programs: int = 200, *, steps: int = STEPS, seed: int = 0, hybrid: bool = False,
+                nesting: int = 0, size: int = GUEST_WORDS) -> EquivalenceReport:
+    """Run ``programs`` random programs bare and under the monitor; compare."""
+    return check_programs(isa, random_programs(isa, programs, seed=seed, size=size), steps=steps, hybrid=hybrid,
+                          nesting=nesting, program_set=f"{programs} random programs of {size} words (seed {seed})")
 
 
 @dataclass

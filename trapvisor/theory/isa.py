@@ -19,7 +19,7 @@ binary encoding so that programs can live in storage and be fetched::
         c.supervisor_only()
         c.set_psw(c.unpack_psw(c.load(a)))
 
-The semantics receive a :class:`~trapvisor.theory.machine.Context` (the draft
+The semantics receive a :class:`~trapvisor.theory.formal_machine.Context` (the draft
 of the next state) and the operand values; they trap by raising (memory
 accesses and ``supervisor_only`` do that for them) and otherwise the program
 counter advances by one unless they jump.  Nothing else is needed: the
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from trapvisor.theory.errors import TheoryError
-from trapvisor.theory.machine import PSW, Machine, Mode, Reloc, State, WordFormat
+from trapvisor.theory.formal_machine import PSW, Machine, Mode, Reloc, State, WordFormat
 
 OPERAND_SLOTS = 2
 

@@ -1,6 +1,6 @@
 """A virtual machine monitor built by Popek & Goldberg's recipe.
 
-Popek & Goldberg 1974 (CACM 17(7)), "the monitor": a control program
+Popek & Goldberg 1974 (CACM 17(7), section 3, virtual machine monitors): a control program
 CP = <D, A, {v_i}> in which
 
 * the **dispatcher** D sits at the trap location -- the hardware's new PSW in
@@ -59,8 +59,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from trapvisor.theory.errors import TheoryError
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import PSW, Execution, Machine, MemoryTrap, Mode, Reloc, State
+from trapvisor.theory.formal_machine import PSW, Execution, Machine, MemoryTrap, Mode, Reloc, State
 
 S, U = Mode.S, Mode.U
 
@@ -249,11 +250,16 @@ class Allocator:
         self.changes = 0
 
     def partition(self, size: int) -> tuple[int, int]:
-        size = _align(size, self.alignment)
+        """(base, size) of a new partition: ``size`` words at an aligned base.
+
+        The words up to the next aligned base stay unused (and outside the
+        VM: its bound is clipped at ``size``), so a VM sees exactly the
+        storage of the bare machine it stands for.
+        """
         base = self.next_free
         if base + size > self.q:
-            raise ValueError(f"no room for a {size}-word VM in {self.q} words")
-        self.next_free = base + size
+            raise TheoryError(f"no room for a {size}-word VM in {self.q} words")
+        self.next_free = _align(base + size, self.alignment)
         return base, size
 
     def assign(self, vm: VM, vR: Reloc) -> None:
@@ -464,5 +470,6 @@ def bare_hardware_for(isa: ISA, guest_sizes: list[int], nesting: int = 0) -> Bar
     cp = _align(CP_WORDS, a)
     need = cp + sum(_align(s, a) for s in guest_sizes) + nesting * cp
     if need > isa.fmt.max_q:
-        raise ValueError(f"{need} words needed, the word format allows {isa.fmt.max_q}")
+        raise TheoryError(f"cannot host this: {need} words needed (partitions, nested monitors), "
+                          f"the word format of ISA {isa.name} allows {isa.fmt.max_q}")
     return BareHardware(isa, need)

@@ -1,19 +1,23 @@
 """The bridge to x86: Popek & Goldberg's classifier run on the simulated IA-32 CPU.
 
-``trapvisor theory classify --isa x86`` runs the *same* classifier that
-classifies the formal machine's ISAs (``trapvisor/theory/classifier.py``) on
-the CPU of the simulated PC (``trapvisor/machine/cpu``), one instruction form
-at a time, from sampled machine states.  It prints which forms are
-privileged, which are sensitive, and which are sensitive but not privileged,
-with a witness for each verdict, and compares the last set with the 17
-instructions of Robin and Irvine (2000).  ``--isa x86-strict`` does the same
-on the CPU variant in which the sensitive instructions trap outside ring 0.
+``trapvisor theory classify --isa x86`` runs the *same* definitions that
+classify the formal machine's ISAs (``trapvisor/theory/definitions.py``,
+through ``classifier.py``) on the CPU of the simulated PC
+(``trapvisor/machine/cpu``), one instruction form at a time, from sampled
+machine states.  It prints which forms are privileged, which are sensitive,
+and which are sensitive but not privileged, with a witness for each verdict;
+``theory x86 --compare robin-irvine`` puts the last set beside the 17
+instructions (18 mnemonics) of Robin and Irvine (USENIX Security 2000).
+``--isa x86-strict`` does the same on the CPU variant in which the sensitive
+instructions trap outside ring 0.
 
 How the formal notions map onto x86
 -----------------------------------
 
 The definitions ask a handful of questions of a machine (``adapter.py``);
-this is how each is answered here.
+this is how each is answered here.  The choices that change a verdict are
+*readings*, options of :class:`X86Adapter` and flags of the command line
+(``cli.X86_READINGS``); the defaults are named below.
 
 **State S = (E, M, P, R).**  A bridge state (``x86_state.X86State``) is a
 whole machine: GDT, LDT, IDT, TSS, page tables, segment registers, control
@@ -24,13 +28,15 @@ registers and a 16 KiB *window* of memory that the guest addresses.
   which decides for CLI, STI, IN, OUT, INS, OUTS and POPF's IF exactly what M
   decides for a privileged instruction, and which, like M, only the
   supervisor can change.  ``s`` is CPL 0 (with the sampled IOPL); ``u`` is
-  CPL 3 with IOPL 0, the mode a monitor runs guest code in.  Every other
-  combination (CPL 1 and 2, CPL 3 with IOPL 1..3) is *extra mode-like
-  state*: the privilege profile (below) runs every form there too.
+  CPL 3 (``--user-cpl``) with IOPL 0 (``--user-iopl 0``; ``sampled`` keeps
+  the sampled IOPL, reading IOPL as ordinary state).  The other combinations
+  are run by the privilege profile (``x86_report``).
 * **E, the storage**, is what a program can see and address: the general
-  registers, EFLAGS apart from IF and IOPL, the data-segment selectors, and
-  the window's bytes (code, data, stack, inner stacks).  Port writes are
-  recorded and count as results.
+  registers, EFLAGS apart from IOPL, the data-segment selectors, and the
+  window's bytes (code, data, stack, inner stacks).  EFLAGS.IF is part of E
+  by default (``--popf-if behaviour``: POPF's silent IF at CPL 3 is then a
+  difference in results); ``--popf-if control`` puts it with M instead.
+  Port writes are recorded and count as results.
 * **P** is EIP.
 * **R, relocation-bounds**, is everything that places and confines the guest
   in the real machine: the segment descriptor caches (base, limit, rights),
@@ -38,55 +44,51 @@ registers and a 16 KiB *window* of memory that the guest addresses.
   descriptor-table registers (GDTR, IDTR, LDTR, TR: where the system tables
   are, and which GDT slots hold the TSS and LDT descriptors) and CR0.
 
-**r (+) x, the same visible storage moved by x** (``counterpart``): the
-classifier draws x in -3..3; the bridge gives each value one kind of
-relocation that keeps the program's view exactly (registers, selectors,
-window bytes at the same segment offsets) and changes only R:
-
-* x = +1 / -1: the window at the next / previous 16 KiB slot of linear
-  memory (all segment bases moved with it; the same frames when paging);
-* x = +2: the same linear window on other physical frames, through another
-  page directory (paging turned on if it was off);
-* x = -2: paging switched the other way (identity frames when turned on);
-* x = +3: the system tables at other addresses, with the TSS and LDT
-  descriptors in other GDT slots (a monitor's own tables);
-* x = -3: another machine status word: CR0.MP, TS and NE flipped (a
-  monitor's CR0, e.g. TS set for lazy FPU switching).
+**r (+) x, the same visible storage moved by x** (``counterpart``,
+``x86_state.relocate``): the classifier draws x in -3..3; every relocation
+gives the machine other system tables (GDT, IDT, TSS, LDT elsewhere, the TSS
+and LDT descriptors in other GDT slots) and another CR0.MP/TS/NE -- a
+monitor's tables and CR0 are its own -- and moves the window: x = +1 / -1 by
+the segment bases (the next / previous 16 KiB slot), x = +2 onto other
+physical frames through another page directory (paging turned on if it was
+off), x = -2 by switching paging the other way, x = +3 / -3 both by the
+segment bases and onto other frames.  The program's view (registers,
+selectors, window bytes at the same segment offsets) stays exactly the same.
 
 **Traps.**  An execution *traps* when the CPU exits on an event: the bridge
 sets the CPU's intercept controls so that every exception and every software
 interrupt exits before IDT delivery, i.e. it is the x86 trap sequence (save EFLAGS, CS, EIP; load a new
 CS:EIP from the vector table), and the bridge takes it there.  INT n, INT3
-and INTO are therefore traps: they *are* the trap sequence, invoked on
-purpose.  An execution that makes the CPU stop the machine (a task switch,
-IRET with NT set) is outside the model and is excluded like a memory trap.
+and INTO are therefore traps (``--int-n trap``): they *are* the trap
+sequence, invoked on purpose; ``--int-n gate`` lets them go through the IDT
+as gate transfers instead.  What the trap sequence does to M is the paper's:
+the CPU goes to the supervisor, so a trap taken in user mode changes M.  An
+execution that makes the CPU stop the machine (a task switch, IRET with NT
+set) is outside the model and is excluded like a memory trap.
 
 **Memory traps**, which the definitions exclude, are traps caused by the
 operands rather than by the mode.  The paper's memory traps do not depend on
 the mode, and that is how the bridge recognises them: a trap is a memory trap
 if the execution's twin in the other mode (same E, P and R) traps too, or if
 it is #PF, #SS or #AC (address translation, stack bounds and alignment: the
-x86 memory traps proper).  So a privilege pair counts unless both executions
-trap; a trap that only user mode has is what privilege avoids; and a trap that
-only supervisor mode has (loading SS with a ring-3 selector at CPL 0) refutes
-privilege like a user-mode execution that does not trap.
+x86 memory traps proper).  Every other trap counts, as in the paper.
 
-**Control sensitive** = the execution completes without trapping and changes
-M or R: CPL, IOPL, IF (which decides whether the monitor can take the CPU
-back: it belongs with M in the PSW that the trap sequence saves), the CS/SS
-selectors, any segment descriptor cache, GDTR, IDTR, LDTR, TR, CR0, CR3, CR4
-or the SYSENTER MSRs.
+**Control sensitive** = an execution that does not memory-trap and changes
+M or R: CPL, IOPL (and IF with ``--popf-if control``), the CS/SS selectors,
+any segment descriptor cache, GDTR, IDTR, LDTR, TR, CR0, CR3, CR4 or the
+SYSENTER MSRs -- without trapping, or through a trap taken in user mode.
 
-**Behaviour sensitive** = two non-trapping executions from states with the
-same view whose results (registers, EIP, EFLAGS without IF/IOPL, data
-selectors, window bytes through the state's own R, port writes) differ:
-*location* sensitive for a pair related by a relocation above, *mode*
-sensitive for the s/u twins.
+**Behaviour sensitive** = two executions, neither memory-trapping, from
+states with the same view whose results (registers, EIP, EFLAGS without
+IOPL, data selectors, window bytes through the state's own R, port writes;
+for a trapped execution, which trap) differ: *location* sensitive for a pair
+related by a relocation above, *mode* sensitive for the s/u twins, and the
+pairs related by both.
 
 Instruction forms are enumerated, not listed (``x86_forms.py``); states are
-sampled (``x86_state.py``) through hypothesis with a fixed seed, so a run is
-reproducible; the privilege profile, the grouping by mnemonic and the
-comparison with Robin and Irvine are in ``x86_report.py``.
+sampled (``x86_state.py``) from a seeded random stream per form, so a run is
+reproducible; the privilege profile and the grouping by mnemonic are in
+``x86_report.py``, the comparison with Robin and Irvine in ``x86_compare.py``.
 """
 
 from __future__ import annotations
@@ -101,14 +103,18 @@ from trapvisor.theory.bridges.x86_forms import Encoding, Form, forms
 from trapvisor.theory.bridges.x86_state import (
     Machine, Snapshot, X86State, random_state, relocate, trap_text,
 )
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 from trapvisor.machine.cpu.constants import AC_VEC, PF_VEC, SS_VEC
+
+IOPL_BITS, IF_BIT = 0x3000, 0x200
 
 #: Exceptions that are memory traps whatever the mode (address translation,
 #: stack-segment bounds, alignment).
 MEMORY_VECTORS = frozenset({PF_VEC, SS_VEC, AC_VEC})
 
-DEFAULT_SAMPLES = 30
+DEFAULT_SAMPLES = 16
+STATE_POOL = 2048
+_POOL: dict[int, X86State] = {}
 
 
 class _Bounded(OrderedDict):
@@ -129,22 +135,36 @@ class X86Adapter(ISAAdapter):
     """Answers the classifier's questions with the simulated IA-32 CPU (module docstring)."""
 
     supports_exhaustive = False
+    keep_details = False        # witnesses hold 16 KiB windows; the report keeps one per form
     default_samples = DEFAULT_SAMPLES
 
     def __init__(self, strict: bool = False, form_filter=None, *, user_iopl: int | None = 0,
-                 software_interrupts_trap: bool = True):
+                 software_interrupts_trap: bool = True, user_cpl: int = 3, popf_if: str = "behaviour"):
         """``strict``: the CPU variant in which sensitive instructions trap outside ring 0.
 
-        The two readings the mapping chooses between (module docstring) are
-        options, so that the alternatives can be run and compared:
-        ``user_iopl=None`` treats IOPL as ordinary state (u keeps the sampled
-        IOPL) instead of part of M; ``software_interrupts_trap=False`` lets INT
-        n, INT3 and INTO go through the IDT as gate transfers instead of
-        counting them as the trap sequence.
+        The readings the mapping chooses between (module docstring, and
+        ``READINGS``) are options, so that the alternatives can be run and
+        compared: ``user_iopl=None`` treats IOPL as ordinary state (u keeps
+        the sampled IOPL) instead of part of M; ``software_interrupts_trap=
+        False`` lets INT n, INT3 and INTO go through the IDT as gate transfers
+        instead of counting them as the trap sequence; ``user_cpl`` is the
+        CPL of the user-mode twin (3, or 1 or 2 as a monitor running a guest
+        kernel deprivileged might); ``popf_if`` says where EFLAGS.IF belongs:
+        "behaviour" -- with the storage E, so POPF's silent IF at CPL 3 is a
+        difference in results (mode sensitivity) -- or "control" -- with M,
+        so only a change of IF counts (control sensitivity).
         """
+        if user_cpl not in (1, 2, 3):
+            raise ValueError("user_cpl must be 1, 2 or 3")
+        if popf_if not in ("behaviour", "control"):
+            raise ValueError("popf_if must be 'behaviour' or 'control'")
         self.strict = strict
         self.user_iopl = user_iopl
         self.software_interrupts_trap = software_interrupts_trap
+        self.user_cpl = user_cpl
+        self.popf_if = popf_if
+        self._if_visible = popf_if == "behaviour"
+        self._key_mask = ~(IOPL_BITS if self._if_visible else IOPL_BITS | IF_BIT)
         self.name = "x86-strict" if strict else "x86"
         self.description = (
             "IA-32, the simulated PC's CPU" + (", strict variant (sensitive instructions trap outside ring 0)"
@@ -152,13 +172,19 @@ class X86Adapter(ISAAdapter):
             + ": one verdict per instruction form, from sampled machine states")
         self.machine = Machine(strict, software_interrupts_trap)
         self.forms: list[Form] = [f for f in forms() if form_filter is None or form_filter(f)]
-        self._resources = _Bounded(512)     # state -> resources as loaded
+        self._resources = _Bounded(16384)   # state -> resources as loaded
         self._runs = _Bounded(64)           # (encoding, state) -> what Machine.run returned
         self.executions = 0
         # Per form, a few (encoding, state) that ran without trapping in
         # supervisor mode: where the privilege profile looks (x86_report).
         self.ran_in_s: dict[int, list] = {}
         self._keep: dict[int, random.Random] = {}   # per form, so the choice does not depend on other forms
+
+    @property
+    def options(self) -> dict:
+        """The readings this adapter runs with, as ``X86Adapter(**options)`` takes them."""
+        return {"user_iopl": self.user_iopl, "software_interrupts_trap": self.software_interrupts_trap,
+                "user_cpl": self.user_cpl, "popf_if": self.popf_if}
 
     # -- instructions -----------------------------------------------------
     def opcodes(self):
@@ -174,31 +200,39 @@ class X86Adapter(ISAAdapter):
     def instances(self, form, bounds):
         return list(form.encodings)
 
-    def instance_strategy(self, form: Form):
-        from hypothesis import strategies as st
-
-        return st.sampled_from(form.encodings)
+    def sample_instance(self, form: Form, rng) -> Encoding:
+        return rng.choice(form.encodings)
 
     # -- states -----------------------------------------------------------
-    def state_strategy(self):
-        """States drawn through hypothesis as one 64-bit seed each (cheap to draw, replayable)."""
-        from hypothesis import strategies as st
+    def sample_state(self, rng) -> X86State:
+        """A whole machine state, drawn from a pool of ``STATE_POOL`` (``x86_state.random_state``).
 
-        return st.builds(lambda seed: random_state(random.Random(seed)), st.integers(0, 2**64 - 1))
+        Building a state costs more than running an instruction on it, so the
+        states are made once per process, each from its own seed, and every
+        form draws its samples from the same pool with its own stream.
+        """
+        k = rng.randrange(STATE_POOL)
+        st = _POOL.get(k)
+        if st is None:
+            st = _POOL[k] = random_state(random.Random(f"x86 state {k}"))
+        return st
 
     def run(self, instance: Encoding, state: X86State):
-        """One execution on the CPU (cached: the classifier's twins are run more than once)."""
+        """One execution on the CPU: (after, trap, stop).  Cached: the twins are asked about more than once."""
         key = (instance, state)
         r = self._runs.get(key)
         if r is None:
-            r = self.machine.run(state, instance.raw)
+            want_before = state not in self._resources
+            before, after, trap, stop = self.machine.run(state, instance.raw, before=want_before)
+            if want_before:
+                self._resources.put(state, before.resources())
+            r = (after, trap, stop)
             self.executions += 1
             self._runs.put(key, r)
         return r
 
     def execute(self, instance: Encoding, state: X86State) -> Outcome:
-        before, after, trap, stop = self.run(instance, state)
-        self._resources.put(state, before.resources())
+        after, trap, stop = self.run(instance, state)
         if stop is not None:
             return Outcome(state, after, f"machine stop ({stop})", True)
         if trap is None:
@@ -227,7 +261,7 @@ class X86Adapter(ISAAdapter):
         if kind == "exception" and vector in MEMORY_VECTORS:
             return True
         twin = self.with_mode(state, Mode.U if state.cpl == 0 else Mode.S)
-        _, _, twin_trap, twin_stop = self.run(instance, twin)
+        _, twin_trap, twin_stop = self.run(instance, twin)
         return twin_trap is not None or twin_stop is not None
 
     def mode(self, state: X86State) -> Mode:
@@ -236,37 +270,55 @@ class X86Adapter(ISAAdapter):
     def with_mode(self, state: X86State, mode: Mode) -> X86State:
         if mode == Mode.S:
             return state.with_privilege("s", 0, state.iopl_s)
-        return state.with_privilege("u", 3, state.iopl_s if self.user_iopl is None else self.user_iopl)
+        return state.with_privilege("u", self.user_cpl, state.iopl_s if self.user_iopl is None else self.user_iopl)
 
     def base(self, state: X86State) -> int:
         return state.tag
 
     def resources(self, state) -> Hashable:
         if isinstance(state, Snapshot):
-            return state.resources()
+            return state.resources(if_in_m=not self._if_visible)
         r = self._resources.get(state)
         if r is None:
             cpu = self.machine.load(state, b"\x90")
             r = self.machine.snapshot(cpu, state).resources()
             self._resources.put(state, r)
-        return r
+        return r if not self._if_visible else Snapshot.without_if(r)
+
+    def resources_after(self, outcome: Outcome) -> Hashable:
+        """After a trap, the trap sequence has run: the monitor has the CPU at CPL 0 (M = s).
+
+        The bridge takes the trap in the CPU's exception hook, before the IDT
+        delivery would change anything, so the recorded state is the one the
+        instruction trapped in; what the trap sequence does to M is added
+        here.  Nothing else of R is changed by it (the monitor's handler runs
+        with the same tables).
+        """
+        if outcome.trapped:
+            r = self.resources(outcome.before)
+            return (0,) + tuple(r[1:])
+        return self.resources(outcome.after)
 
     def view_key(self, state: X86State) -> Hashable:
-        return (state.regs, state.eip, state.eflags & ~0x3200, state.segs, state.data_hot, state.stack_hot)
+        return (state.regs, state.eip, state.eflags & self._key_mask, state.segs, state.data_hot, state.stack_hot)
 
     def observe(self, outcome: Outcome) -> Hashable:
-        return outcome.after.view()
+        """What the program sees of ``i(S)``; a trapped execution shows only that it trapped, and how."""
+        if outcome.trapped:
+            return ("trap", outcome.trap)
+        return outcome.after.view(if_visible=self._if_visible)
 
     def counterpart(self, state: X86State, x: int, mode: Mode) -> X86State | None:
         if state.tag:
             return None
         return relocate(state, x)
 
-    def classify_command(self, args, console) -> int:
-        """The theory CLI's ``classify`` for this bridge: the grouped table and the comparison."""
-        from trapvisor.theory.bridges.x86_report import command
+    def bridge_report(self, *, samples: int | None = None, seed: int = 0, names=None, workers=None):
+        """The whole run (``x86_report.run``) with this adapter's readings: what every command reads."""
+        from trapvisor.theory.bridges.x86_report import run
 
-        return command(args, console)
+        extra = {k: v for k, v in (("names", names), ("workers", workers)) if v is not None}
+        return run(strict=self.strict, samples=samples, seed=seed, **extra, **self.options)
 
     # -- presentation -----------------------------------------------------
     def describe(self, s) -> str:

@@ -1,18 +1,19 @@
-"""The x86 classification as a report: runs, privilege profile, table, comparison.
+"""The x86 classification as a report: the run, the privilege profile, the tables.
 
 ``run()`` classifies every instruction form with the shared classifier
 (``classifier.classify`` on an :class:`~trapvisor.theory.bridges.x86.X86Adapter`),
-split over a few worker processes (each form's hypothesis search is seeded on
-its own, so the verdicts do not depend on the split), and measures each
-form's *privilege profile*: on a few sampled states, at every combination of
-CPL 0..3 and IOPL 0..3, whether the instruction traps where privilege would
-have avoided the trap (the extra mode-like states beside s and u).
+split over a few worker processes (each form's sample stream is seeded by
+its name, so the verdicts do not depend on the split), searches the forms
+whose verdict is unsettled again with more states, and measures the
+*privilege profile* of every privileged or sensitive form: on a few states,
+at every combination of CPL 0..3 and IOPL 0..3, whether the instruction
+traps where privilege would have avoided the trap.
 
 The report groups forms by instruction (the SDM's name: PUSHFD is PUSHF,
-RETF is RET, INT3 and INTO are INT n) and compares the instructions with at
-least one sensitive-but-unprivileged form with the list of Robin and Irvine
-(2000).  That list is *data for the comparison only*: nothing in the
-derivation reads it.
+RETF is RET, INT3 and INTO are INT n).  ``classify``, ``theorems``,
+``explain`` and ``x86 --compare robin-irvine`` all read the same report, so
+they cannot disagree about an instruction.  The comparison with Robin and
+Irvine is in ``x86_compare.py``; witnesses in words in ``x86_witness.py``.
 """
 
 from __future__ import annotations
@@ -23,92 +24,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from trapvisor.theory.classifier import Classification, InstructionVerdict, Witness, classify
+from trapvisor.theory.bridges import x86_compare
+from trapvisor.theory.bridges.x86_compare import ROBIN_IRVINE_NAMES, SDM_NAME
 from trapvisor.theory.bridges.x86_forms import Form, forms, skipped
-from trapvisor.theory.bridges.x86_state import (
-    CODE_PAGE, DATA_PAGE, INNER_PAGE, STACK_PAGE, Snapshot, random_state,
-)
-
-# Robin, J. S. and Irvine, C. E., "Analysis of the Intel Pentium's Ability to
-# Support a Secure Virtual Machine Monitor", USENIX Security 2000: the 17
-# sensitive-but-unprivileged instructions, 18 mnemonics
-# (../shared/reference/virtualization.md section 2).  The comparison target.
-ROBIN_IRVINE = ("SGDT", "SIDT", "SLDT", "SMSW", "PUSHF", "POPF", "LAR", "LSL", "VERR", "VERW",
-                "POP", "PUSH", "CALL", "JMP", "INT n", "RET", "STR", "MOV")
-
-# iced mnemonic -> the instruction's name in the SDM (one SDM entry covers them).
-SDM_NAME = {"PUSHFD": "PUSHF", "POPFD": "POPF", "IRETD": "IRET", "RETF": "RET", "INT": "INT n",
-            "INT3": "INT n", "INTO": "INT n", "INT1": "INT n", "PUSHAD": "PUSHA", "POPAD": "POPA"}
-
-# Why the derived set differs from Robin and Irvine's, per instruction.  A
-# difference without an entry here is reported as unexplained.
-DIFFERENCES = {
-    "IRET": (
-        "IRET pops EFLAGS with POPF's rules (IOPL changes only at CPL 0, IF only when CPL <= IOPL) and "
-        "reloads CS -- and, returning outward, SS -- from the stack: it changes CPL, IF, IOPL and segment "
-        "caches without trapping, from any CPL (control sensitive, and mode sensitive like POPF). It is as "
-        "sensitive as POPF and far RET together but not on the published list; trapvisor's strict CPU traps "
-        "it for this reason."),
-    "SYSENTER": (
-        "SYSENTER (Pentium II and later; Robin and Irvine analysed the Pentium, which lacks it) loads CS, SS, "
-        "ESP and EIP from MSRs and sets CPL 0 without the trap sequence: from CPL 3 it changes the mode "
-        "without trapping. A monitor can only disarm it indirectly (IA32_SYSENTER_CS = 0 makes it #GP; "
-        "WRMSR is privileged)."),
-    "LDS": "LDS loads DS from a far pointer with exactly MOV Sreg's checks and effect: a new descriptor "
-           "in DS's cache (base, limit, rights -- part of R) at any CPL, without trapping. Robin and "
-           "Irvine list MOV and POP for segment loads; the far-pointer loads do the same and are missing.",
-    "LES": "LES: as LDS, for ES.",
-    "LFS": "LFS: as LDS, for FS.",
-    "LGS": "LGS: as LDS, for GS.",
-    "LSS": "LSS: as LDS, for SS (whose descriptor must match the CPL: a different stack at CPL 0 and 3).",
-    "INT n": (
-        "Every execution of INT n (and INT3, INTO with OF=1, INT1) traps: it is the x86 trap sequence "
-        "itself -- EFLAGS, CS, EIP saved, a new CS:EIP loaded from the IDT -- which the CPU's exception hook "
-        "receives before any IDT delivery. So no execution is left to be sensitive, and it traps at CPL 0 too "
-        "(vacuously privileged: every pair is excluded). A monitor that owns the IDT gets every INT n; "
-        "trapvisor's trap-and-emulate monitor emulates it through the guest's IDT (tests/vmm/"
-        "test_x86_holes.py). Robin and Irvine count INT n for its protection check (gate DPL against CPL), "
-        "which shows when a guest's own IDT is installed on the real CPU. Read that way -- software "
-        "interrupts as ordinary gate transfers, X86Adapter(software_interrupts_trap=False) -- INT n, INT3 "
-        "and INTO come out control sensitive and unprivileged, as they say."),
-}
-
-# Instructions on both lists, but for a reason worth saying.
-AGREEMENTS: dict[str, str] = {}
-
-# Notes on instructions the brief singles out; each states the verdict it
-# explains, and the tests hold the classification to it.
-NOTES = {
-    "CLI": "IOPL-sensitive: traps exactly when CPL > IOPL. IOPL is part of M (like M it decides what traps, "
-           "and only the supervisor changes it), and u is CPL 3 with IOPL 0, the mode a monitor runs guests in: "
-           "privileged (and control sensitive: it changes IF). Read IOPL as ordinary state instead "
-           "(X86Adapter(user_iopl=None)) and CLI/STI become sensitive and unprivileged while PUSHF turns "
-           "innocuous: Robin and Irvine's list matches the reading with IOPL in M.",
-    "STI": "As CLI.",
-    "IN": "Not privileged: the TSS I/O permission bitmap can open a port to CPL 3 (traps when CPL > IOPL, "
-          "for some ports). Not sensitive either: port I/O is outside the paper's model and its results do not "
-          "depend on M or R; a monitor keeps ports with IOPL and the bitmap of its own TSS.",
-    "OUT": "As IN.", "INSB": "As IN.", "INSW": "As IN.", "INSD": "As IN.",
-    "OUTSB": "As IN.", "OUTSW": "As IN.", "OUTSD": "As IN.",
-    "INT n": "INT imm8, INT3 and INTO (with OF=1) trap in every execution: they are the trap sequence itself. "
-             + "So no execution is left to be sensitive and the privilege pairs are all excluded (vacuously "
-             + "privileged); a monitor owning the IDT receives them. Robin and Irvine's reason is the gate-DPL "
-             + "check; read software interrupts as gate transfers (X86Adapter(software_interrupts_trap=False)) "
-             + "and INT imm8, INT3, INTO come out control sensitive and unprivileged.",
-    "SYSEXIT": "Privileged (CPL 0 only) and control sensitive: it sets CPL 3, like LPSW.",
-    "RDTSC": "Privileged only with CR4.TSD; never sensitive: the model has no clock, and equivalence "
-             "exempts timing. It is Theorem 2's business (a VMM without timing dependencies).",
-    "CPUID": "Innocuous: its answers do not depend on M or R.",
-    "RDMSR": "Privileged; not sensitive (no sampled relocation changes an MSR).",
-    "WRMSR": "Privileged; control sensitive when it writes the SYSENTER MSRs.",
-    "PUSH": "Only PUSH CS and PUSH SS: the selector pushed carries the CPL (mode sensitive).",
-    "POP": "Only POP Sreg: a segment load changes a descriptor cache (R) without trapping.",
-    "MOV": "Only the segment-register forms: MOV from CS/SS reveals the CPL, MOV to Sreg loads a descriptor.",
-    "CALL": "Only far CALL: it pushes CS (the CPL) and loads CS, through a call gate even into ring 0.",
-    "JMP": "Only far JMP: it loads CS with another descriptor.",
-    "RET": "Only far RET (RETF): it loads CS, and SS when returning outward.",
-}
-
+from trapvisor.theory.bridges.x86_state import random_state
+from trapvisor.theory.bridges.x86_witness import _short, witness_lines
+from trapvisor.theory.classifier import SAMPLED_CAVEAT, Classification, InstructionVerdict, classify
+from trapvisor.theory.render import Table
 
 # ---------------------------------------------------------------------------
 # privilege profile
@@ -134,13 +56,13 @@ def _profile(adapter, form: Form, states: int, seed: int) -> dict:
     for enc, base in picks:
         for iopl in range(4):
             s0 = base.with_privilege("p", 0, iopl)
-            _, _, trap0, stop0 = m.run(s0, enc.raw)
+            _, _, trap0, stop0 = m.run(s0, enc.raw, before=False)
             adapter.executions += 1
             if trap0 is not None or stop0 is not None:
                 continue
             counts[(0, iopl)][0] += 1
             for cpl in (1, 2, 3):
-                _, _, trap, stop = m.run(base.with_privilege("p", cpl, iopl), enc.raw)
+                _, _, trap, stop = m.run(base.with_privilege("p", cpl, iopl), enc.raw, before=False)
                 adapter.executions += 1
                 if stop is not None or (trap is not None and trap[2] == "exception" and trap[0] in MEMORY_VECTORS):
                     continue
@@ -194,14 +116,20 @@ def _work(job):
     wanted = set(names)
     adapter = X86Adapter(strict=strict, form_filter=lambda f: f.name in wanted, **opts)
     c = classify(adapter, samples=samples, seed=seed)
-    profiles = {f.name: _profile(adapter, f, profile_states, seed) for f in adapter.forms} if profile_states else {}
+    # The profile says where a form traps for lack of privilege; a form that
+    # is neither privileged nor sensitive never trapped in user mode where
+    # supervisor mode did not (that trap would have made it control
+    # sensitive), so only the others are profiled.
+    wanted_profile = {v.name for v in c.verdicts if v.privileged or v.sensitive}
+    profiles = {f.name: _profile(adapter, f, profile_states, seed) for f in adapter.forms
+                if f.name in wanted_profile} if profile_states else {}
     return c.verdicts, adapter.executions, profiles
 
 
 def _workers(n: int | None, jobs: int) -> int:
     if n is None:
         env = os.environ.get("TRAPVISOR_THEORY_WORKERS")
-        n = int(env) if env else min(4, os.cpu_count() or 1)
+        n = int(env) if env and env.isdigit() else min(4, os.cpu_count() or 1)
     return max(1, min(n, jobs))
 
 
@@ -262,6 +190,12 @@ class GroupRow:
             return ""
         return " | ".join(r for r, _ in rules.most_common(2))
 
+    @property
+    def row_kind(self) -> str:
+        """Where the group goes in the table: 'shown' (privileged, sensitive or trapping) or 'innocuous'."""
+        return "innocuous" if not self.sensitive and self.privileged == "no" and not self.trapping_forms \
+            else "shown"
+
 
 @dataclass
 class X86Report:
@@ -286,6 +220,17 @@ class X86Report:
                 return g
         raise KeyError(name)
 
+    def find(self, name: str):
+        """An instruction (SDM name) or one form, case-insensitively; None if neither."""
+        key = name.strip().upper()
+        for g in self.groups:
+            if g.name.upper() == key:
+                return g
+        for v in self.classification.verdicts:
+            if v.name.upper() == key:
+                return v
+        return None
+
     @property
     def derived(self) -> set[str]:
         """Instructions with at least one sensitive-but-unprivileged form."""
@@ -299,33 +244,8 @@ class X86Report:
     def sensitive(self) -> set[str]:
         return {g.name for g in self.groups if g.sensitive}
 
-    def comparison(self) -> dict:
-        ri = set(ROBIN_IRVINE)
-        d = self.derived
-        def why(name):
-            g = self[name]
-            kinds = sorted({k for v in g.unprivileged_sensitive for k, w in
-                            (("control", v.control), ("location", v.location), ("mode", v.mode)) if w})
-            return {"forms": [v.name for v in g.unprivileged_sensitive], "kinds": kinds,
-                    "note": AGREEMENTS.get(name)}
-
-        def missing(name):
-            if name in DIFFERENCES:
-                return DIFFERENCES[name]
-            g = next((g for g in self.groups if g.name == name), None)
-            if g is None:
-                return "not classified in this run"
-            if self.options.get("strict") and g is not None and g.sensitive and not g.unprivileged_sensitive:
-                return "the strict CPU traps it outside ring 0: sensitive and privileged"
-            return "UNEXPLAINED"
-
-        return {
-            "robin_irvine": list(ROBIN_IRVINE),
-            "derived": sorted(d),
-            "both": {n: why(n) for n in sorted(d & ri)},
-            "derived_only": {n: DIFFERENCES.get(n, "UNEXPLAINED") for n in sorted(d - ri)},
-            "robin_irvine_only": {n: missing(n) for n in sorted(ri - d)},
-        }
+    def comparison(self) -> list[x86_compare.Row]:
+        return x86_compare.compare(self)
 
     # -- JSON ----------------------------------------------------------------
     def to_json(self) -> dict:
@@ -333,8 +253,10 @@ class X86Report:
         base = c.to_json()
         for entry, v in zip(base["instructions"], c.verdicts):
             p = self.profiles.get(v.name)
-            if p is not None:
-                entry["privilege_profile"] = {"rule": profile_rule(p), "grid_cpl_rows_iopl_columns": profile_grid(p)}
+            entry["privilege_profile"] = ({"rule": profile_rule(p), "grid_cpl_rows_iopl_columns": profile_grid(p)}
+                                          if p is not None else None)
+        shown, withheld = x86_compare.notes(self)
+        note = {n: t for n, _, t in shown}
         base["groups"] = [{
             "instruction": g.name,
             "forms": [v.name for v in g.forms],
@@ -346,101 +268,96 @@ class X86Report:
             "mode_sensitive": [v.name for v in g.mode],
             "sensitive_and_unprivileged": [v.name for v in g.unprivileged_sensitive],
             "privilege_profile": g.rule,
-            "note": NOTES.get(g.name),
+            "note": note.get(g.name),
         } for g in self.groups]
-        base["comparison"] = self.comparison()
+        base["comparison"] = [r.to_json() for r in self.comparison()]
+        base["derived"] = sorted(self.derived)
+        base["notes_withheld"] = [{"instruction": n, "note": t} for n, t in withheld]
         base["skipped_forms"] = [{"form": s.name, "opcode": s.opcode, "reason": s.reason} for s in skipped()]
         base["workers"] = self.workers
         base["options"] = self.options
         return base
 
-    # -- terminal --------------------------------------------------------------
-    def render(self, con, witnesses: bool = True) -> None:
-        from rich.markup import escape as esc
-        from rich.table import Table
-
+    # -- tables ----------------------------------------------------------------
+    def tables(self) -> list[Table]:
+        """The classification table (privileged or sensitive instructions) and the innocuous ones."""
         c = self.classification
-        nforms = len(c.verdicts)
-        con.print(f"[bold]ISA {esc(c.isa)}[/]  {esc(c.adapter.description)}")
-        con.print(f"[bold]{c.method}[/]: {esc(c.scope)}; {nforms} forms of {len(self.groups)} instructions "
-                  f"({len(skipped())} forms skipped: x87 and forms without a 32-bit encoding); "
-                  f"{c.executions} executions, {c.seconds:.1f} s, {self.workers} worker(s)")
-        con.print("[dim]M: s = CPL 0, u = CPL 3 with IOPL 0.  R: segment bases and limits, paging, descriptor "
-                  "tables, CR0.  trap = the CPU's exception hook fired (exceptions and INT n).  A 'form' is one "
-                  "opcode/operand shape (iced-x86 Code).  Mapping: trapvisor/theory/bridges/x86.py.[/]", soft_wrap=True)
-        t = Table(title="Privileged or sensitive instructions (n = forms; (k trap): k forms trapped in both modes "
-                        "in every sample)", title_justify="left")
-        for col, just in (("instruction", "left"), ("n", "right"), ("privileged", "center"), ("control", "center"),
-                          ("location", "center"), ("mode", "center"), ("sensitive & unprivileged forms", "left"),
-                          ("traps when", "left"), ("R&I", "center")):
-            t.add_column(col, justify=just)
-        ri = set(ROBIN_IRVINE)
+        t = Table(f"ISA {c.isa}: privileged or sensitive instructions ({len(c.verdicts)} forms, "
+                  f"{c.scope})",
+                  ["instruction", "forms", "privileged", "control", "location", "mode",
+                   "sensitive & unprivileged forms", "traps when", "R&I"], align="lrcccclll")
+        ri = set(ROBIN_IRVINE_NAMES)
         innocuous = []
         for g in self.groups:
-            if not g.sensitive and g.privileged == "no" and not g.trapping_forms and g.name not in ri:
+            if g.row_kind == "innocuous" and g.name not in ri:
                 innocuous.append(g)
                 continue
-            n = len(g.forms)
-
-            def cnt(lst):
-                return f"[green]{len(lst)}[/]" if lst else "[dim]-[/]"
-            priv = {"yes": "[green]yes[/]", "no": "[dim]no[/]", "some": "[yellow]some[/]"}[g.privileged]
-            if g.vacuous:
-                priv = "[cyan]always traps[/]"
-            elif g.trapping_forms:
-                priv += f" [cyan]({len(g.trapping_forms)} trap)[/]"
+            priv = "always traps" if g.vacuous else g.privileged + (
+                f" ({len(g.trapping_forms)} always trap)" if g.trapping_forms else "")
             sbu = g.unprivileged_sensitive
-            sbu_text = (f"[red]{len(sbu)}: " + esc("; ".join(_short(v.name, g.name) for v in sbu[:6])
-                                                   + (" ..." if len(sbu) > 6 else "")) + "[/]" if sbu else "[dim]-[/]")
-            t.add_row(esc(g.name), str(n), priv, cnt(g.control), cnt(g.location), cnt(g.mode), sbu_text,
-                      esc(g.rule.replace(", some states", " (some)")), "yes" if g.name in ri else "")
-        con.print(t)
-        con.print(f"[bold]Innocuous, unprivileged[/] ({len(innocuous)} instructions, "
-                  f"{sum(len(g.forms) for g in innocuous)} forms; no witness of sensitivity): "
-                  + esc(", ".join(g.name for g in innocuous)), soft_wrap=True)
-        cmp = self.comparison()
+            sbu_text = (f"{len(sbu)}: " + "; ".join(_short(v.name, g.name) for v in sbu[:6])
+                        + (" ..." if len(sbu) > 6 else "")) if sbu else "-"
+            cnt = lambda lst: str(len(lst)) if lst else "-"  # noqa: E731
+            t.add(g.name, len(g.forms), priv, cnt(g.control), cnt(g.location), cnt(g.mode), sbu_text,
+                  g.rule.replace(", some states", " (some)") or "-", "yes" if g.name in ri else "")
+        derived = sorted(self.derived)
+        t.notes.append(f"Innocuous, unprivileged ({len(innocuous)} instructions, "
+                       f"{sum(len(g.forms) for g in innocuous)} forms; no witness of sensitivity): "
+                       + ", ".join(g.name for g in innocuous))
+        t.notes.append(f"Sensitive but unprivileged, derived ({len(derived)}): " + ", ".join(derived))
+        t.notes.append(c.caveat)
+        return [t]
+
+    def comparison_table(self) -> Table:
+        rows = self.comparison()
+        agree = sum(r.agreement == "agree" for r in rows)
+        t = Table(f"{self.classification.isa} beside Robin & Irvine (USENIX Security 2000): {len(ROBIN_IRVINE_NAMES)} "
+                  f"mnemonics on their list, {len(self.derived)} derived here, {agree} on both",
+                  ["instruction", "Robin & Irvine", "their reason", "derived here", "our forms and kinds",
+                   "agreement or difference, explained"], align="llllll")
+        for r in rows:
+            theirs = r.group if r.theirs else "not listed"
+            ours = "yes" if r.ours else "no"
+            forms_ = "; ".join(_short(f, r.instruction) for f in r.forms[:4]) + (" ..." if len(r.forms) > 4 else "")
+            what = (f"{forms_} ({', '.join(r.kinds)})" if r.ours else r.verdict)
+            t.add(r.instruction, theirs, r.their_reason or "-", ours, what,
+                  ("same: " + r.explanation) if r.agreement == "agree" else r.explanation)
+        t.notes.append(f"Readings: {reading_words(self.options)}.")
+        return t
+
+    def notes_table(self) -> Table:
+        shown, withheld = x86_compare.notes(self)
+        t = Table("Notes on instructions the question usually turns on", ["instruction", "verdict", "note"])
+        for name, words, text in shown:
+            t.add(name, words, text)
+        for name, text in withheld:
+            t.notes.append(f"Withheld, it does not fit this run: {name}: {text}")
+        return t
+
+    # -- terminal --------------------------------------------------------------
+    def render(self, con, witnesses: bool = True) -> None:
+        from trapvisor.theory.render import text
+
+        c = self.classification
+        con.print(f"[bold]ISA {c.isa}[/]  {c.adapter.description}")
+        con.print(f"{c.method}: {c.scope}; {len(c.verdicts)} forms of {len(self.groups)} instructions "
+                  f"({len(skipped())} forms skipped: x87 and forms without a 32-bit encoding); "
+                  f"{c.executions} executions, {c.seconds:.1f} s, {self.workers} worker(s)", soft_wrap=True, markup=False)
+        con.print(f"Readings: {reading_words(self.options)}.  M: s = CPL 0, u = CPL {self.options.get('user_cpl', 3)}. "
+                  "R: segment bases and limits, paging, descriptor tables, CR0.  Mapping: "
+                  "trapvisor/theory/bridges/x86.py.", soft_wrap=True, markup=False, style="dim")
+        for t in self.tables():
+            text(t, con)
         con.print()
-        con.print(f"[bold]Sensitive but unprivileged, derived[/] ({len(cmp['derived'])}): "
-                  + esc(", ".join(cmp["derived"])), soft_wrap=True)
-        if cmp["derived"]:
-            con.print(f"Theorem 1's condition (sensitive ⊆ privileged) [red]fails[/] on {esc(c.isa)}: "
-                      f"{len(cmp['derived'])} instructions have sensitive forms that are not privileged.", soft_wrap=True)
-        else:
-            con.print(f"Theorem 1's condition (sensitive ⊆ privileged) [green]holds[/] on {esc(c.isa)} "
-                      "for every sampled form (not refuted; sampled, not proven).", soft_wrap=True)
-        con.print(f"[bold]Robin & Irvine (2000)[/] ({len(ROBIN_IRVINE)} mnemonics): " + esc(", ".join(ROBIN_IRVINE)),
-                  soft_wrap=True)
-        con.print(f"  in both ({len(cmp['both'])}):")
-        for name, w in cmp["both"].items():
-            forms_ = "; ".join(_short(f, name) for f in w["forms"][:6]) + (" ..." if len(w["forms"]) > 6 else "")
-            con.print(f"    {esc(name)}: {esc(forms_)} ({', '.join(w['kinds'])} sensitive)"
-                      + (f" -- [yellow]{esc(w['note'])}[/]" if w["note"] else ""), soft_wrap=True)
-        for label, key in (("derived, not on their list", "derived_only"), ("on their list, not derived", "robin_irvine_only")):
-            for name, why in cmp[key].items():
-                style = "red" if why == "UNEXPLAINED" else "yellow"
-                con.print(f"  [{style}]{label}: {esc(name)}[/] -- {esc(why)}", soft_wrap=True)
+        text(self.comparison_table(), con)
         con.print()
-        con.print("[bold]Notes[/]")
-        for g in self.groups:
-            if g.name in NOTES:
-                con.print(f"  [bold]{esc(g.name)}[/] ({esc(self._verdict_words(g))}): {esc(NOTES[g.name])}", soft_wrap=True)
+        text(self.notes_table(), con)
         if witnesses:
             con.print()
             con.print("[bold]Witnesses[/] (one per instruction; S = a machine state, i(S) its result)")
             for g in self.groups:
                 for line in self.witness_lines(g):
-                    con.print(esc(line), soft_wrap=True)
-        con.print(f"[yellow]{esc(c.caveat)}[/]", soft_wrap=True)
-
-    @staticmethod
-    def _verdict_words(g: GroupRow) -> str:
-        words = ["always traps" if g.vacuous else {"yes": "privileged", "no": "not privileged",
-                                                   "some": "some forms privileged"}[g.privileged]]
-        kinds = [k for k, lst in (("control", g.control), ("location", g.location), ("mode", g.mode)) if lst]
-        words.append(("sensitive: " + ", ".join(kinds)) if kinds else "no sensitivity found")
-        if g.rule:
-            words.append(f"traps: {g.rule}")
-        return "; ".join(words)
+                    con.print(line, soft_wrap=True, markup=False)
 
     def witness_lines(self, g: GroupRow) -> list[str]:
         a = self.classification.adapter
@@ -449,127 +366,32 @@ class X86Report:
         if sbu:
             v = sbu[0]
             out.append(f"{g.name}: sensitive and unprivileged ({len(sbu)} of {len(g.forms)} forms, e.g. {v.name})")
-            user = v.unprivileged_user_sensitive      # a user-mode witness, if there is one, says the most
-            out += _witness(a, user or v.unprivileged_sensitive)
-            counter = v.unprivileged_counter.get("user" if user else "sensitive")
+            out += witness_lines(a, v.unprivileged_sensitive)
+            counter = v.unprivileged_counter.get("sensitive")
             if counter is not None:
-                out += _witness(a, counter)
+                out += witness_lines(a, counter)
             return out
         if g.sensitive:
             v = next(v for v in g.forms if v.sensitive)
-            w = v.control or v.location or v.mode
             out.append(f"{g.name}: sensitive, {'privileged' if v.privileged else 'not privileged'} ({v.name})")
-            out += _witness(a, w)
+            out += witness_lines(a, v.control or v.behavior)
             if v.privileged and v.privileged_witness is not None:
-                out += _witness(a, v.privileged_witness, pairs=v.pairs)
+                out += witness_lines(a, v.privileged_witness, pairs=v.pairs)
             return out
         if g.privileged == "yes" and not g.vacuous:
             v = g.forms[0]
             if v.privileged_witness is not None:
                 out.append(f"{g.name}: privileged ({v.name})")
-                out += _witness(a, v.privileged_witness, pairs=v.pairs)
+                out += witness_lines(a, v.privileged_witness, pairs=v.pairs)
         return out
 
 
-def _short(name: str, group: str | None = None) -> str:
-    """A form's name without its group's mnemonic or opcode: 'PUSH CS (o16 0E)' -> 'CS o16'."""
-    o16 = "(o16 " in name
-    base = name.split(" (")[0]
-    first, _, rest = base.partition(" ")
-    if group is not None and first == group and rest:
-        base = rest
-    return base + (" o16" if o16 else "")
-
-
-# ---------------------------------------------------------------------------
-# witness summaries
-
-_REG_NAMES = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
-_SEG_NAMES = ("ES", "CS", "SS", "DS", "FS", "GS")
-_RELOC = {1: "window moved up by the segment bases", -1: "window moved down by the segment bases",
-          2: "window on other frames (paging)", -2: "paging switched",
-          3: "window moved up, on other frames", -3: "window moved down, on other frames"}
-
-
-def _region(off: int) -> str:
-    for base, name in ((INNER_PAGE, "inner stacks"), (STACK_PAGE, "stack"), (DATA_PAGE, "data"), (CODE_PAGE, "code")):
-        if off >= base:
-            return name
-    return "?"
-
-
-def diff_views(v1, v2, limit: int = 4) -> list[str]:
-    regs1, eip1, fl1, sel1, win1, ports1 = v1
-    regs2, eip2, fl2, sel2, win2, ports2 = v2
-    out = [f"{_REG_NAMES[i]} {a:#x} vs {b:#x}" for i, (a, b) in enumerate(zip(regs1, regs2)) if a != b]
-    if eip1 != eip2:
-        out.append(f"EIP {eip1:#x} vs {eip2:#x}")
-    if fl1 != fl2:
-        out.append(f"EFLAGS {fl1:#x} vs {fl2:#x}")
-    for n, a, b in zip(("ES", "DS", "FS", "GS"), sel1, sel2):
-        if a != b:
-            out.append(f"{n} {a:#06x} vs {b:#06x}")
-    if win1 != win2:
-        offs = sorted({i & ~3 for i in range(len(win1)) if win1[i] != win2[i]})
-        for o in offs[:limit]:
-            a = int.from_bytes(win1[o:o + 4], "little")
-            b = int.from_bytes(win2[o:o + 4], "little")
-            out.append(f"memory [{o:#06x}] ({_region(o)}) {a:#010x} vs {b:#010x}")
-        if len(offs) > limit:
-            out.append(f"... {len(offs) - limit} more dwords")
-    if ports1 != ports2:
-        out.append(f"port writes {list(ports1)} vs {list(ports2)}")
-    return out
-
-
-def diff_resources(r1, r2) -> list[str]:
-    (cpl1, fl1, cs1, ss1, cache1, gdtr1, idtr1, ldtr1, tr1, cr01, cr31, cr41, msr1) = r1
-    (cpl2, fl2, cs2, ss2, cache2, gdtr2, idtr2, ldtr2, tr2, cr02, cr32, cr42, msr2) = r2
-    out = []
-    if cpl1 != cpl2:
-        out.append(f"CPL {cpl1} -> {cpl2}")
-    if (fl1 ^ fl2) & 0x3000:
-        out.append(f"IOPL {(fl1 >> 12) & 3} -> {(fl2 >> 12) & 3}")
-    if (fl1 ^ fl2) & 0x200:
-        out.append(f"IF {int(bool(fl1 & 0x200))} -> {int(bool(fl2 & 0x200))}")
-    if cs1 != cs2:
-        out.append(f"CS {cs1:#06x} -> {cs2:#06x}")
-    if ss1 != ss2:
-        out.append(f"SS {ss1:#06x} -> {ss2:#06x}")
-    for n, a, b in zip(_SEG_NAMES, cache1, cache2):
-        if a != b:
-            out.append(f"{n} cache base/limit/rights {a[0]:#x}/{a[1]:#x}/{a[2]:#x} -> {b[0]:#x}/{b[1]:#x}/{b[2]:#x}")
-    for n, a, b in (("GDTR", gdtr1, gdtr2), ("IDTR", idtr1, idtr2), ("LDTR", ldtr1, ldtr2), ("TR", tr1, tr2)):
-        if a != b:
-            out.append(f"{n} {tuple(hex(x) for x in a)} -> {tuple(hex(x) for x in b)}")
-    for n, a, b in (("CR0", cr01, cr02), ("CR3", cr31, cr32), ("CR4", cr41, cr42)):
-        if a != b:
-            out.append(f"{n} {a:#x} -> {b:#x}")
-    if msr1 != msr2:
-        out.append(f"SYSENTER MSRs {tuple(hex(x) for x in msr1)} -> {tuple(hex(x) for x in msr2)}")
-    return out
-
-
-def _witness(a, w: Witness, pairs: int | None = None) -> list[str]:
-    extra = f" (pairs checked: {pairs})" if pairs is not None else ""
-    out = [f"  {w.definition}: {w.instance} -- {w.note}{extra}"]
-    ex = w.executions
-    for n, o in enumerate(ex, 1):
-        tag = (f" [r(+)x, x={o.before.tag:+d}: {_RELOC[o.before.tag]}; other tables and CR0.MP/TS/NE]"
-               if o.before.tag else "")
-        out.append(f"    S{n} = {a.describe(o.before)}{tag}")
-        if o.trap:
-            out.append(f"    i(S{n}) traps: {o.trap}")
-    if w.definition == "control sensitive" and ex and isinstance(ex[0].after, Snapshot):
-        out.append("    changes without trapping: " + "; ".join(diff_resources(a.resources(ex[0].before),
-                                                                              ex[0].after.resources())))
-    elif w.definition in ("location sensitive", "mode sensitive") and len(ex) == 2:
-        out.append("    results differ: " + "; ".join(diff_views(a.observe(ex[0]), a.observe(ex[1]))))
-    elif w.definition == "not privileged" and len(ex) == 2 and not ex[1].trapped:
-        out.append("    i(S2) in user mode completes without trapping")
-    elif w.definition == "privileged" and len(ex) == 2:
-        out.append(f"    i(S1) completes in supervisor mode; i(S2) traps in user mode ({ex[1].trap})")
-    return out
+def reading_words(options: dict) -> str:
+    """The readings of a run, as the command-line options that select them."""
+    iopl = options.get("user_iopl", 0)
+    return (f"--int-n {'trap' if options.get('software_interrupts_trap', True) else 'gate'}, "
+            f"--popf-if {options.get('popf_if', 'behaviour')}, --user-cpl {options.get('user_cpl', 3)}, "
+            f"--user-iopl {'sampled' if iopl is None else iopl}")
 
 
 # ---------------------------------------------------------------------------
@@ -603,18 +425,27 @@ def _classify(strict, adapter_options, names, samples, seed, profile_states, wor
     return verdicts, profiles, executions, n
 
 
+_CACHE: dict = {}
+
+
 def run(*, strict: bool = False, samples: int | None = None, seed: int = 0, workers: int | None = None,
-        names=None, profile_states: int = 5, escalate: int = 4, **adapter_options) -> X86Report:
+        names=None, profile_states: int = 4, escalate: int = 4, **adapter_options) -> X86Report:
     """Classify every form (or those in ``names``) and build the report.
 
     Forms whose verdict is unsettled after ``samples`` states -- every pair
     excluded because both modes trapped, or sensitive with no privilege
     verdict for the same encoding -- get a second search with ``escalate``
-    times as many states (seed + 1), which replaces the first.
+    times as many states (seed + 1), which replaces the first.  The same
+    arguments give the same report, and within a process it is computed once.
     """
     from trapvisor.theory.bridges.x86 import DEFAULT_SAMPLES, X86Adapter
 
     samples = samples or DEFAULT_SAMPLES
+    probe = X86Adapter(strict=strict, form_filter=lambda f: False, **adapter_options)
+    key = (strict, samples, seed, None if names is None else tuple(sorted(names)), profile_states, escalate,
+           tuple(sorted(probe.options.items())))
+    if key in _CACHE:
+        return _CACHE[key]
     wanted = None if names is None else set(names)
     all_names = [f.name for f in forms() if wanted is None or f.name in wanted]
     t0 = time.perf_counter()
@@ -629,31 +460,14 @@ def run(*, strict: bool = False, samples: int | None = None, seed: int = 0, work
         executions += ex2
     seconds = time.perf_counter() - t0
     verdicts = [by_name[nm] for nm in all_names if nm in by_name]
-    adapter = X86Adapter(strict=strict, form_filter=lambda f: False, **adapter_options)
-    adapter.forms = [f for f in forms() if f.name in by_name]
-    scope = f"hypothesis search, {samples} sampled states per form (seed {seed})"
+    probe.forms = [f for f in forms() if f.name in by_name]
+    scope = f"{samples} sampled states per form (seed {seed})"
     if again:
         scope += f"; {len(again)} unsettled forms searched again with {samples * escalate} (seed {seed + 1})"
-    caveat = ("Sampled: every 'yes' for a sensitivity comes with a witness, but a 'no' only means no witness was "
-              "found -- absence is not proof. 'privileged' means no counterexample was found.")
-    c = Classification(adapter.name, "sampled", scope,
+    c = Classification(probe.name, "sampled", scope,
                        {"samples_per_form": samples, "seed": seed, "escalated_forms": again,
                         "escalated_samples": samples * escalate if again else 0},
-                       caveat, verdicts, executions, seconds, adapter)
-    return X86Report(c, profiles, n, dict(adapter_options, strict=strict))
-
-
-def command(args, con) -> int:
-    """``trapvisor theory classify --isa x86|x86-strict`` (called by the theory CLI)."""
-    import json
-
-    from trapvisor.theory.errors import TheoryError
-
-    if args.samples is not None and args.samples < 1:
-        raise TheoryError("--samples must be at least 1")
-    report = run(strict=args.isa == "x86-strict", samples=args.samples, seed=args.seed)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-        return 0
-    report.render(con, witnesses=not args.no_witnesses)
-    return 0
+                       SAMPLED_CAVEAT, verdicts, executions, seconds, probe)
+    report = X86Report(c, profiles, n, dict(probe.options, strict=strict))
+    _CACHE[key] = report
+    return report

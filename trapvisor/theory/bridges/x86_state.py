@@ -197,7 +197,34 @@ class X86State:
 
     def with_privilege(self, mode: str, cpl: int, iopl: int) -> "X86State":
         flags = (self.eflags & ~IOPL) | (iopl << 12)
-        return replace(self, mode=mode, cpl=cpl, iopl=iopl, eflags=flags)
+        if (mode, cpl, iopl, flags) == (self.mode, self.cpl, self.iopl, self.eflags):
+            return self
+        return self._copy(mode=mode, cpl=cpl, iopl=iopl, eflags=flags)
+
+    def _copy(self, **changes) -> "X86State":
+        """``dataclasses.replace`` without its checks: states are copied on every probe."""
+        new = object.__new__(X86State)
+        d = dict(self.__dict__)
+        d.pop("_hash", None)
+        d.update(changes)
+        new.__dict__.update(d)
+        return new
+
+    def __hash__(self) -> int:
+        # States are dictionary keys of every cache; their fields never change, so hash once.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.mode, self.cpl, self.iopl, self.iopl_s, self.eflags, self.regs, self.eip, self.segs,
+                      self.data_hot, self.stack_hot, self.R, self.sys, self.tag))
+            self.__dict__["_hash"] = h
+        return h
+
+    def __getstate__(self):
+        # the cached hash is per process (str hashes are salted): never pickle it
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
 
 @dataclass(frozen=True)
@@ -224,16 +251,28 @@ class Snapshot:
     def iopl(self) -> int:
         return (self.eflags >> 12) & 3
 
-    def resources(self):
-        """M and R and the rest of the system state a program must not change by itself."""
-        return (self.cpl, self.eflags & (IOPL | IF), self.sel[CS], self.sel[SS], self.cache, self.gdtr,
+    def resources(self, if_in_m: bool = True):
+        """M and R and the rest of the system state a program must not change by itself.
+
+        IF is part of it unless ``if_in_m`` is False (the reading that puts
+        IF with the program-visible state, see ``X86Adapter``).
+        """
+        flags = self.eflags & (IOPL | IF) if if_in_m else self.eflags & IOPL
+        return (self.cpl, flags, self.sel[CS], self.sel[SS], self.cache, self.gdtr,
                 self.idtr, self.ldtr, self.tr, self.cr[0], self.cr[2], self.cr[3], self.msrs)
 
-    def view(self):
-        """What a program sees: registers, EIP, EFLAGS but IF and IOPL (part of M), the
-        data-segment selectors, the window's bytes and what it wrote to I/O ports."""
+    @staticmethod
+    def without_if(resources: tuple) -> tuple:
+        """``resources()`` with IF taken out of the flags."""
+        return (resources[0], resources[1] & IOPL) + tuple(resources[2:])
+
+    def view(self, if_visible: bool = False):
+        """What a program sees: registers, EIP, EFLAGS but IOPL (part of M) and, unless
+        ``if_visible``, IF, the data-segment selectors, the window's bytes and what it
+        wrote to I/O ports."""
         visible_sel = (self.sel[ES], self.sel[DS], self.sel[FS], self.sel[GS])
-        return (self.regs, self.eip, self.eflags & ~(IOPL | IF | RF), visible_sel, self.window, self.ports)
+        hidden = IOPL | RF | (0 if if_visible else IF)
+        return (self.regs, self.eip, self.eflags & ~hidden, visible_sel, self.window, self.ports)
 
 
 # ---------------------------------------------------------------------------
@@ -429,7 +468,7 @@ def relocate(state: X86State, x: int) -> X86State | None:
             R = replace(R, paging=True, frame=R.seg_base, cr3=PD[1], cr0=R.cr0 | CR0_PG)
     elif x not in (1, -1):
         return None
-    return replace(state, R=R, tag=x)
+    return state._copy(R=R, tag=x)
 
 
 # ---------------------------------------------------------------------------
@@ -576,17 +615,18 @@ class Machine:
         cpu.eip = st.eip
         return cpu
 
-    def snapshot(self, cpu: CPU, st: X86State) -> Snapshot:
+    def snapshot(self, cpu: CPU, st: X86State, window: bool = True) -> Snapshot:
+        """The machine as the CPU holds it; ``window=False`` leaves out the window's bytes (for resources)."""
         p = st.R.frame
         return Snapshot(
             tuple(cpu.regs), cpu.eip, cpu.get_eflags(), cpu.cpl, tuple(cpu.sel),
             tuple(zip(cpu.base, cpu.limit, cpu.attr)), tuple(cpu.gdtr), tuple(cpu.idtr),
             (cpu.ldtr, cpu.ldt_base, cpu.ldt_limit), (cpu.tr, cpu.tr_base, cpu.tr_limit, cpu.tr_attr),
             (cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4), (cpu.sysenter_cs, cpu.sysenter_esp, cpu.sysenter_eip),
-            bool(cpu.halted), bytes(self.mem.ram[p:p + WINDOW]), tuple(self.ports.log))
+            bool(cpu.halted), bytes(self.mem.ram[p:p + WINDOW]) if window else b"", tuple(self.ports.log))
 
-    def run(self, st: X86State, raw: bytes) -> tuple[Snapshot, Snapshot, tuple | None, str | None]:
-        """Execute ``raw`` once on ``st``: (before, after, trap, stop).
+    def run(self, st: X86State, raw: bytes, before: bool = True) -> tuple[Snapshot | None, Snapshot, tuple | None, str | None]:
+        """Execute ``raw`` once on ``st``: (before, after, trap, stop); ``before`` is None unless asked for.
 
         ``trap`` is (vector, error code, kind) if the exception hook fired --
         the trap sequence, which the bridge takes before any IDT delivery --
@@ -594,7 +634,7 @@ class Machine:
         task switch, an unimplemented case): an execution outside the model.
         """
         cpu = self.load(st, raw)
-        before = self.snapshot(cpu, st)
+        before = self.snapshot(cpu, st, window=False) if before else None
         events = []
         # Every event exits instead of being delivered (the trap the bridge takes), but
         # INT n when it is read as a far call through a gate (delivered through the IDT).

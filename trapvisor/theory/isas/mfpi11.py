@@ -15,7 +15,7 @@ not promise that: a second example of a sufficient, not necessary, condition.
 """
 
 from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
 ISA_ = base(
     "mfpi11",

@@ -14,7 +14,7 @@ virtual-supervisor instruction, sees the mode change.
 """
 
 from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import Mode
+from trapvisor.theory.formal_machine import Mode
 
 ISA_ = base(
     "pdp10",

@@ -15,7 +15,7 @@ virtual (unrelocated) bounds, escaping its partition.
 """
 
 from trapvisor.theory.isas.s360 import base
-from trapvisor.theory.machine import Mode, PSW
+from trapvisor.theory.formal_machine import Mode, PSW
 
 ISA_ = base(
     "retu",

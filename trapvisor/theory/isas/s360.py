@@ -26,7 +26,7 @@ The flawed machines in this package are this one plus one instruction each.
 """
 
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import PSW, Reloc
+from trapvisor.theory.formal_machine import PSW, Reloc
 
 
 def base(name: str = "s360", doc: str = "", models: str = "") -> ISA:

@@ -3,7 +3,7 @@
 import pytest
 
 from trapvisor.theory.isa import ISA
-from trapvisor.theory.machine import PSW, MemoryTrap, Mode, Reloc, State, TrapKind, WordFormat, translate
+from trapvisor.theory.formal_machine import PSW, MemoryTrap, Mode, Reloc, State, TrapKind, WordFormat, translate
 
 S, U = Mode.S, Mode.U
 

@@ -1,4 +1,4 @@
-"""The formal machine of Popek & Goldberg 1974, CACM 17(7), section "the machine".
+"""The formal machine of Popek & Goldberg 1974, CACM 17(7), section 2 (the model of a third generation machine).
 
 A state is the 4-tuple S = (E, M, P, R):
 
