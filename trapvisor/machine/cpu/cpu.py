@@ -259,7 +259,7 @@ class CPU(MemoryAccess, Paging):
         CR0, EFLAGS.AC or CPL."""
         on = bool(self.cr0 & CR0_AM and self.eflags_rest & AC and self.cpl == 3)
         self.ac_on = on
-        # Data breakpoints (ops_system.debug_update) need the slow path too.
+        # Data breakpoints (ops_sysregs.debug_update) need the slow path too.
         slow = on or bool(self.bp_data)
         if slow != self.slow_data:
             self.slow_data = slow

@@ -23,6 +23,16 @@ EAGER, ADD, ADC, SUB, SBB, LOGIC, INC, DEC = range(8)
 PARITY = bytes(PF if bin(i).count("1") % 2 == 0 else 0 for i in range(256))
 
 
+def szp(r, sign) -> int:
+    """SF, ZF and PF of a result (for the instructions whose flags are computed eagerly)."""
+    f = PARITY[r & 0xFF]
+    if r == 0:
+        f |= ZF
+    if r & sign:
+        f |= SF
+    return f
+
+
 def arith_flags(lf) -> int:
     """The six arithmetic flag bits described by a lazy-flags tuple."""
     op, a, b, r, sign = lf
