@@ -94,10 +94,10 @@ from .audit import is_sensitive_form
 from .blockgen_arith import div32, idiv32
 from .blockgen_branch import JCC
 from .blockgen_emit import FORMS, M32, REG, Gen
-from .blockgen_flags import Prod, mul_flags, rot_flags, sar_flags, shl_flags, shr_flags
+from .blockgen_flags import Prod, rot_flags, sar_flags, shl_flags, shr_flags
 from .constants import GP
 from .cpu import FLAT, CpuFault
-from .flags import CONDITIONS, get_cf
+from .flags import CONDITIONS, get_cf, mul_flags
 from .operands import K, Unsupported
 
 # A block is compiled after it has run this many times through the closures

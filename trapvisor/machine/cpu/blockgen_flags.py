@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from . import flags as F
 from .constants import CF, OF, SF, ZF
-from .flags import PARITY, szp
+from .flags import szp
 
 
 # ---------------------------------------------------------------- flag helpers
-# Exact copies of the reference semantics in ops_shift.py and ops_alu.py
-# (including the choices for flags Intel leaves undefined); called only when a
-# tuple is materialised, never on the fast path.
+# Exact copies of the reference semantics in ops_shift.py (including the choices
+# for flags Intel leaves undefined); called only when a tuple is materialised,
+# never on the fast path.  MUL and IMUL share flags.mul_flags with the closures.
 
 def shl_flags(a, c, r, sign, bits):
     cf = (a >> (bits - c)) & 1 if c <= bits else 0
@@ -51,16 +51,6 @@ def rot_flags(old, r, sign, left):
         cf = 1 if r & sign else 0
         of = ((r & sign) != 0) != ((r & (sign >> 1)) != 0)
     return (F.arith_flags(old) & ~(CF | OF)) | (CF if cf else 0) | (OF if of else 0)
-
-
-def mul_flags(overflow, r_low, sign):
-    f = (CF | OF) if overflow else 0
-    f |= PARITY[r_low & 0xFF]
-    if r_low == 0:
-        f |= ZF
-    if r_low & sign:
-        f |= SF
-    return f
 
 
 # --------------------------------------------------------------- producers

@@ -18,9 +18,9 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from . import flags as F
-from .constants import AF, CF, DE, OF, SF, ZF
+from .constants import AF, CF, DE
 from .cpu import CpuFault
-from .flags import PARITY, arith_flags, get_cf, szp
+from .flags import arith_flags, get_cf, mul_flags, szp
 from .operands import (
     GPR, K, MASK, SIGN, Unsupported, ea_fn, imm_value, mem_segment, op_size, reader, reg_reader,
     reg_writer, rmw,
@@ -232,18 +232,6 @@ def c_unary(cpu, ins):
 
 
 # ------------------------------------------------------- MUL / IMUL / DIV
-def _mul_flags(cpu, overflow: bool, r_low: int, sign: int) -> None:
-    # CF=OF=overflow; SF, ZF, PF follow the low half as unicorn/QEMU computes
-    # them; AF is cleared (all four are undefined by Intel: docs/undefined-flags.md).
-    f = (CF | OF) if overflow else 0
-    f |= PARITY[r_low & 0xFF]
-    if r_low == 0:
-        f |= ZF
-    if r_low & sign:
-        f |= SF
-    cpu.lf = (F.EAGER, f, 0, 0, 0)
-
-
 @handles(M.MUL)
 def c_mul(cpu, ins):
     size = op_size(ins, 0)
@@ -256,17 +244,17 @@ def c_mul(cpu, ins):
         if size == 1:
             r = (regs[0] & 0xFF) * b
             regs[0] = (regs[0] & 0xFFFF0000) | r
-            _mul_flags(cpu, r > 0xFF, r & 0xFF, sign)
+            cpu.lf = (F.EAGER, mul_flags(r > 0xFF, r & 0xFF, sign), 0, 0, 0)
         elif size == 2:
             r = (regs[0] & 0xFFFF) * b
             regs[0] = (regs[0] & 0xFFFF0000) | (r & 0xFFFF)
             regs[2] = (regs[2] & 0xFFFF0000) | (r >> 16)
-            _mul_flags(cpu, r > 0xFFFF, r & 0xFFFF, sign)
+            cpu.lf = (F.EAGER, mul_flags(r > 0xFFFF, r & 0xFFFF, sign), 0, 0, 0)
         else:
             r = regs[0] * b
             regs[0] = r & 0xFFFFFFFF
             regs[2] = r >> 32
-            _mul_flags(cpu, r > 0xFFFFFFFF, r & 0xFFFFFFFF, sign)
+            cpu.lf = (F.EAGER, mul_flags(r > 0xFFFFFFFF, r & 0xFFFFFFFF, sign), 0, 0, 0)
     return mul, NORMAL
 
 
@@ -293,7 +281,7 @@ def c_imul(cpu, ins):
                 regs[2] = (regs[2] & 0xFFFF0000) | hi
             else:
                 regs[0], regs[2] = lo, hi
-            _mul_flags(cpu, r != ((lo ^ sign) - sign), lo, sign)
+            cpu.lf = (F.EAGER, mul_flags(r != ((lo ^ sign) - sign), lo, sign), 0, 0, 0)
         return imul1, NORMAL
     size = op_size(ins, 0)
     sign, mask = SIGN[size], MASK[size]
@@ -312,7 +300,7 @@ def c_imul(cpu, ins):
         r = a * b
         lo = r & mask
         dst(lo)
-        _mul_flags(cpu, r != ((lo ^ sign) - sign), lo, sign)
+        cpu.lf = (F.EAGER, mul_flags(r != ((lo ^ sign) - sign), lo, sign), 0, 0, 0)
     return imul, NORMAL
 
 
