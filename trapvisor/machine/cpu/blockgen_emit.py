@@ -63,7 +63,7 @@ class Gen:
         self.fallback_idx: list[int] = []  # instructions run by their closure
         self.env: dict = {}
         self.loop = False                  # the block jumps back to its own start
-        self.handler_livein = None         # see _handler_mat
+        self.handler_livein = None         # see blockgen._handler_mat
 
     # -- emission helpers
     def L(self, line: str) -> None:

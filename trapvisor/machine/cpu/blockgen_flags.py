@@ -69,7 +69,7 @@ class Prod:
         self.g, self.kind, self.a, self.b, self.r, self.c, self.s = g, kind, a, b, r, c, s
         self.e, self.n, self.inner, self.prev = e, n, inner, prev
         self.i = g.i                 # index of the producing instruction
-        self.used = False            # something observes these flags (see generate)
+        self.used = False            # something observes these flags (see blockgen.generate)
 
     def _use(self) -> None:
         if self.i in self.g.dead and self.kind not in ("in", "fb", "cpu"):

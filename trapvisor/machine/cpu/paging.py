@@ -7,7 +7,8 @@ state (``cr0``/``cr3``/``cr4``, ``paging``, the four TLB dicts in ``_tlb``,
 of which ``tlb_r``/``tlb_w`` are the two for the current privilege).  The
 hot paths (``rd*``/``wr*`` in ``memory_access.py``, ``CPU.fetch_block``, the
 generated blocks) look the TLB up inline and call ``page_walk`` only on a
-miss.
+miss; the walk reads and updates the paging structures through
+``phys_read32``/``phys_write32`` (``memory_access.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .cpu import CpuFault
 
 
 class Paging:
+    # -------------------------------------------------------------- paging
     def page_walk(self, lin: int, write: bool, user: bool) -> int:
         """Translate a linear page (32-bit paging, SDM Vol. 3A §4.3); fill the TLB.
 
