@@ -1,6 +1,6 @@
 """Flag control: CLC STC CMC, CLD STD, LAHF SAHF, CLI STI, PUSHF POPF.
 
-SDM Vol. 1 §7.3.13 (flag control (EFLAG) instructions); semantics: SDM Vol. 2
+SDM Vol. 1 §7.3 (Flag Control (EFLAG) Instructions); semantics: SDM Vol. 2
 (each instruction's Operation section).  CLI and STI are IOPL-sensitive
 (#GP(0) when CPL > IOPL, SDM Vol. 2 CLI/STI); STI holds interrupts off for
 one more instruction.  PUSHF and POPF are sensitive but unprivileged (Robin

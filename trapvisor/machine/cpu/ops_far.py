@@ -7,7 +7,7 @@ Far JMP and CALL go to a code segment, through a call gate (to an inner
 privilege level with the stack switch and parameter copy of SDM Vol. 3A
 §5.8.5-5.8.6) or to a task (``tasks.py``); far RET returns to the same or an
 outer level (SDM Vol. 2 CALL, JMP, RET).  INT n, INT3, INTO and BOUND are
-the software interrupts of SDM Vol. 1 §7.3.8.4; their delivery, and IRET,
+the software interrupts of SDM Vol. 1 §6.4.4; their delivery, and IRET,
 are in ``interrupts.py``.  All of these run at any CPL; the segment loads,
 far transfers, INT n and IRET are sensitive, so they trap on the strict CPU
 (``privilege.py``).

@@ -2,13 +2,13 @@
 CMOVcc, CBW/CWDE/CWD/CDQ, XLATB, NOP.
 
 SDM Vol. 1 §7.3.1 (data transfer: moves, exchanges, type conversions) and
-§7.3.16 (miscellaneous: LEA, XLAT, NOP); semantics and flags: SDM Vol. 2
-(each instruction's Operation and Flags Affected sections).  MOV to or from
-a segment register is compiled by ``ops_far.py``, to or from a control or
-debug register by ``ops_sysregs.py``; PUSH and POP are in ``ops_stack.py``.
-Every compile function returns a closure specialised for its operand forms;
-stores happen before register and flag updates so a faulting instruction has
-no effect.
+the Miscellaneous Instructions of §7.3 (LEA, XLAT, NOP); semantics and
+flags: SDM Vol. 2 (each instruction's Operation and Flags Affected
+sections).  MOV to or from a segment register is compiled by ``ops_far.py``,
+to or from a control or debug register by ``ops_sysregs.py``; PUSH and POP
+are in ``ops_stack.py``.  Every compile function returns a closure
+specialised for its operand forms; stores happen before register and flag
+updates so a faulting instruction has no effect.
 """
 
 from __future__ import annotations

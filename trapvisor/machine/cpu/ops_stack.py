@@ -1,6 +1,6 @@
 """The stack: PUSH, POP, PUSHA/PUSHAD, POPA/POPAD, ENTER, LEAVE.
 
-SDM Vol. 1 §6.2 (the stack), §7.3.1.4 (stack manipulation) and §6.5 (ENTER
+SDM Vol. 1 §6.2 (the stack), §7.3.1 (stack manipulation) and §6.5 (ENTER
 and LEAVE: procedure calls for block-structured languages); each
 instruction's Operation section in SDM Vol. 2.  The stack-address size
 (SS.B) chooses SP or ESP, the operand size what is pushed.  ESP changes only
