@@ -23,6 +23,9 @@ from .memory import PhysicalMemory
 DEFAULT_MEMORY = 128 << 20
 # Guest time per instruction on the virtual clock: a 100-MIPS guest.
 DEFAULT_NS_PER_INSTRUCTION = 10
+# Steps between two looks at the wall clock under a time limit: a few ms at the slowest
+# (self-modifying code), so --max-seconds holds within a fraction of a second.
+TIME_STEP = 10_000
 
 
 def _discard(data: bytes) -> None:
@@ -98,7 +101,7 @@ class PC:
             else:
                 end = cpu.steps() + max_instructions if max_instructions else None
                 while cpu.stop is None and cpu.exit_code is None and time.perf_counter() < deadline:
-                    step = 200_000 if end is None else min(200_000, end - cpu.steps())
+                    step = TIME_STEP if end is None else min(TIME_STEP, end - cpu.steps())
                     if step <= 0:
                         break
                     cpu.run(step)

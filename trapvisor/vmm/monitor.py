@@ -108,7 +108,7 @@ class Monitor:
                 if getattr(options, opt) not in (None, (), [], False) and opt not in cls.honours]
 
     # -- running ------------------------------------------------------------------
-    def run(self, max_instructions: int) -> "TechniqueResult":  # noqa: F821
+    def run(self, max_instructions: int):
         """Run the guest to its end (or a limit) and report."""
         self.start_clock()
         self.run_slice(max_instructions, max_instructions)

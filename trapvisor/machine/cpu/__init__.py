@@ -1,8 +1,12 @@
 """The IA-32 CPU of the simulated PC.
 
-``cpu.py`` holds the state and the hot paths; ``translate.py`` the decode
-cache; ``ops_*.py`` the instruction semantics; ``descriptors.py`` and
-``interrupts.py`` the protection architecture.
+``cpu.py`` holds the state and the dispatch loop, with ``memory_access.py``
+and ``paging.py`` as mixins of its CPU (the memory hot path, the page walk and
+TLB); ``translate.py`` the decode cache; ``ops_*.py`` the instruction
+semantics, one module per instruction family (``privilege.py`` says which are
+privileged or sensitive); ``blockgen*.py`` the block-translation tier;
+``descriptors.py``, ``interrupts.py`` and ``tasks.py`` the protection
+architecture.
 """
 
 from .cpu import CPU, CpuFault, MachineStop  # noqa: F401

@@ -1,10 +1,11 @@
-"""The IA-32 processor: architectural state, memory access, paging, run loop.
+"""The IA-32 processor: architectural state and run loop.
 
-This module holds the CPU's state and its two hot paths, memory access and the
-block-dispatch loop.  They are written densely on purpose (local aliases,
-no helper calls on the fast path); everything else (instruction semantics,
-segment loads, interrupt delivery) lives in the sibling modules and is written
-for reading.
+This module holds the CPU's state and the block-dispatch loop; the CPU's
+other hot path, memory access (``memory_access.py``), and paging with the
+TLB (``paging.py``) are mixins of :class:`CPU`.  The hot paths are written
+densely on purpose (local aliases, no helper calls on the fast path);
+everything else (instruction semantics, segment loads, interrupt delivery)
+lives in the sibling modules and is written for reading.
 
 Execution model: instructions are decoded once by iced-x86 and compiled into
 Python closures (``translate.py``), grouped into basic blocks keyed by the
@@ -39,21 +40,13 @@ through one explicit interface (docs/architecture.md):
 from __future__ import annotations
 
 import os
-import struct
 
 from . import flags as F
 from .exits import BudgetExhausted, CodeFenceExit, GuestExit, MachineStopped, Preempted
 from .constants import (
-    AC, AC_VEC, CR0_AM, CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CS, EFLAGS_RESERVED_1,
-    GP, IF, PDE_PS, PF_P, PF_RSVD, PF_U, PF_VEC, PF_W, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW,
-    PTE_US, SS, SS_VEC, TF, EXCEPTION_NAMES, SEG_NAMES, APIC_BASE_DEFAULT,
-    APIC_BASE_BSP, APIC_BASE_ENABLE,
+    AC, CR0_AM, CR0_ET, CS, EFLAGS_RESERVED_1, GP, IF, SS, TF, EXCEPTION_NAMES, SEG_NAMES,
+    APIC_BASE_DEFAULT, APIC_BASE_BSP, APIC_BASE_ENABLE,
 )
-
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-U16, U32 = _U16.unpack_from, _U32.unpack_from
-P16, P32 = _U16.pack_into, _U32.pack_into
 
 MAX_BLOCK = 64
 # rlim/wlim/clim of a flat 4 GiB segment: every offset passes the limit check.
@@ -153,7 +146,13 @@ class Block:
         self.regens = 0
 
 
-class CPU:
+# The CPU's memory access and paging, as mixins.  Imported here, not at the top:
+# they raise CpuFault, defined above.
+from .memory_access import MemoryAccess  # noqa: E402
+from .paging import Paging  # noqa: E402
+
+
+class CPU(MemoryAccess, Paging):
     def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False):
         self.mem = memory
         self.ram = memory.ram
@@ -304,356 +303,13 @@ class CPU:
         CR0, EFLAGS.AC or CPL."""
         on = bool(self.cr0 & CR0_AM and self.eflags_rest & AC and self.cpl == 3)
         self.ac_on = on
-        # Data breakpoints (ops_system.debug_update) need the slow path too.
+        # Data breakpoints (ops_sysregs.debug_update) need the slow path too.
         slow = on or bool(self.bp_data)
         if slow != self.slow_data:
             self.slow_data = slow
             for s in range(6):
                 if s != CS:
                     self.set_segment_cache(s, self.sel[s], self.base[s], self.limit[s], self.attr[s])
-
-    def seg_lin(self, s: int, off: int, size: int, write: bool) -> int:
-        """Segment checks (SDM Vol. 3A §5.3-5.5) for a non-flat access; returns the linear address."""
-        attr = self.attr[s]
-        vec = SS_VEC if s == SS else GP
-        if not attr & 0x80 or (self.sel[s] & ~3 == 0 and s != CS and self.cr0 & CR0_PE):
-            raise CpuFault(vec, 0)
-        typ = attr & 0x1F
-        if write:
-            if typ & 0x18 != 0x10 or not typ & 2:
-                raise CpuFault(vec, 0)
-        elif typ & 0x18 == 0x18 and not typ & 2:
-            raise CpuFault(vec, 0)
-        last = off + size - 1
-        limit = self.limit[s]
-        if typ & 0x1C == 0x14:     # expand-down data: valid offsets are (limit, upper]
-            upper = 0xFFFFFFFF if attr & 0x4000 else 0xFFFF
-            if off <= limit or last > upper:
-                raise CpuFault(vec, 0)
-        elif last > limit:
-            raise CpuFault(vec, 0)
-        lin = (self.base[s] + off) & 0xFFFFFFFF
-        if self.ac_on and lin & (size - 1) and s != CS:
-            raise CpuFault(AC_VEC, 0)     # misaligned data access (update_ac)
-        if self.bp_data:                  # data breakpoints: a #DB trap after the instruction
-            last = lin + size - 1
-            for n, lo, hi, write_only in self.bp_data:
-                if lin <= hi and last >= lo and (write or not write_only):
-                    self.bp_hits |= 1 << n
-        return lin
-
-    # -------------------------------------------------------------- paging
-    def page_walk(self, lin: int, write: bool, user: bool) -> int:
-        """Translate a linear page (32-bit paging, SDM Vol. 3A §4.3); fill the TLB.
-
-        Returns the physical base of the 4 KiB frame.  Raises #PF with CR2 and
-        the error code of SDM Vol. 3A §4.7.  A PDE that points to a page table
-        gets its accessed bit when the walk uses it, even if the access then
-        faults (SDM Vol. 3A §4.8; as QEMU does); the entry that maps the page
-        gets accessed/dirty only when the access is allowed.  Reserved bits
-        21:13 of a 4 MiB PDE (no PSE-36 here) give #PF with RSVD (§4.7).
-        """
-        pde_addr = (self.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
-        pde = self.phys_read32(pde_addr)
-        err = (PF_W if write else 0) | (PF_U if user else 0)
-        if not pde & PTE_P:
-            self.cr2 = lin
-            raise CpuFault(PF_VEC, err)
-        wp = self.cr0 & CR0_WP
-        if pde & PDE_PS and self.cr4 & CR4_PSE:
-            if pde & 0x3FE000:
-                self.cr2 = lin
-                raise CpuFault(PF_VEC, err | PF_P | PF_RSVD)
-            allowed = (not user or pde & PTE_US) and (not write or pde & PTE_RW or (not user and not wp))
-            if not allowed:
-                self.cr2 = lin
-                raise CpuFault(PF_VEC, err | PF_P)
-            new = pde | PTE_A | (PTE_D if write else 0)
-            if new != pde:
-                self.phys_write32(pde_addr, new)
-            frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
-            is_global = pde & PTE_G and self.cr4 & CR4_PGE
-            rw_ok = bool(pde & PTE_RW or (not user and not wp))
-            dirty = bool(new & PTE_D)
-        else:
-            if not pde & PTE_A:
-                self.phys_write32(pde_addr, pde | PTE_A)
-            pte_addr = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
-            pte = self.phys_read32(pte_addr)
-            if not pte & PTE_P:
-                self.cr2 = lin
-                raise CpuFault(PF_VEC, err)
-            us = pde & pte & PTE_US
-            rw = pde & pte & PTE_RW
-            allowed = (not user or us) and (not write or rw or (not user and not wp))
-            if not allowed:
-                self.cr2 = lin
-                raise CpuFault(PF_VEC, err | PF_P)
-            new = pte | PTE_A | (PTE_D if write else 0)
-            if new != pte:
-                self.phys_write32(pte_addr, new)
-            frame = pte & 0xFFFFF000
-            is_global = pte & PTE_G and self.cr4 & CR4_PGE
-            rw_ok = bool(rw or (not user and not wp))
-            dirty = bool(new & PTE_D)
-        page = lin >> 12
-        ti = 2 if user else 0
-        self._tlb[ti][page] = frame
-        if rw_ok and dirty:
-            self._tlb[ti + 1][page] = frame
-        if is_global:
-            self.tlb_global.add(page)
-        return frame
-
-    def flush_tlb(self, keep_global: bool = True) -> None:
-        g = self.tlb_global if keep_global else ()
-        for t in self._tlb:
-            if g:
-                keep = {p: f for p, f in t.items() if p in g}
-                t.clear()
-                t.update(keep)
-            else:
-                t.clear()
-        if not keep_global:
-            self.tlb_global.clear()
-
-    def invlpg(self, lin: int) -> None:
-        page = lin >> 12
-        for t in self._tlb:
-            t.pop(page, None)
-        self.tlb_global.discard(page)
-        hook = self.hooks.tlb_invalidated
-        if hook is not None:
-            hook(lin)
-
-    def translate_lin(self, lin: int, write: bool, user: bool | None = None) -> int:
-        """Linear to physical address for any access (slow path, explicit privilege)."""
-        if not self.paging:
-            return lin
-        if user is None:
-            user = self.cpl == 3
-        ti = 2 if user else 0
-        frame = self._tlb[ti + (1 if write else 0)].get(lin >> 12)
-        if frame is None:
-            frame = self.page_walk(lin, write, user)
-        return frame | (lin & 0xFFF)
-
-    # ------------------------------------------------- physical memory access
-    def phys_read32(self, pa: int) -> int:
-        if pa + 4 <= self.ram_size:
-            return U32(self.ram, pa)[0]
-        return self.phys_read(pa, 4)
-
-    def phys_write32(self, pa: int, v: int) -> None:
-        if pa + 4 <= self.ram_size:
-            if self.code_pages[pa >> 12]:
-                self.invalidate_code_page(pa >> 12)
-            P32(self.ram, pa, v)
-        else:
-            self.phys_write(pa, 4, v)
-
-    def phys_read(self, pa: int, size: int) -> int:
-        if pa + size <= self.ram_size:
-            return int.from_bytes(self.ram[pa:pa + size], "little")
-        if self.mmio_bus is not None and pa >= self.ram_size:
-            return self.mmio_bus.read(pa, size)
-        return (1 << (8 * size)) - 1
-
-    def phys_write(self, pa: int, size: int, v: int) -> None:
-        if pa + size <= self.ram_size:
-            for p in {pa >> 12, (pa + size - 1) >> 12}:
-                if self.code_pages[p]:
-                    self.invalidate_code_page(p)
-            self.ram[pa:pa + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-        elif self.mmio_bus is not None and pa >= self.ram_size:
-            self.mmio_bus.write(pa, size, v)
-
-    # ------------------------------------------------- linear memory access
-    def lin_read(self, lin: int, size: int, user: bool | None = None) -> int:
-        """Read at a linear address; handles page-crossing accesses byte-exactly."""
-        if (lin & 0xFFF) + size > 0x1000:
-            # Translate both pages before touching either (no partial effects).
-            first = 0x1000 - (lin & 0xFFF)
-            pa1 = self.translate_lin(lin, False, user)
-            pa2 = self.translate_lin((lin + first) & 0xFFFFFFFF, False, user)
-            lo = self.phys_read(pa1, first)
-            hi = self.phys_read(pa2, size - first)
-            return lo | (hi << (8 * first))
-        return self.phys_read(self.translate_lin(lin, False, user), size)
-
-    def lin_write(self, lin: int, size: int, v: int, user: bool | None = None) -> None:
-        if (lin & 0xFFF) + size > 0x1000:
-            first = 0x1000 - (lin & 0xFFF)
-            pa1 = self.translate_lin(lin, True, user)
-            pa2 = self.translate_lin((lin + first) & 0xFFFFFFFF, True, user)
-            self.phys_write(pa1, first, v & ((1 << (8 * first)) - 1))
-            self.phys_write(pa2, size - first, v >> (8 * first))
-            return
-        self.phys_write(self.translate_lin(lin, True, user), size, v)
-
-    # Hot path: segment + paging + RAM for the three operand sizes.
-    def rd8(self, s, off):
-        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 1, False)
-        if self.paging:
-            f = self.tlb_r.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, False, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin < self.ram_size:
-            return self.ram[lin]
-        return self.phys_read(lin, 1)
-
-    def rd16(self, s, off):
-        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 2, False)
-        if self.paging:
-            if lin & 0xFFF == 0xFFF:
-                return self.lin_read(lin, 2)
-            f = self.tlb_r.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, False, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin + 2 <= self.ram_size:
-            return U16(self.ram, lin)[0]
-        return self.phys_read(lin, 2)
-
-    def rd32(self, s, off):
-        lin = off if off <= self.rlim[s] else self.seg_lin(s, off, 4, False)
-        if self.paging:
-            if lin & 0xFFF > 0xFFC:
-                return self.lin_read(lin, 4)
-            f = self.tlb_r.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, False, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin + 4 <= self.ram_size:
-            return U32(self.ram, lin)[0]
-        return self.phys_read(lin, 4)
-
-    def wr8(self, s, off, v):
-        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 1, True)
-        if self.paging:
-            f = self.tlb_w.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, True, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin < self.ram_size:
-            if self.code_pages[lin >> 12]:
-                self.invalidate_code_page(lin >> 12)
-            self.ram[lin] = v
-        else:
-            self.phys_write(lin, 1, v)
-
-    def wr16(self, s, off, v):
-        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 2, True)
-        if lin & 0xFFF == 0xFFF:
-            return self.lin_write(lin, 2, v)
-        if self.paging:
-            f = self.tlb_w.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, True, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin + 2 <= self.ram_size:
-            if self.code_pages[lin >> 12]:
-                self.invalidate_code_page(lin >> 12)
-            P16(self.ram, lin, v)
-        else:
-            self.phys_write(lin, 2, v)
-
-    def wr32(self, s, off, v):
-        lin = off if off <= self.wlim[s] else self.seg_lin(s, off, 4, True)
-        if lin & 0xFFF > 0xFFC:
-            return self.lin_write(lin, 4, v)
-        if self.paging:
-            f = self.tlb_w.get(lin >> 12)
-            if f is None:
-                f = self.page_walk(lin, True, self.cpl == 3)
-            lin = f | (lin & 0xFFF)
-        if lin + 4 <= self.ram_size:
-            if self.code_pages[lin >> 12]:
-                self.invalidate_code_page(lin >> 12)
-            P32(self.ram, lin, v)
-        else:
-            self.phys_write(lin, 4, v)
-
-    def rd(self, s, off, size):
-        return self.rd32(s, off) if size == 4 else self.rd16(s, off) if size == 2 else self.rd8(s, off)
-
-    def wr(self, s, off, size, v):
-        if size == 4:
-            self.wr32(s, off, v)
-        elif size == 2:
-            self.wr16(s, off, v)
-        else:
-            self.wr8(s, off, v)
-
-    # Implicit supervisor-privilege accesses (descriptor tables, TSS): SDM Vol. 3A §4.6.1.
-    def sys_read(self, lin: int, size: int) -> int:
-        return self.lin_read(lin & 0xFFFFFFFF, size, user=False)
-
-    def sys_write(self, lin: int, size: int, v: int) -> None:
-        self.lin_write(lin & 0xFFFFFFFF, size, v, user=False)
-
-    # -------------------------------------------------------------- stack
-    def push32(self, v: int) -> None:
-        if self.ss32:
-            esp = (self.regs[4] - 4) & 0xFFFFFFFF
-            self.wr32(SS, esp, v)
-            self.regs[4] = esp
-        else:
-            sp = (self.regs[4] - 4) & 0xFFFF
-            self.wr32(SS, sp, v)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
-
-    def push16(self, v: int) -> None:
-        if self.ss32:
-            esp = (self.regs[4] - 2) & 0xFFFFFFFF
-            self.wr16(SS, esp, v)
-            self.regs[4] = esp
-        else:
-            sp = (self.regs[4] - 2) & 0xFFFF
-            self.wr16(SS, sp, v)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
-
-    def pop32(self) -> int:
-        if self.ss32:
-            esp = self.regs[4]
-            v = self.rd32(SS, esp)
-            self.regs[4] = (esp + 4) & 0xFFFFFFFF
-        else:
-            sp = self.regs[4] & 0xFFFF
-            v = self.rd32(SS, sp)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + 4) & 0xFFFF)
-        return v
-
-    def pop16(self) -> int:
-        if self.ss32:
-            esp = self.regs[4]
-            v = self.rd16(SS, esp)
-            self.regs[4] = (esp + 2) & 0xFFFFFFFF
-        else:
-            sp = self.regs[4] & 0xFFFF
-            v = self.rd16(SS, sp)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + 2) & 0xFFFF)
-        return v
-
-    # -------------------------------------------------------- control regs
-    def set_cr0(self, value: int) -> None:
-        old = self.cr0
-        self.cr0 = value | CR0_ET
-        if (old ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
-            self.paging = bool(self.cr0 & CR0_PG)
-            self.flush_tlb(keep_global=False)
-        self.update_ac()
-
-    def set_cr3(self, value: int) -> None:
-        self.cr3 = value & 0xFFFFFFFF
-        self.flush_tlb(keep_global=True)
-
-    def set_cr4(self, value: int) -> None:
-        old = self.cr4
-        self.cr4 = value
-        if (old ^ value) & (CR4_PSE | CR4_PGE):
-            self.flush_tlb(keep_global=False)
 
     # -------------------------------------------------------- decode cache
     def invalidate_code_page(self, page: int) -> None:
@@ -962,7 +618,7 @@ class CPU:
     def write_control_register(self, n: int, value: int) -> None:
         """MOV to CRn as the instruction performs it, with its checks (for a monitor
         that emulates an intercepted write: SDM Vol. 3A §2.5)."""
-        from .ops_system import write_cr
+        from .ops_sysregs import write_cr
         write_cr(self, n, value)
 
     # HLT with IF=1 whose wake-up sources are all masked: the timers keep expiring

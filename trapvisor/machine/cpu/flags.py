@@ -23,6 +23,29 @@ EAGER, ADD, ADC, SUB, SBB, LOGIC, INC, DEC = range(8)
 PARITY = bytes(PF if bin(i).count("1") % 2 == 0 else 0 for i in range(256))
 
 
+def mul_flags(overflow, r_low, sign) -> int:
+    """The flags of MUL and IMUL: CF = OF = overflow; SF, ZF and PF follow the low
+    half as unicorn/QEMU computes them; AF is cleared (all four are undefined by
+    Intel: docs/undefined-flags.md)."""
+    f = (CF | OF) if overflow else 0
+    f |= PARITY[r_low & 0xFF]
+    if r_low == 0:
+        f |= ZF
+    if r_low & sign:
+        f |= SF
+    return f
+
+
+def szp(r, sign) -> int:
+    """SF, ZF and PF of a result (for the instructions whose flags are computed eagerly)."""
+    f = PARITY[r & 0xFF]
+    if r == 0:
+        f |= ZF
+    if r & sign:
+        f |= SF
+    return f
+
+
 def arith_flags(lf) -> int:
     """The six arithmetic flag bits described by a lazy-flags tuple."""
     op, a, b, r, sign = lf

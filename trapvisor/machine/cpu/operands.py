@@ -209,3 +209,26 @@ def writer(cpu, ins, i: int, size: int | None = None):
 def sign_extend(v: int, size: int) -> int:
     s = SIGN[size]
     return (v ^ s) - s
+
+
+def reader16(cpu, ins, i: int):
+    """A 16-bit source operand (a selector or the MSW).  With a register it may
+    be a 32-bit one (iced decodes e.g. ``0F 00 /4`` as VERR r32/m16): only its
+    low 16 bits are used (SDM Vol. 2 LAR, LSL, VERR, LLDT, LTR, LMSW)."""
+    r = reader(cpu, ins, i, 2)
+    return lambda: r() & 0xFFFF
+
+
+def rmw(cpu, ins, size):
+    """(read, write) closures for a read-modify-write destination operand 0.
+
+    For memory the effective address is computed once per execution and
+    shared between the read and the write through a one-element cell.
+    """
+    if ins.op0_kind == K.REGISTER:
+        return reg_reader(cpu, ins.op0_register), reg_writer(cpu, ins.op0_register), None
+    ea = ea_fn(cpu, ins)
+    seg = mem_segment(ins)
+    rd = {1: cpu.rd8, 2: cpu.rd16, 4: cpu.rd32}[size]
+    wr = {1: cpu.wr8, 2: cpu.wr16, 4: cpu.wr32}[size]
+    return (rd, wr, (seg, ea))

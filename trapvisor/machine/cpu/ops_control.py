@@ -3,7 +3,7 @@
 SDM Vol. 2 (each instruction's Operation section).  A near transfer checks
 the target against the CS limit (#GP(0), SDM Vol. 3A §5.3) before it changes
 anything.  Far transfers, INT and IRET are privilege-sensitive and live in
-``ops_system.py`` / ``interrupts.py``.
+``ops_far.py`` / ``interrupts.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _opsize16(ins) -> bool:
 @handles(M.JMP)
 def c_jmp(cpu, ins):
     if ins.is_jmp_far or ins.is_jmp_far_indirect:
-        from .ops_system import compile_far_jmp
+        from .ops_far import compile_far_jmp
         return compile_far_jmp(cpu, ins)
     if ins.op0_kind in (K.NEAR_BRANCH32, K.NEAR_BRANCH16):
         target = ins.near_branch_target & (0xFFFF if _opsize16(ins) else 0xFFFFFFFF)
@@ -69,7 +69,7 @@ def c_jcc(cpu, ins):
 @handles(M.CALL)
 def c_call(cpu, ins):
     if ins.is_call_far or ins.is_call_far_indirect:
-        from .ops_system import compile_far_call
+        from .ops_far import compile_far_call
         return compile_far_call(cpu, ins)
     size = 2 if _opsize16(ins) else 4
     nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)

@@ -93,7 +93,7 @@ def c_string(cpu, ins):
             step_regs(7)
             return (a == b) if rep else (a != b) if repne else True
         elif op in (M.INSB, M.INSW, M.INSD):
-            from .ops_system import check_io
+            from .ops_io import check_io
             port = regs[2] & 0xFFFF
             check_io(cpu, port, size)
             # Probe the destination before the port read: a port read has side effects.
@@ -101,7 +101,7 @@ def c_string(cpu, ins):
             wr(ES, regs[7] & amask, cpu.io_bus.read(port, size))
             step_regs(7)
         else:  # OUTS
-            from .ops_system import check_io
+            from .ops_io import check_io
             port = regs[2] & 0xFFFF
             check_io(cpu, port, size)
             cpu.io_bus.write(port, size, rd(src_seg, regs[6] & amask))

@@ -111,7 +111,7 @@ def switch(cpu, sel: int, d: int, source: str, next_eip: int, error_code=None, e
     cpu.tr_attr = D.d_attr(d) | BUSY
     cpu.cr0 |= CR0_TS
     if cpu.dr[7] & 0x55:                  # the local breakpoint enables belong to the old task
-        from .ops_system import debug_update
+        from .ops_sysregs import debug_update
         cpu.dr[7] &= ~0x55
         debug_update(cpu)
     if cpu.cr0 & CR0_PG:

@@ -19,7 +19,12 @@ from .constants import UD
 from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
 from .operands import Unsupported
 from .registry import END, HANDLERS, JUMP
-from . import ops_integer, ops_control, ops_string, ops_system  # noqa: F401  (register handlers)
+# Importing the ops_* modules registers their handlers.  The order matters where two
+# register one mnemonic: the later wins (FNOP: ops_sysregs's x87 #NM check, not ops_move's NOP).
+from . import (  # noqa: F401
+    ops_move, ops_stack, ops_alu, ops_shift, ops_bits, ops_eflags, ops_control, ops_string,
+    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr,
+)
 
 _FORMATTER = iced.Formatter(iced.FormatterSyntax.INTEL)
 

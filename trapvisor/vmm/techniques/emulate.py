@@ -14,6 +14,7 @@ import time
 from ...events import EventLog
 from ...machine.cpu import MachineStop
 from ...machine.cpu.exits import MachineStopped
+from ...machine.pc import TIME_STEP
 from ..monitor import Host, Monitor, RunOptions, register
 from ..vm import VM
 from .base import TechniqueResult
@@ -53,8 +54,8 @@ class Emulate(Monitor):
                 if self.deadline is not None and time.perf_counter() > self.deadline:
                     self.stop = MachineStop("time limit", f"{self.options.max_seconds} s of host time")
                     break
-                # In steps, so that the time limit is looked at (a step is ~0.1 s of host time).
-                ex = vcpu.run(min(end - vcpu.steps(), 200_000) if self.deadline is not None
+                # In chunks, so that the time limit is looked at often (TIME_STEP, machine/pc.py).
+                ex = vcpu.run(min(end - vcpu.steps(), TIME_STEP) if self.deadline is not None
                               else end - vcpu.steps())
                 if isinstance(ex, MachineStopped):
                     self.stop = ex.stop
