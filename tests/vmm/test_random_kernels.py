@@ -25,7 +25,7 @@ import os
 import struct
 import tempfile
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from trapvisor.guests import build_guest
 from trapvisor.vmm.allocator import MONITOR_REGION
@@ -100,6 +100,11 @@ def contained_trap_emulate(module_path, strict):
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(module=modules(), strict=st.booleans())
+# Found by the fuzzer: a jump outside RAM, where the interpreter decoded open bus as #UD
+# while the bare PC stops ("fetch outside RAM").
+@example(module=bytes.fromhex("000003000000000000800000be0a00000000000000000000"
+                              "00a200000f20c00f00e842e34957051c8cd312a6304a8f26"
+                              "26e642e3498ee00f00c8fc656bf810b45596"), strict=True)
 def test_random_kernels_are_contained_and_equivalent(module, strict):
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:
         f.write(module)

@@ -33,6 +33,15 @@ def disassemble(ins) -> str:
     return _FORMATTER.format(ins)
 
 
+def _check_fetch(cpu, pa: int, eip: int) -> None:
+    """Code is fetched from RAM only: a fetch from beyond it stops the machine (QEMU
+    refuses to execute from unassigned memory too), on the bare CPU and when a
+    monitor's interpreter decodes the instruction alike."""
+    if pa >= cpu.ram_size:
+        raise MachineStop("fetch outside RAM",
+                          f"instruction fetch from physical address {pa:#x} (EIP {eip:#x}), outside RAM")
+
+
 class Translator:
     def __init__(self, cpu):
         self.cpu = cpu
@@ -42,9 +51,7 @@ class Translator:
         cpu = self.cpu
         bitness = 32 if cpu.cs32 else 16
         ipmask = 0xFFFFFFFF if cpu.cs32 else 0xFFFF
-        if pa >= cpu.ram_size:
-            raise MachineStop("fetch outside RAM",
-                              f"instruction fetch from physical address {pa:#x} (EIP {eip:#x}), outside RAM")
+        _check_fetch(cpu, pa, eip)
         page_end = min((pa | 0xFFF) + 1, cpu.ram_size)
         data = bytes(cpu.ram[pa:page_end])
         decoder = iced.Decoder(bitness, data, ip=eip)
@@ -102,6 +109,8 @@ class Translator:
         cpu = self.cpu
         bitness = 32 if cpu.cs32 else 16
         lin = (cpu.base[1] + eip) & 0xFFFFFFFF
+        # The same machine as the block translator: code is fetched from RAM only.
+        _check_fetch(cpu, cpu.translate_lin(lin, False), eip)
         room = min(15, 0x1000 - (lin & 0xFFF))
         head = bytes(cpu.lin_read((lin + i) & 0xFFFFFFFF, 1) for i in range(room))
         ins = iced.Decoder(bitness, head, ip=eip).decode()
