@@ -363,7 +363,7 @@ class KvmMachine:
         self.recovered["int3 delivered as #BP"] += 1
         return True
 
-    recover_int3 = False
+    recover_int3 = True
 
     def stop_on_ioctl_failure(self, vcpu, rc: int) -> None:
         self.request_stop(Outcome(STOP, stop_reason=f"KVM_RUN failed: {os.strerror(-rc)}", problem=True,
