@@ -96,7 +96,7 @@ MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING = 0x1A0, 1
 # CPUID masking alone does not keep Linux off them.
 SOFTWARE_KVM_CMDLINE = [
     "noxsave",
-    "clearcpuid=pni,ssse3,sse4_1,sse4_2,cx16,avx,avx2,fma,aes,pclmulqdq,movbe,xsave,xsaveopt,rdrand,rdseed,smap",
+    "clearcpuid=pni,ssse3,sse4_1,sse4_2,cx16,avx,avx2,fma,aes,pclmulqdq,movbe,xsave,xsaveopt,rdrand,rdseed,smap,popcnt,f16c,fsgsbase,invpcid,rdpid,clflushopt,clwb,bmi1,bmi2,adx,sha_ni,gfni,vaes,vpclmulqdq,avx512f",
     "mitigations=off",
     "cryptomgr.notests",
     "no_timer_check",
