@@ -67,13 +67,31 @@ def test_triple_fault_dumps_registers(kvm_host, tmp_path):
 
 def test_emulation_failure_is_decoded(kvm_host, tmp_path):
     if kvm_host.hardware_assisted:
-        pytest.skip("int3 is an emulation failure only on software KVM")
-    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0xCC])), memory_bytes=MEM,
+        pytest.skip("fwait is an emulation failure only on software KVM")
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x9B])), memory_bytes=MEM,
                   serial_out=lambda b: None, max_seconds=30)
     assert res.problem
-    assert "`int3`" in res.stop_reason and "0x100021" in res.stop_reason
+    assert "`fwait`" in res.stop_reason and "0x100021" in res.stop_reason
     assert "software" in res.stop_reason
     assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.detail)
+
+
+def test_int3_raises_bp_as_on_the_simulated_pc(kvm_host, tmp_path):
+    """kvm_pvm's emulator cannot run INT3; trapvisor delivers the #BP it raises, so the guest's
+    handler sees the saved EIP after the instruction, as on the simulated PC and on hardware."""
+    import pathlib
+    from trapvisor.machine.pc import run_kernel
+    from .test_guests_kvm import build_flat_guest
+    k = str(build_flat_guest(pathlib.Path(__file__).parent / "guests" / "int3.S", tmp_path))
+    sim, out = [], []
+    run_kernel(k, memory_bytes=MEM, serial_out=sim.append, max_seconds=30)
+    res = run_kvm(k, memory_bytes=MEM, serial_out=out.append, max_seconds=30)
+    text = b"".join(out).decode()
+    assert text == b"".join(sim).decode() and text.startswith("#BP, saved eip "), text
+    saved, want = text.strip().removeprefix("#BP, saved eip ").split(", int3 ends at ")
+    assert saved == want and res.exit_code == 1
+    if not kvm_host.hardware_assisted:
+        assert any("int3 delivered as #BP (1 times)" in line for line in res.summary)
 
 
 def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
