@@ -1,7 +1,5 @@
 """Running, kicking, pausing and stopping vCPUs from other threads; timers on time without exits."""
-import os
 import pathlib
-import signal
 import struct
 import threading
 import time
@@ -12,7 +10,7 @@ from trapvisor.kvm import ioctls
 from trapvisor.kvm.exits import STOP, Outcome
 from trapvisor.kvm.runner import KvmMachine
 
-from .conftest import multiboot_image
+from .conftest import interrupt_after, multiboot_image
 from .test_guests_kvm import build_flat_guest
 
 MEM = 16 << 20
@@ -88,12 +86,7 @@ def test_ctrl_c_stops_every_vcpu_with_a_summary(kvm_host, tmp_path):
     m = KvmMachine(MEM, serial_out=lambda b: None, smp=3)
     try:
         m.load(kernel(tmp_path))
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            res = m.run(max_seconds=60)
-        finally:
-            timer.cancel()
+        res = interrupt_after(m, 1.0, max_seconds=60)
         assert res.interrupted and res.exit_status == 130
         assert all(not lp.thread.is_alive() for lp in m.loops)
         assert "3 vCPUs (APIC IDs 0, 1, 2)" in res.summary[0]

@@ -1,7 +1,5 @@
 """Bad input and guest faults under KVM: one clear message, fds closed."""
 import os
-import signal
-import threading
 
 import pytest
 
@@ -9,7 +7,7 @@ from trapvisor.errors import UserError
 from trapvisor.kvm.hostinfo import KvmHostInfo
 from trapvisor.kvm.runner import KvmMachine, run_kvm
 
-from .conftest import multiboot_image
+from .conftest import interrupt_after, multiboot_image
 
 MEM = 16 << 20
 
@@ -100,13 +98,7 @@ def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
     m = KvmMachine(MEM, serial_out=lambda b: None)
     try:
         m.load(kernel)
-        # SIGINT with Python's default handler, as a terminal's Ctrl-C, while the vCPU runs.
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            res = m.run(max_seconds=60)
-        finally:
-            timer.cancel()
+        res = interrupt_after(m, 1.0, max_seconds=60)
     finally:
         m.close()
     assert res.interrupted and res.exit_status == 130 and "interrupted" in res.stop_reason

@@ -55,6 +55,12 @@ SOFTWARE_KVM_HIDDEN = [
     (0x80000001, None, "ecx", 5, "abm"), (0x80000001, None, "ecx", 6, "sse4a"),
     (0x80000001, None, "ecx", 7, "misalignsse"), (0x80000001, None, "ecx", 8, "3dnowprefetch"),
     (0x80000001, None, "ecx", 11, "xop"), (0x80000001, None, "ecx", 16, "fma4"),
+    # KVM's paravirtual features that work through hypercalls: on kvm_pvm a VMCALL from an
+    # ordinary guest never completes (measured: the vCPU stays on the instruction), so a Linux
+    # guest that kicks a halted vCPU (PV unhalt, PV spinlocks), sends IPIs or yields by
+    # hypercall hangs.  Documentation/virt/kvm/x86/cpuid.rst, KVM_CPUID_FEATURES EAX.
+    (0x4000_0001, None, "eax", 7, "pv-unhalt"), (0x4000_0001, None, "eax", 11, "pv-ipi"),
+    (0x4000_0001, None, "eax", 13, "pv-sched-yield"),
 ]
 # Leaves wiped whole: 0xD describes XSAVE state components.
 SOFTWARE_KVM_HIDDEN_LEAVES = (0xD,)

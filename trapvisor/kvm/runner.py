@@ -438,7 +438,7 @@ class KvmMachine:
                      + f"; topology {self.topology.sockets} socket(s) x {self.topology.cores} core(s) x "
                        f"{self.topology.threads} thread(s)")
         if self.cpuid_hidden:
-            lines.append("trapvisor: CPUID features hidden from the guest (software KVM cannot emulate them): "
+            lines.append("trapvisor: CPUID features hidden from the guest (software KVM cannot run them): "
                          + " ".join(self.cpuid_hidden))
         if self.cpuid_irqchip_hidden:
             lines.append("trapvisor: CPUID features hidden from the guest (the userspace APIC does not emulate "

@@ -8,11 +8,10 @@
  * hypervisor is present.  Then isa-debug-exit with 0.
  */
     .code32
+    .include "guest.inc"
     .text
     .globl _start
-header:
-    .long 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    .long header, header, 0, 0, _start
+    multiboot_header
 _start:
     mov $0x90000, %esp
     xor %eax, %eax
@@ -87,4 +86,4 @@ dump:                               /* print leaf %esi subleaf %ebp */
     pop %edi
     ret
 
-    .include "serial.inc"
+    serial_routines

@@ -3,20 +3,13 @@
  * against the address it should be, then leaves through isa-debug-exit (no IRET).
  */
     .code32
+    .include "guest.inc"
     .text
     .globl _start
-header:
-    .long 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    .long header, header, 0, 0, _start
+    multiboot_header
 _start:
     mov $0x90000, %esp
-    mov $bp_handler, %eax
-    mov $(idt + 3 * 8), %edi
-    movw %ax, (%edi)
-    movw $0x08, 2(%edi)
-    movw $0x8F00, 4(%edi)            /* 32-bit trap gate, DPL 0 */
-    shr $16, %eax
-    movw %ax, 6(%edi)
+    set_gate 3, bp_handler, 0x8F00
     lidt idtr
     int3
 after:
@@ -41,15 +34,9 @@ out:
 1:  hlt
     jmp 1b
 
-    .include "serial.inc"
+    serial_routines
 
 s_none: .asciz "no #BP\n"
 s_bp:   .asciz "#BP, saved eip "
 s_want: .asciz ", int3 ends at "
-    .align 8
-idtr:
-    .word 256 * 8 - 1
-    .long idt
-    .align 8
-idt:
-    .fill 256 * 8, 1, 0
+    idt_table

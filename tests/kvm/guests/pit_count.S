@@ -9,32 +9,18 @@
  * software KVM does not always emulate.
  */
     .code32
+    .include "guest.inc"
     .set COUNTER, 0x7000
     .set COUNT, 0x7004
     .text
     .globl _start
-header:
-    .long 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    .long header, header, 0, 0, _start
+    multiboot_header
 _start:
     mov $0x90000, %esp
-    mov $isr, %eax
-    mov $(idt + 0x20 * 8), %edi
-    movw %ax, (%edi)
-    movw $0x08, 2(%edi)
-    movw $0x8E00, 4(%edi)
-    shr $16, %eax
-    movw %ax, 6(%edi)
+    set_gate 0x20, isr
     lidt idtr
     movl $0, COUNTER
-    mov $0x11, %al; out %al, $0x20; out %al, $0xA0     /* ICW1 */
-    mov $0x20, %al; out %al, $0x21                     /* ICW2 */
-    mov $0x28, %al; out %al, $0xA1
-    mov $0x04, %al; out %al, $0x21                     /* ICW3 */
-    mov $0x02, %al; out %al, $0xA1
-    mov $0x01, %al; out %al, $0x21; out %al, $0xA1     /* ICW4 */
-    mov $0xFE, %al; out %al, $0x21                     /* only IRQ 0 */
-    mov $0xFF, %al; out %al, $0xA1
+    pic_init 0xFE
     mov COUNT, %ecx
     test %ecx, %ecx
     jnz 1f
@@ -53,10 +39,4 @@ isr:
     mov $0x90000, %esp
     jmp spin
 
-    .align 8
-idtr:
-    .word 256 * 8 - 1
-    .long idt
-    .align 8
-idt:
-    .fill 256 * 8, 1, 0
+    idt_table

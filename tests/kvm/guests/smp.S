@@ -20,14 +20,13 @@
  * got, and CLI; HLT for good.
  */
     .code32
+    .include "guest.inc"
 
     .set TRAMPOLINE, 0x8000
     .set MAILBOX, 0x7000            /* u16 count at +0, u8 apic ids from +0x10 */
     .text
     .globl _start
-header:
-    .long 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    .long header, header, 0, 0, _start
+    multiboot_header
 _start:
     mov $0x90000, %esp
     movw $0, MAILBOX
@@ -159,7 +158,7 @@ delay:                               /* a short spin between the IPIs */
     pop %ecx
     ret
 
-    .include "serial.inc"
+    serial_routines
 
     .code16
 ap_start:                            /* copied to 0x8000; runs in real mode with CS = 0x800 */
