@@ -65,11 +65,12 @@ def test_triple_fault_dumps_registers(kvm_host, tmp_path):
 
 def test_emulation_failure_is_decoded(kvm_host, tmp_path):
     if kvm_host.hardware_assisted:
-        pytest.skip("fwait is an emulation failure only on software KVM")
-    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x9B])), memory_bytes=MEM,
+        pytest.skip("ldmxcsr is an emulation failure only on software KVM")
+    # nop; ldmxcsr [0x7000]
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x0F, 0xAE, 0x15, 0x00, 0x70, 0x00, 0x00])), memory_bytes=MEM,
                   serial_out=lambda b: None, max_seconds=30)
     assert res.problem
-    assert "`fwait`" in res.stop_reason and "0x100021" in res.stop_reason
+    assert "`ldmxcsr 0x7000`" in res.stop_reason and "0x100021" in res.stop_reason
     assert "software" in res.stop_reason
     assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.detail)
 
@@ -90,6 +91,13 @@ def test_int3_raises_bp_as_on_the_simulated_pc(kvm_host, tmp_path):
     assert saved == want and res.exit_code == 1
     if not kvm_host.hardware_assisted:
         assert any("int3 delivered as #BP (1 times)" in line for line in res.summary)
+
+
+def test_fwait_without_a_pending_x87_error_runs_on(kvm_host, tmp_path):
+    # nop; fwait; isa-debug-exit 0
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x9B, 0xB0, 0x00, 0xE6, 0xF4])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=30)
+    assert res.exit_code == 1, res.stop_reason
 
 
 def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):

@@ -91,9 +91,12 @@ CR4_PAE = 0x20
 EFER_LME, EFER_LMA = 0x100, 0x400
 MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING = 0x1A0, 1
 
-# Kernel command-line workarounds for software KVM (kvm-on-these-machines.md):
-# the instruction emulator fails on XSAVE/XRSTOR, SSE3+ and CMPXCHG16B, and
-# CPUID masking alone does not keep Linux off them.
+# Kernel command-line workarounds for software KVM (measured; docs/kvm.md): the
+# instruction emulator fails on XSAVE/XRSTOR, SSE3+, CMPXCHG16B, CLAC/STAC,
+# POPCNT, RDFSBASE and friends, and kvm_pvm shows the guest the host's feature
+# bits for every feature KVM does not report as supported, whatever
+# KVM_SET_CPUID2 says, so only the kernel's own clearcpuid= keeps Linux off
+# them (Documentation/admin-guide/kernel-parameters.txt, clearcpuid).
 SOFTWARE_KVM_CMDLINE = [
     "noxsave",
     "clearcpuid=pni,ssse3,sse4_1,sse4_2,cx16,avx,avx2,fma,aes,pclmulqdq,movbe,xsave,xsaveopt,rdrand,rdseed,smap,popcnt,f16c,fsgsbase,invpcid,rdpid,clflushopt,clwb,bmi1,bmi2,adx,sha_ni,gfni,vaes,vpclmulqdq,avx512f",

@@ -397,7 +397,7 @@ KVM_SYSTEM_EVENT_CRASH = 3
 
 # --- calling the kernel ------------------------------------------------------
 # fcntl.ioctl passes its argument as a signed C int and copies immutable
-# buffers only up to 1024 bytes (kvm-on-these-machines.md, "ABI details");
+# buffers only up to 1024 bytes (Python's Modules/fcntlmodule.c: IOCTL_BUFSZ);
 # libc's ioctl through ctypes with an unsigned long has neither limit.
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl

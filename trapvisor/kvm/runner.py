@@ -50,6 +50,8 @@ HOUSEKEEPING_SECONDS = 0.02
 CTRL_A = 0x01
 MAX_SMP = 254                 # xAPIC IDs 0..254 (0xFF is the broadcast ID)
 BP_VECTOR = 3                 # #BP (Intel SDM Vol. 3A Table 6-1)
+MF_VECTOR = 16                # #MF, x87 floating-point error
+FSW_ES = 1 << 7               # x87 status word: error summary (SDM Vol. 1 8.1.3)
 
 
 @dataclass
@@ -350,20 +352,35 @@ class KvmMachine:
                 log.trace_file.write(ev.to_json() + "\n")
 
     def recover(self, vcpu, ex) -> bool:
-        """Software KVM only: an INT3 its emulator cannot run is delivered as the #BP it raises
-        (a trap: the saved RIP follows the one-byte instruction, Intel SDM Vol. 3A 6.5)."""
+        """Software KVM only: run the one-byte instructions its emulator cannot, as the SDM says.
+
+        INT3 raises #BP, a trap: the saved RIP follows the instruction (Intel SDM Vol. 3A
+        6.5, Table 6-1).  FWAIT raises #MF if the x87 has an unmasked exception pending
+        (FSW.ES, SDM Vol. 1 8.6 and Vol. 2A WAIT/FWAIT), and is otherwise a no-op.
+        """
         if (self.host.hardware_assisted or type(ex) is not InternalErrorExit
-                or ex.suberror != ioctls.KVM_INTERNAL_ERROR_EMULATION or ex.insn_bytes[:1] != b"\xcc"
-                or not self.recover_int3):
+                or ex.suberror != ioctls.KVM_INTERNAL_ERROR_EMULATION):
             return False
-        regs = vcpu.get_regs()
-        regs.rip += 1
-        vcpu.set_regs(regs)
-        vcpu.inject_exception(BP_VECTOR)
-        self.recovered["int3 delivered as #BP"] += 1
+        op = ex.insn_bytes[:1]
+        if op == b"\xcc":
+            self._advance(vcpu, 1)
+            vcpu.inject_exception(BP_VECTOR)
+            self.recovered["int3 delivered as #BP"] += 1
+        elif op == b"\x9b":
+            if vcpu.get_fpu().fsw & FSW_ES:
+                vcpu.inject_exception(MF_VECTOR)
+            else:
+                self._advance(vcpu, 1)
+            self.recovered["fwait run by trapvisor"] += 1
+        else:
+            return False
         return True
 
-    recover_int3 = True
+    @staticmethod
+    def _advance(vcpu, n: int) -> None:
+        regs = vcpu.get_regs()
+        regs.rip += n
+        vcpu.set_regs(regs)
 
     def stop_on_ioctl_failure(self, vcpu, rc: int) -> None:
         self.request_stop(Outcome(STOP, stop_reason=f"KVM_RUN failed: {os.strerror(-rc)}", problem=True,
