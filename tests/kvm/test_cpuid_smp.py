@@ -78,8 +78,10 @@ def test_cpuid_vendor_family_and_leaves_are_the_simulated_pcs(kvm_host, guest):
 @pytest.mark.parametrize("host_cpu", HOST_CPUS)
 def test_cpuid_apic_id_is_the_vcpus_on_every_host_cpu(kvm_host, guest, pinned, host_cpu):
     pinned(host_cpu)
-    got = leaves(kvm_run(guest("cpuid_dump"), cpu="host"))
-    assert got[(1, 0)][1] >> 24 == 0                          # leaf 1 EBX[31:24]: the BSP's APIC ID
+    kernel = guest("cpuid_dump")
+    assert leaves(kvm_run(kernel))[(1, 0)][1] >> 24 == 0       # leaf 1 EBX[31:24]: the BSP's APIC ID
+    got = leaves(kvm_run(kernel, cpu="host"))
+    assert got[(1, 0)][1] >> 24 == 0
     assert got[(0xB, 0)][3] == got[(0xB, 1)][3] == 0         # leaf 0BH EDX: its x2APIC ID
     assert got[(0xB, 1)][1] == 1                             # one logical processor per package
     out = kvm_run(guest("smp"), smp=2)
@@ -89,9 +91,10 @@ def test_cpuid_apic_id_is_the_vcpus_on_every_host_cpu(kvm_host, guest, pinned, h
 
 def test_the_userspace_irqchip_advertises_only_what_it_emulates(kvm_host, guest):
     kernel = guest("cpuid_dump")
+    x2apic, deadline = 1 << 21, 1 << 24
+    assert not leaves(kvm_run(kernel, irqchip=False))[(1, 0)][2] & (x2apic | deadline)
     with_kernel = leaves(kvm_run(kernel, cpu="host"))
     userspace = leaves(kvm_run(kernel, cpu="host", irqchip=False))
-    x2apic, deadline = 1 << 21, 1 << 24
     pv_eoi = 1 << kvm_cpuid.KVM_FEATURE_PV_EOI
     assert not userspace[(1, 0)][2] & (x2apic | deadline)
     assert not userspace[(0x4000_0001, 0)][0] & pv_eoi

@@ -87,6 +87,8 @@ def test_multiboot_mmap_reserves_every_page_kvm_is_given(machine):
         size, base, ln, t = struct.unpack_from("<IQQI", raw, off)
         e820.append((base, ln, t))
         off += size + 4
+    from trapvisor.kvm import vm
+    assert _reserved(e820, vm.TSS_ADDRESS, 0x3000) and _reserved(e820, vm.IDENTITY_MAP_ADDRESS, 0x1000), e820
     assert {what for _, _, what in machine.vm.given_pages} == {"KVM_SET_TSS_ADDR", "KVM_SET_IDENTITY_MAP_ADDR"}
     for page, size, what in machine.vm.given_pages:
         assert _reserved(e820, page, size), (what, hex(page), e820)

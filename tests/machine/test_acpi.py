@@ -77,6 +77,16 @@ def test_madt_describes_the_boards_cpus_and_ioapic_as_the_mp_table_does(cpus):
     assert [(e[1], struct.unpack_from("<I", e, 4)[0]) for e in mp if e[0] == 2] == [(ioapic[2], b.firmware.ioapic_base)]
 
 
+def test_the_simulated_pc_has_acpi_tables_listing_its_cpu():
+    from trapvisor.machine.pc import PC
+    mem = PC(16 << 20).memory
+    rsdp = find_rsdp(mem)
+    assert rsdp is not None
+    found = tables(mem)
+    lapics = [e for t, e in madt_entries(found[b"APIC"][1]) if t == acpi.MADT_LOCAL_APIC]
+    assert [e[3] for e in lapics] == [bios.BSP_APIC_ID]
+
+
 def test_fadt_points_at_the_pm_registers_the_board_has():
     b = board()
     found = tables(b.memory)
