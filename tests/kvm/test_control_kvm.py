@@ -94,10 +94,14 @@ def test_ctrl_c_stops_every_vcpu_with_a_summary(kvm_host, tmp_path):
         m.close()
 
 
+PIT_COUNT = 298            # 1193182 Hz / 298: about 4 kHz, eight times a fixed 500 Hz tick
+
+
 def _pit_interrupts(path: str, irqchip: bool, seconds: float) -> int:
     m = KvmMachine(MEM, serial_out=lambda b: None, irqchip=irqchip)
     try:
         m.load(path)
+        m.memory.write(COUNTER + 4, struct.pack("<I", PIT_COUNT))
         m.run(max_seconds=seconds)
         return counter(m)
     finally:
@@ -105,12 +109,14 @@ def _pit_interrupts(path: str, irqchip: bool, seconds: float) -> int:
 
 
 def test_userspace_timer_interrupts_arrive_on_time_without_guest_exits(kvm_host, tmp_path):
-    """The guest spins with interrupts on and the PIT at 2 kHz; its only exits are the EOIs the
-    interrupts cause.  The userspace 8254/8259 must deliver about as many interrupts as KVM's
-    own in-kernel ones do on the same host in the same time (measured here: 0.83 of them; a
-    fixed 500 Hz tick delivered 0.17)."""
+    """The guest spins with interrupts on and the PIT at 4 kHz; its only exits are the EOIs the
+    interrupts cause.  The userspace 8254/8259 must deliver a good share of what KVM's in-kernel
+    ones do on the same host in the same time.  KVM's PIT re-injects ticks the host was too busy
+    to deliver and the 8254 model merges them (as a real 8259A's IRR does), so the share falls
+    with host load: measured 0.63 with load 6.5 on 2 CPUs, 1.0 idle; a fixed 500 Hz tick
+    (the code before) cannot exceed 0.125."""
     path = str(build_flat_guest(pathlib.Path(__file__).parent / "guests" / "pit_count.S", tmp_path))
     in_kernel = _pit_interrupts(path, True, 2.0)
     userspace = _pit_interrupts(path, False, 2.0)
-    assert in_kernel > 200, in_kernel
-    assert userspace >= 0.5 * in_kernel, (userspace, in_kernel)
+    assert in_kernel > 1000, in_kernel
+    assert userspace >= 0.3 * in_kernel, (userspace, in_kernel)

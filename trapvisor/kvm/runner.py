@@ -119,6 +119,7 @@ class KvmMachine:
         self.pause_cond = threading.Condition()
         self.round = 0
         self._timer_wake = threading.Event()
+        self.userspace_timer_signal = False      # SIGALRM to the BSP (vcpu_loop.py), set by run()
         try:
             self.system = KvmSystem()
             limit = self.system.check_extension(ioctls.KVM_CAP_MAX_VCPUS) or self.system.check_extension(
@@ -270,6 +271,11 @@ class KvmMachine:
         deadline = time.monotonic() + max_seconds if max_seconds else None
         interrupted = False
         old = _install_signals()
+        self.userspace_timer_signal = old is not None and not self.vm.has_irqchip
+        if self.userspace_timer_signal:
+            # SIGALRM only ever reaches the BSP's thread (vcpu_loop.py unblocks it there).
+            old[signal.SIGALRM] = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         try:
             for loop in self.loops:
                 loop.start()
@@ -281,6 +287,9 @@ class KvmMachine:
             if self.stop is None:
                 self.request_stop()
             self._join()
+            if self.userspace_timer_signal:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
             _restore_signals(old)
             self._fold_accounting()
         seconds = time.perf_counter() - start

@@ -17,7 +17,11 @@ Without an in-kernel irqchip (one vCPU only) the BSP injects the userspace
 8259A/APIC's vectors itself with KVM_INTERRUPT when the run page says the
 guest can take one, and otherwise asks for an interrupt-window exit (KVM
 api.rst 4.16 KVM_INTERRUPT and section 5, ``request_interrupt_window`` and
-``ready_for_interrupt_injection``).
+``ready_for_interrupt_injection``).  It also runs the device timers after
+every exit and arms ITIMER_REAL for the next one (setitimer(2)): SIGALRM is
+unblocked on the BSP's thread alone, so the kernel's own timer makes KVM_RUN
+return when the userspace PIT or APIC timer is due, however busy the host is
+(the timer thread, which the host may schedule late, kicks it as well).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class VcpuLoop:
 
     def _main(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+        if self.bsp and self.m.userspace_timer_signal:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         self.run_here()
 
     def run_here(self) -> None:
@@ -76,6 +82,7 @@ class VcpuLoop:
         page = vcpu.run_page
         io_bus, mmio_bus, lock = m.io_bus, m.mmio_bus, m.lock
         offer = self._offer_interrupt if (self.bsp and not m.vm.has_irqchip) else None
+        timers = self._run_timers if (offer is not None and m.userspace_timer_signal) else None
         perf = time.perf_counter_ns
         counts, durations, ports = self.counts, self.durations, self.ports
         tracing = m.events.trace_file is not None or m.events.keep
@@ -108,6 +115,8 @@ class VcpuLoop:
                     self._wait_for_interrupt()
                 elif not m.recover(vcpu, ex):
                     m.stop_on_fault(vcpu, ex, outcome)
+            if timers is not None:
+                timers()
             t2 = perf()
             self.guest_ns += t1 - t0
             reason = ex.reason
@@ -143,6 +152,18 @@ class VcpuLoop:
             m.pause_cond.notify_all()
 
     # -- interrupts without an in-kernel irqchip --------------------------------------------
+    _armed = None
+
+    def _run_timers(self) -> None:
+        """Fire the due device timers; arm ITIMER_REAL (SIGALRM, to this thread) for the next."""
+        clock = self.m.clock
+        with self.m.lock:
+            clock.run_due()
+            due = clock.next_deadline()
+        if due != self._armed and due < clock.NEVER:
+            self._armed = due
+            signal.setitimer(signal.ITIMER_REAL, max((due - clock.now_ns()) / 1e9, 1e-6))
+
     def _offer_interrupt(self) -> None:
         """Userspace PIC: inject when the guest can take it, else ask for an interrupt window."""
         intc, vcpu = self.m.devices.interrupts, self.vcpu

@@ -9,11 +9,7 @@
  */
     .code32
     .include "guest.inc"
-    .text
-    .globl _start
-    multiboot_header
-_start:
-    mov $0x90000, %esp
+    guest_entry
     xor %eax, %eax
     cpuid
     mov %eax, %edi                  /* max basic leaf */

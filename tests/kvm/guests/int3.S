@@ -4,11 +4,7 @@
  */
     .code32
     .include "guest.inc"
-    .text
-    .globl _start
-    multiboot_header
-_start:
-    mov $0x90000, %esp
+    guest_entry
     set_gate 3, bp_handler, 0x8F00
     lidt idtr
     int3

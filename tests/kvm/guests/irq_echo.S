@@ -7,11 +7,7 @@
  */
     .code32
     .include "guest.inc"
-    .text
-    .globl _start
-    multiboot_header
-_start:
-    mov $0x90000, %esp
+    guest_entry
     set_gate 0x24, isr
     lidt idtr
 

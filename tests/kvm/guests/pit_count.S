@@ -12,11 +12,7 @@
     .include "guest.inc"
     .set COUNTER, 0x7000
     .set COUNT, 0x7004
-    .text
-    .globl _start
-    multiboot_header
-_start:
-    mov $0x90000, %esp
+    guest_entry
     set_gate 0x20, isr
     lidt idtr
     movl $0, COUNTER

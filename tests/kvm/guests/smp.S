@@ -24,11 +24,7 @@
 
     .set TRAMPOLINE, 0x8000
     .set MAILBOX, 0x7000            /* u16 count at +0, u8 apic ids from +0x10 */
-    .text
-    .globl _start
-    multiboot_header
-_start:
-    mov $0x90000, %esp
+    guest_entry
     movw $0, MAILBOX
     /* 1. the MADT */
     mov $0xE0000, %esi
