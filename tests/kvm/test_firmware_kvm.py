@@ -50,6 +50,16 @@ def test_in_kernel_ioapic_has_the_tables_id(machine):
     assert all(e & (1 << 16) for e in ioapic.redirtbl)          # every pin masked, as at reset
 
 
+def test_in_kernel_local_apic_lvts_are_the_simulated_pcs(machine):
+    """LINT0 ExtINT on the BSP (virtual-wire mode, as QEMU and the simulated PC leave it), LINT1
+    and the timer as after reset (Intel SDM Vol. 3A 10.4.7.1)."""
+    from trapvisor.machine.devices import lapic
+    sim = PC(MEM).devices.lapic
+    for reg in (lapic.APIC_LVT_LINT0, lapic.APIC_LVT_LINT1, lapic.APIC_LVT_TIMER, lapic.APIC_SVR):
+        assert machine.vcpu.get_lapic_register(reg) == sim.read_register(reg), hex(reg)
+    assert machine.vcpu.get_lapic_register(lapic.APIC_ID) >> 24 == machine.firmware.apic_ids[0]
+
+
 # in al,0x21; out dx,al; in al,0xa1; out dx,al  (IMRs)   -- dx = COM1
 # mov al,0xe2; out 0x43,al; in al,0x40; and al,0x7f; out dx,al  (read-back status of counter 0, OUT masked)
 # isa-debug-exit 0

@@ -155,6 +155,12 @@ class KvmVcpu:
         """Is the vCPU sitting in HLT (in-kernel irqchip only)?"""
         return self.mp_state() == ioctls.KVM_MP_STATE_HALTED
 
+    def get_lapic_register(self, offset: int) -> int:
+        """One 32-bit register of the in-kernel local APIC (KVM_GET_LAPIC, api.rst 4.57)."""
+        st = ioctls.kvm_lapic_state()
+        ioctls.ioctl(self.fd, ioctls.KVM_GET_LAPIC, st)
+        return struct.unpack_from("<I", bytes(st.regs), offset)[0]
+
     def get_events(self) -> ioctls.kvm_vcpu_events:
         ev = ioctls.kvm_vcpu_events()
         ioctls.ioctl(self.fd, ioctls.KVM_GET_VCPU_EVENTS, ev)
