@@ -43,7 +43,7 @@ from .entry_state import apply_cpu_entry, cpu_entry_from
 from .exits import STOP, InternalErrorExit, IoExit, MmioExit, Outcome
 from .guestmem import MAX_RAM_BYTES, KvmGuestMemory
 from .hostinfo import KvmHostInfo, probe_kvm
-from .vcpu import SIG_KICK
+from .vcpu import install_kick_handler
 from .vcpu_loop import VcpuLoop
 
 HOUSEKEEPING_SECONDS = 0.02
@@ -528,15 +528,17 @@ def _terminate(signum, frame):
 
 
 def _install_signals():
-    """A handler for the kick signal (it only has to interrupt KVM_RUN) and SIGTERM/SIGHUP as Ctrl-C.
+    """A handler for the kick signal (it only has to interrupt KVM_RUN; it stays installed)
+    and SIGTERM/SIGHUP as Ctrl-C.
 
-    Only the main thread may install handlers; called from another thread, a
-    kick still sets immediate_exit but cannot interrupt a KVM_RUN in progress
-    unless a handler was installed before.
+    Only the main thread may install handlers.  The kick's is normally in place
+    from the import of vcpu.py; where it is not, a kick still sets
+    immediate_exit but cannot interrupt a KVM_RUN in progress.
     """
+    install_kick_handler()
     if threading.current_thread() is not threading.main_thread():
         return None
-    old = {SIG_KICK: signal.signal(SIG_KICK, lambda signum, frame: None)}
+    old = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         old[sig] = signal.signal(sig, _terminate)
     return old

@@ -43,6 +43,25 @@ _U32 = struct.Struct("<I")
 SIG_KICK = signal.SIGUSR1
 
 
+def _no_op(signum, frame) -> None:
+    """The kick's handler: the signal only has to interrupt KVM_RUN."""
+
+
+def install_kick_handler() -> bool:
+    """Give SIG_KICK a handler (its default action ends the process).  Python lets only the
+    main thread install one, so this is done when this module is first imported there, and
+    again by every run on the main thread; returns whether a handler is in place."""
+    if callable(signal.getsignal(SIG_KICK)):
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(SIG_KICK, _no_op)
+    return True
+
+
+install_kick_handler()
+
+
 class KvmVcpu:
     def __init__(self, vm, vcpu_id: int):
         self.vm = vm
@@ -75,7 +94,9 @@ class KvmVcpu:
             return
         self.run_page[ioctls.RUN_IMMEDIATE_EXIT] = 1
         tid = self.thread_id
-        if tid is not None and tid != threading.get_ident():
+        # Without a handler (run() not on the main thread) SIGUSR1 would end the process:
+        # then only immediate_exit acts, at the thread's next KVM_RUN.
+        if tid is not None and tid != threading.get_ident() and callable(signal.getsignal(SIG_KICK)):
             try:
                 signal.pthread_kill(tid, SIG_KICK)
             except ProcessLookupError:      # the thread has ended
