@@ -89,8 +89,8 @@ def test_debian_kernel_finds_its_apics_in_the_acpi_tables_and_brings_up_both_cpu
     assert "smpboot: Allowing 2 CPUs, 0 hotplug CPUs" in text
     assert "APIC: Switch to symmetric I/O mode setup" in text
     assert re.search(r"\.\.TIMER: vector=0x[0-9a-f]+ apic1=0 pin1=2", text)
-    # The pages given to KVM_SET_IDENTITY_MAP_ADDR/KVM_SET_TSS_ADDR, merged by Linux with the ROM alias
-    assert "BIOS-e820: [mem 0x00000000fffbc000-0x00000000ffffffff] reserved" in text
+    # The range that holds the pages given to KVM_SET_IDENTITY_MAP_ADDR and KVM_SET_TSS_ADDR
+    assert "BIOS-e820: [mem 0x00000000fffc0000-0x00000000ffffffff] reserved" in text
     assert "x86: Booting SMP configuration:" in text and "smp: Brought up 1 node, 2 CPUs" in text
 
 

@@ -91,10 +91,9 @@ def test_bios_data_area(mem):
 
 
 def test_e820_map_like_qemu():
-    # As SeaBIOS under QEMU-KVM: QEMU reserves its KVM identity-map and TSS pages too.
     m = bios.e820_map(128 << 20)
     assert m == [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
-                 (0x100000, (128 << 20) - 0x100000, 1), (0xFFFBC000, 0x4000, 2), (0xFFFC0000, 0x40000, 2)]
+                 (0x100000, (128 << 20) - 0x100000, 1), (0xFFFC0000, 0x40000, 2)]
     small = bios.e820_map(512 << 10)
     assert small[0] == (0, 512 << 10, 1)
     assert all(t == 2 for _, _, t in small[1:])

@@ -79,11 +79,13 @@ ACPI_TABLES_ADDR = 0xF2000                   # RSDP first (16-byte aligned, 0xE0
 
 HIGH_BIOS_BASE = 0xFFFC0000                  # the BIOS ROM's alias below 4 GiB (QEMU reports it)
 HIGH_BIOS_SIZE = 0x40000
-# Pages the hypervisor keeps for itself just below the ROM alias, reserved in E820 so no
-# OS uses them: KVM's identity-map page (KVM_SET_IDENTITY_MAP_ADDR) and three TSS pages
-# (KVM_SET_TSS_ADDR), as QEMU reserves its own (target/i386/kvm: e820_add_entry of the
-# identity map and TSS).  kvm/vm.py takes its addresses from here.
-HYPERVISOR_PAGES_BASE = 0xFFFBC000
+# Pages the hypervisor keeps for itself, inside that reserved range so that no OS uses them:
+# KVM's identity-map page (KVM_SET_IDENTITY_MAP_ADDR) and three TSS pages (KVM_SET_TSS_ADDR)
+# at its bottom, far from the reset vector at its top.  trapvisor maps no ROM there.  (QEMU
+# puts its own at 0xFEFFC000 and adds an E820 entry for them; here the firmware's map, the
+# same for the simulated PC and KVM, already reserves them.)  kvm/vm.py takes its addresses
+# from here.
+HYPERVISOR_PAGES_BASE = HIGH_BIOS_BASE
 HYPERVISOR_PAGES_SIZE = 0x4000
 
 # Equipment word bits (BDA 0x410)
@@ -212,7 +214,8 @@ def e820_map(memory_size: int) -> list[tuple[int, int, int]]:
     As SeaBIOS reports it under QEMU: conventional memory up to the EBDA,
     the EBDA reserved, the BIOS ROM area 0xF0000-0xFFFFF reserved, extended
     memory from 1 MiB to the top of RAM, and the ROM's alias below 4 GiB
-    reserved.  Entries are (base, length, type), type 1 = RAM, 2 = reserved.
+    reserved (the hypervisor's pages are there: ``HYPERVISOR_PAGES_BASE``).
+    Entries are (base, length, type), type 1 = RAM, 2 = reserved.
     """
     entries = [(0, min(memory_size, EBDA_BASE), E820_RAM)]
     if memory_size > EBDA_BASE:
@@ -220,7 +223,6 @@ def e820_map(memory_size: int) -> list[tuple[int, int, int]]:
     entries.append((BIOS_AREA_BASE, BIOS_AREA_END - BIOS_AREA_BASE, E820_RESERVED))
     if memory_size > BIOS_AREA_END:
         entries.append((BIOS_AREA_END, memory_size - BIOS_AREA_END, E820_RAM))
-    entries.append((HYPERVISOR_PAGES_BASE, HYPERVISOR_PAGES_SIZE, E820_RESERVED))
     entries.append((HIGH_BIOS_BASE, HIGH_BIOS_SIZE, E820_RESERVED))
     return entries
 
