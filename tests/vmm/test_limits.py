@@ -9,8 +9,6 @@ holds on its own; and under `trapvisor vms` a VM caught in such a loop does
 not starve the others.
 """
 
-import time
-
 import pytest
 
 from trapvisor.guests import build_guest
@@ -36,12 +34,11 @@ def test_the_instruction_limit_holds_in_a_fault_loop(technique, mode, strict):
 
 @pytest.mark.parametrize("technique", SIMULATED)
 def test_the_time_limit_holds_on_its_own(technique):
-    t0 = time.perf_counter()
     r = run_technique(technique, str(build_guest("fault-loop")), cmdline="mode=2",
                       memory_bytes=MEMORY, max_instructions=10**12, max_seconds=0.5)
-    wall = time.perf_counter() - t0
     assert r.stop_reason == "time limit", r.stop_reason
-    assert wall < 10, f"a 0.5 s limit took {wall:.1f} s"
+    # The run itself (building the VM is not limited), with room for a loaded machine.
+    assert r.seconds < 5, f"a 0.5 s limit took {r.seconds:.1f} s of running"
 
 
 def test_a_vm_in_a_fault_loop_does_not_starve_its_neighbours():
