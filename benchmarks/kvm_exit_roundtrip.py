@@ -10,8 +10,10 @@ start-up cancels: µs per exit = (t(2N) - t(N)) / N.  QEMU's start-up is
 long here (its BIOS runs in KVM's emulator: about 11 s on software KVM), so N
 must be large (default 200,000) for the difference to stand above the noise.
 
-Usage: python benchmarks/kvm_exit_roundtrip.py [--exits N] [--rounds R]
+Usage: python benchmarks/kvm_exit_roundtrip.py [--exits N] [--rounds R] [--write-docs]
 The first output line says whether this host's KVM is hardware-assisted.
+``--write-docs`` also writes the figures (medians and the ratio) into
+docs/kvm.md's ``figures:exit-roundtrip`` block (``trapvisor/kvm/docs_figures.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from trapvisor.kvm import docs_figures  # noqa: E402
 from trapvisor.kvm.hostinfo import probe_kvm  # noqa: E402
 from trapvisor.kvm.runner import KvmMachine  # noqa: E402
 
@@ -81,6 +84,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exits", type=int, default=200000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/kvm.md")
     args = ap.parse_args()
     host = probe_kvm()
     print(f"host: {host.label}" + (f" ({host.reason})" if host.available else f": {host.message}"))
@@ -112,17 +116,34 @@ def main() -> int:
     print(f"trapvisor --accel kvm ({kind}): {med * 1e6:.1f} us per exit round trip "
           f"(of which {statistics.median(tv_py) * 1e6:.1f} us handling the exit in Python), "
           f"{1 / med:,.0f} exits/s  (rounds: {', '.join(f'{x * 1e6:.1f}' for x in tv)} us)")
-    if q_kvm:
-        m = statistics.median(q_kvm)
-        print(f"qemu-system-x86_64 -accel kvm ({kind}): {m * 1e6:.1f} us per exit, {1 / m:,.0f} exits/s; "
-              f"trapvisor/QEMU = {med / m:.2f}x")
+    qemu = statistics.median(q_kvm) if q_kvm else None
+    if qemu is not None:
+        print(f"qemu-system-x86_64 -accel kvm ({kind}): {qemu * 1e6:.1f} us per exit, {1 / qemu:,.0f} exits/s; "
+              f"trapvisor/QEMU = {med / qemu:.2f}x")
     else:
         print(f"qemu-system-x86_64 -accel kvm: FAILED on this host ({q_kvm_err})")
-    if q_tcg:
-        m = statistics.median(q_tcg)
-        print(f"qemu-system-x86_64 -accel tcg (no KVM, for scale): {m * 1e6:.2f} us per OUT")
+    tcg = statistics.median(q_tcg) if q_tcg else None
+    if tcg is not None:
+        print(f"qemu-system-x86_64 -accel tcg (no KVM, for scale): {tcg * 1e6:.2f} us per OUT")
     elif q_tcg_err:
         print(f"qemu-system-x86_64 -accel tcg: failed ({q_tcg_err})")
+    if args.write_docs:
+        docs_figures.write_block("exit-roundtrip", [
+            f"Measured by `{docs_figures.COMMANDS['exit-roundtrip']}` on {time.strftime('%Y-%m-%d')}: "
+            f"{kind} ({host.reason.split(':')[0]}), {os.cpu_count()} host CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}; {n:,} and {2 * n:,} OUT exits, median of {args.rounds} alternating rounds.",
+            "",
+            "| what | trapvisor `--accel kvm` | `qemu-system-x86_64 -accel kvm` | ratio |",
+            "|---|---|---|---|",
+            f"| OUT exit round trip | {med * 1e6:.1f} µs/exit ({statistics.median(tv_py) * 1e6:.1f} µs of it in "
+            f"Python's exit handling), {1 / med:,.0f} exits/s | "
+            + (f"{qemu * 1e6:.1f} µs/exit, {1 / qemu:,.0f} exits/s | {med / qemu:.2f}x |" if qemu is not None
+               else f"failed: {q_kvm_err} | n/a |"),
+            "",
+            "QEMU TCG (no KVM), for scale: " + (f"{tcg * 1e6:.2f} µs per OUT." if tcg is not None
+                                                else f"failed ({q_tcg_err or 'not run'})."),
+        ])
+        print(f"wrote the figures into {docs_figures.DOC}")
     return 0
 
 

@@ -12,7 +12,9 @@ workarounds included, twice: with the bzImage (it decompresses in the guest,
 as usual) and with the very vmlinux trapvisor decompressed, through QEMU's
 PVH entry (the kernel's Xen ELF note 18), which is the like-for-like pair.
 
-Usage: python benchmarks/kvm_linux_boot.py [--rounds R] [--timeout S]
+Usage: python benchmarks/kvm_linux_boot.py [--rounds R] [--timeout S] [--smp N] [--write-docs]
+``--write-docs`` also writes the figures (medians and ratios) into docs/kvm.md's
+``figures:linux-boot`` block (``trapvisor/kvm/docs_figures.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from trapvisor.kvm import docs_figures  # noqa: E402
 from trapvisor.kvm.boot_linux import effective_cmdline  # noqa: E402
 from trapvisor.kvm.hostinfo import probe_kvm  # noqa: E402
 from trapvisor.kvm.linux_assets import prepare_linux  # noqa: E402
@@ -40,10 +43,10 @@ BANNER = r"Linux version \d"
 INIT_LINE = r"/init is running"
 
 
-def time_trapvisor(assets, target: str, timeout: float) -> tuple[float | None, str]:
+def time_trapvisor(assets, target: str, timeout: float, smp: int = 1) -> tuple[float | None, str]:
     t = time.perf_counter()
     res = run_kvm(assets.kernel, memory_bytes=MEMORY_MIB << 20, initrd=str(assets.initrd), cmdline=CMDLINE,
-                  serial_out=lambda b: None, stop_after_output=target, max_seconds=timeout)
+                  serial_out=lambda b: None, stop_after_output=target, max_seconds=timeout, smp=smp)
     dt = time.perf_counter() - t
     if "console output matched" not in res.stop_reason:
         return None, res.stop_reason
@@ -61,8 +64,9 @@ def host_decompressed_vmlinux(assets) -> pathlib.Path:
 
 
 def time_qemu(assets, target: str, timeout: float, accel: str, cmdline: str,
-              kernel: pathlib.Path | None = None) -> tuple[float | None, str]:
-    cmd = ["qemu-system-x86_64", "-accel", accel, "-m", str(MEMORY_MIB), "-nodefaults", "-display", "none",
+              kernel: pathlib.Path | None = None, smp: int = 1) -> tuple[float | None, str]:
+    cmd = ["qemu-system-x86_64", "-accel", accel, "-m", str(MEMORY_MIB), "-smp", str(smp), "-nodefaults",
+           "-display", "none",
            "-monitor", "none", "-serial", "stdio", "-no-reboot",
            "-kernel", str(kernel or assets.kernel), "-initrd", str(assets.initrd), "-append", cmdline]
     t = time.perf_counter()
@@ -98,6 +102,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--no-tcg", action="store_true", help="skip the QEMU TCG reference figure")
+    ap.add_argument("--smp", type=int, default=1, help="vCPUs for every VMM (default 1)")
+    ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/kvm.md")
     args = ap.parse_args()
     host = probe_kvm()
     print(f"host: {host.label}" + (f" ({host.reason})" if host.available else f": {host.message}"))
@@ -111,17 +117,17 @@ def main() -> int:
     tv, qk, qv, qt, tv_err, qk_err, qv_err, qt_err = [], [], [], [], "", "", "", ""
     for _ in range(args.rounds):
         # Alternate the VMMs so that drifting host load hits them alike.
-        dt, tv_err = time_trapvisor(assets, target, args.timeout)
+        dt, tv_err = time_trapvisor(assets, target, args.timeout, args.smp)
         if dt is not None:
             tv.append(dt)
-        dt, qv_err = time_qemu(assets, target, args.timeout, "kvm", qemu_cmdline, kernel=vmlinux)
+        dt, qv_err = time_qemu(assets, target, args.timeout, "kvm", qemu_cmdline, kernel=vmlinux, smp=args.smp)
         if dt is not None:
             qv.append(dt)
-        dt, qk_err = time_qemu(assets, target, args.timeout, "kvm", qemu_cmdline)
+        dt, qk_err = time_qemu(assets, target, args.timeout, "kvm", qemu_cmdline, smp=args.smp)
         if dt is not None:
             qk.append(dt)
         if not args.no_tcg:
-            dt, qt_err = time_qemu(assets, target, args.timeout, "tcg", qemu_cmdline)
+            dt, qt_err = time_qemu(assets, target, args.timeout, "tcg", qemu_cmdline, smp=args.smp)
             if dt is not None:
                 qt.append(dt)
     kind = "hardware-assisted" if host.hardware_assisted else f"{host.kind}, NOT hardware-assisted"
@@ -130,13 +136,31 @@ def main() -> int:
     print(f"qemu-system-x86_64 -accel kvm, same vmlinux via PVH ({kind}): "
           + (fmt(qv) if qv else f"FAILED: {qv_err}"))
     print(f"qemu-system-x86_64 -accel kvm, bzImage ({kind}): " + (fmt(qk) if qk else f"FAILED: {qk_err}"))
+    ratios = {}
     for name, q in (("vmlinux", qv), ("bzImage", qk)):
-        if tv and q:
-            print(f"ratio trapvisor/QEMU-kvm-{name}: {statistics.median(tv) / statistics.median(q):.2f}")
-        else:
-            print(f"ratio trapvisor/QEMU-kvm-{name}: n/a (one of them did not reach the target)")
+        ratios[name] = statistics.median(tv) / statistics.median(q) if tv and q else None
+        print(f"ratio trapvisor/QEMU-kvm-{name}: "
+              + (f"{ratios[name]:.2f}" if ratios[name] is not None else "n/a (one of them did not reach the target)"))
     if not args.no_tcg:
         print("qemu-system-x86_64 -accel tcg (no KVM, for scale): " + (fmt(qt) if qt else f"FAILED: {qt_err}"))
+    if args.write_docs:
+        med = lambda xs, err: f"{statistics.median(xs):.1f} s" if xs else f"no {what} ({err})"  # noqa: E731
+        ratio = lambda r: f"{r:.2f}" if r is not None else "n/a"  # noqa: E731
+        docs_figures.write_block("linux-boot", [
+            f"Measured by `{docs_figures.COMMANDS['linux-boot']}` on {time.strftime('%Y-%m-%d')}: {kind} "
+            f"({host.reason.split(':')[0]}), {os.cpu_count()} host CPUs, load average {os.getloadavg()[0]:.1f}; "
+            f"{assets.kernel.name}, {MEMORY_MIB} MiB, {args.smp} vCPU(s), start to {what}, "
+            f"median of {args.rounds} round(s).",
+            "",
+            "| what | time | trapvisor / this |",
+            "|---|---|---|",
+            f"| trapvisor `--accel kvm` | {med(tv, tv_err)} | |",
+            f"| `qemu-system-x86_64 -accel kvm`, the same vmlinux via PVH | {med(qv, qv_err)} | {ratio(ratios['vmlinux'])} |",
+            f"| `qemu-system-x86_64 -accel kvm`, the bzImage | {med(qk, qk_err)} | {ratio(ratios['bzImage'])} |",
+            f"| `qemu-system-x86_64 -accel tcg` (no KVM), for scale | "
+            + (med(qt, qt_err) if not args.no_tcg else "not run") + " | |",
+        ])
+        print(f"wrote the figures into {docs_figures.DOC}")
     return 0
 
 

@@ -21,3 +21,16 @@ def multiboot_image(code: bytes, load: int = 0x100000) -> bytes:
     image[:len(header)] = header
     image[0x20:0x20 + len(code)] = code
     return bytes(image)
+
+
+def interrupt_after(machine, seconds: float = 1.0, **run):
+    """Run ``machine`` with a SIGINT (Python's default handler, as a terminal's Ctrl-C) after ``seconds``."""
+    import os
+    import signal
+    import threading
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        return machine.run(**run)
+    finally:
+        timer.cancel()

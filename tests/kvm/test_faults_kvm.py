@@ -1,7 +1,5 @@
 """Bad input and guest faults under KVM: one clear message, fds closed."""
 import os
-import signal
-import threading
 
 import pytest
 
@@ -9,7 +7,7 @@ from trapvisor.errors import UserError
 from trapvisor.kvm.hostinfo import KvmHostInfo
 from trapvisor.kvm.runner import KvmMachine, run_kvm
 
-from .conftest import multiboot_image
+from .conftest import interrupt_after, multiboot_image
 
 MEM = 16 << 20
 
@@ -67,13 +65,39 @@ def test_triple_fault_dumps_registers(kvm_host, tmp_path):
 
 def test_emulation_failure_is_decoded(kvm_host, tmp_path):
     if kvm_host.hardware_assisted:
-        pytest.skip("int3 is an emulation failure only on software KVM")
-    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0xCC])), memory_bytes=MEM,
+        pytest.skip("ldmxcsr is an emulation failure only on software KVM")
+    # nop; ldmxcsr [0x7000]
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x0F, 0xAE, 0x15, 0x00, 0x70, 0x00, 0x00])), memory_bytes=MEM,
                   serial_out=lambda b: None, max_seconds=30)
     assert res.problem
-    assert "`int3`" in res.stop_reason and "0x100021" in res.stop_reason
+    assert "`ldmxcsr 0x7000`" in res.stop_reason and "0x100021" in res.stop_reason
     assert "software" in res.stop_reason
     assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.detail)
+
+
+def test_int3_raises_bp_as_on_the_simulated_pc(kvm_host, tmp_path):
+    """kvm_pvm's emulator cannot run INT3; trapvisor delivers the #BP it raises, so the guest's
+    handler sees the saved EIP after the instruction, as on the simulated PC and on hardware."""
+    import pathlib
+    from trapvisor.machine.pc import run_kernel
+    from .test_guests_kvm import build_flat_guest
+    k = str(build_flat_guest(pathlib.Path(__file__).parent / "guests" / "int3.S", tmp_path))
+    sim, out = [], []
+    run_kernel(k, memory_bytes=MEM, serial_out=sim.append, max_seconds=30)
+    res = run_kvm(k, memory_bytes=MEM, serial_out=out.append, max_seconds=30)
+    text = b"".join(out).decode()
+    assert text == b"".join(sim).decode() and text.startswith("#BP, saved eip "), text
+    saved, want = text.strip().removeprefix("#BP, saved eip ").split(", int3 ends at ")
+    assert saved == want and res.exit_code == 1
+    if not kvm_host.hardware_assisted:
+        assert any("int3 delivered as #BP (1 times)" in line for line in res.summary)
+
+
+def test_fwait_without_a_pending_x87_error_runs_on(kvm_host, tmp_path):
+    # nop; fwait; isa-debug-exit 0
+    res = run_kvm(write_kernel(tmp_path, bytes([0x90, 0x9B, 0xB0, 0x00, 0xE6, 0xF4])), memory_bytes=MEM,
+                  serial_out=lambda b: None, max_seconds=30)
+    assert res.exit_code == 1, res.stop_reason
 
 
 def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
@@ -82,13 +106,7 @@ def test_ctrl_c_stops_the_vm_and_closes_fds(kvm_host, tmp_path):
     m = KvmMachine(MEM, serial_out=lambda b: None)
     try:
         m.load(kernel)
-        # SIGINT with Python's default handler, as a terminal's Ctrl-C, while the vCPU runs.
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            res = m.run(max_seconds=60)
-        finally:
-            timer.cancel()
+        res = interrupt_after(m, 1.0, max_seconds=60)
     finally:
         m.close()
     assert res.interrupted and res.exit_status == 130 and "interrupted" in res.stop_reason

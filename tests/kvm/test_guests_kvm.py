@@ -146,7 +146,8 @@ def build_flat_guest(src, out_dir):
     if not shutil.which("as") or not shutil.which("ld"):
         pytest.fail("binutils (as, ld) are needed to build the test guest")
     obj, out = pathlib.Path(out_dir) / "g.o", pathlib.Path(out_dir) / "g.bin"
-    subprocess.run(["as", "--32", "-o", str(obj), str(src)], check=True)
+    src = pathlib.Path(src)
+    subprocess.run(["as", "--32", "-I", str(src.parent), "-o", str(obj), str(src)], check=True)
     subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0x100000", "--oformat", "binary", "-o", str(out), str(obj)],
                    check=True)
     return out

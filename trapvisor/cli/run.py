@@ -15,6 +15,15 @@ from .console import RawTerminal, SerialSpec, open_serial, serial_spec
 from .summaries import report_kvm_run, report_pc_run, report_technique_run
 
 DEFAULT_TECHNIQUE_LIMIT = 2_000_000_000     # guest instructions, when --max-instructions is not given
+MAX_SMP = 254                               # xAPIC IDs 0-254 (kvm.runner.MAX_SMP)
+
+
+def smp_count(text: str) -> int:
+    """--smp: a number of CPUs, 1 to MAX_SMP."""
+    n = o.at_least_one("CPU count")(text)
+    if n > MAX_SMP:
+        raise o.OptionError(f"bad CPU count {text!r}: at most {MAX_SMP} (one xAPIC ID each)")
+    return n
 
 
 def add_parser(sub) -> None:
@@ -35,8 +44,11 @@ def add_parser(sub) -> None:
     p.add_argument("--trace", type=o.writable_file("trace file"), default=None,
                    help="write an event trace (JSON lines) to FILE")
     p.add_argument("--accel", choices=("sim", "kvm"), default="sim", help="sim (default) or kvm")
-    p.add_argument("--cpu", choices=("standard", "strict"), default="standard",
-                   help="strict: every sensitive instruction traps at CPL>0")
+    p.add_argument("--cpu", choices=("standard", "strict", "host"), default="standard",
+                   help="strict: every sensitive instruction traps at CPL>0; host (--accel kvm): the host's "
+                        "CPUID, as QEMU's -cpu host (standard: trapvisor's CPU model)")
+    p.add_argument("--smp", type=smp_count, default=None, metavar="N",
+                   help="--accel kvm: N vCPUs, one thread each (default 1)")
     p.add_argument("--raw-load", type=o.hex_address, default=None, metavar="ADDR",
                    help="load KERNEL as a raw binary at ADDR (hex) and start there")
     p.add_argument("--max-seconds", type=o.seconds, default=None, help="stop after this much wall time")
@@ -65,7 +77,8 @@ def _given(args) -> dict:
             "--initrd": args.initrd is not None, "--stop-after-output": args.stop_after_output is not None,
             "--linux-entry": args.linux_entry is not None, "--disk": args.disk is not None,
             "--module": bool(args.module), "--max-seconds": args.max_seconds is not None,
-            "--trace": args.trace is not None}
+            "--trace": args.trace is not None, "--smp": args.smp is not None and args.smp > 1,
+            "--cpu host": args.cpu == "host"}
 
 
 def _refuse_any(given: dict, names, why: str) -> None:
@@ -112,6 +125,8 @@ def check_run(args) -> None:
         check_kvm_run(args, given)
     else:
         _refuse_any(given, ("--initrd", "--stop-after-output", "--linux-entry"), "needs --accel kvm")
+        _refuse_any(given, ("--smp",), "the simulated PC has one CPU; more need --accel kvm")
+        _refuse_any(given, ("--cpu host",), "needs --accel kvm (the simulated PC's CPU is its own)")
         if args.technique != "native":
             check_technique_run(args, given)
         else:
@@ -165,7 +180,8 @@ def run_on_kvm(args, kernel: str) -> int:
     res = run_kvm_on_console(args.serial, args.trace, kernel, memory_bytes=args.memory, cmdline=args.append,
                              modules=args.module, initrd=args.initrd, disk=args.disk,
                              max_seconds=args.max_seconds, stop_after_output=args.stop_after_output,
-                             linux_entry=args.linux_entry or "auto")
+                             linux_entry=args.linux_entry or "auto", smp=args.smp or 1,
+                             cpu="host" if args.cpu == "host" else "model")
     return report_kvm_run(res, quiet=args.quiet)
 
 

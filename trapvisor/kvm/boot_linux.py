@@ -67,6 +67,7 @@ XLF_KERNEL_64 = 0x01
 MIN_PROTOCOL = 0x0206       # cmdline_size and the 64-bit fields we read need >= 2.06 (payload: 2.08)
 
 # -- boot_params (bootparam.h) -------------------------------------------------------
+BP_ACPI_RSDP_ADDR = 0x070          # protocol 2.14+: where the ACPI RSDP is
 BP_EXT_RAMDISK_IMAGE = 0x0C0
 BP_EXT_RAMDISK_SIZE = 0x0C4
 BP_EXT_CMD_LINE_PTR = 0x0C8
@@ -90,12 +91,15 @@ CR4_PAE = 0x20
 EFER_LME, EFER_LMA = 0x100, 0x400
 MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING = 0x1A0, 1
 
-# Kernel command-line workarounds for software KVM (kvm-on-these-machines.md):
-# the instruction emulator fails on XSAVE/XRSTOR, SSE3+ and CMPXCHG16B, and
-# CPUID masking alone does not keep Linux off them.
+# Kernel command-line workarounds for software KVM (measured; docs/kvm.md): the
+# instruction emulator fails on XSAVE/XRSTOR, SSE3+, CMPXCHG16B, CLAC/STAC,
+# POPCNT, RDFSBASE and friends, and kvm_pvm shows the guest the host's feature
+# bits for every feature KVM does not report as supported, whatever
+# KVM_SET_CPUID2 says, so only the kernel's own clearcpuid= keeps Linux off
+# them (Documentation/admin-guide/kernel-parameters.txt, clearcpuid).
 SOFTWARE_KVM_CMDLINE = [
     "noxsave",
-    "clearcpuid=pni,ssse3,sse4_1,sse4_2,cx16,avx,avx2,fma,aes,pclmulqdq,movbe,xsave,xsaveopt,rdrand,rdseed",
+    "clearcpuid=pni,ssse3,sse4_1,sse4_2,cx16,avx,avx2,fma,aes,pclmulqdq,movbe,xsave,xsaveopt,rdrand,rdseed,smap,popcnt,f16c,fsgsbase,invpcid,rdpid,clflushopt,clwb,bmi1,bmi2,adx,sha_ni,gfni,vaes,vpclmulqdq,avx512f",
     "mitigations=off",
     "cryptomgr.notests",
     "no_timer_check",
@@ -319,7 +323,7 @@ def boot_gdt(memory) -> tuple[int, int]:
 
 
 def write_zero_page(memory, hdr: SetupHeader, *, cmdline_addr: int, initrd: tuple[int, int] | None,
-                    e820: list[tuple[int, int, int]]) -> int:
+                    e820: list[tuple[int, int, int]], rsdp: int = 0) -> int:
     zp = bytearray(4096)
     zp[HDR_SETUP_SECTS:HDR_SETUP_SECTS + len(hdr.raw)] = hdr.raw
     zp[HDR_TYPE_OF_LOADER] = 0xFF                     # "undefined" boot loader (boot.rst)
@@ -330,6 +334,8 @@ def write_zero_page(memory, hdr: SetupHeader, *, cmdline_addr: int, initrd: tupl
         addr, size = initrd
         struct.pack_into("<II", zp, HDR_RAMDISK_IMAGE, addr & 0xFFFFFFFF, size & 0xFFFFFFFF)
         struct.pack_into("<II", zp, BP_EXT_RAMDISK_IMAGE, addr >> 32, size >> 32)
+    if rsdp and hdr.version >= 0x020E:
+        struct.pack_into("<Q", zp, BP_ACPI_RSDP_ADDR, rsdp)
     entries = e820[:E820_MAX_ENTRIES_ZEROPAGE]
     zp[BP_E820_ENTRIES] = len(entries)
     for i, (base, length, kind) in enumerate(entries):
@@ -370,7 +376,7 @@ def _read(path, what: str) -> bytes:
 
 
 def load_linux(memory, path, *, initrd=None, cmdline: str = "", software_kvm: bool = False,
-               entry: str = "auto") -> LinuxBoot:
+               entry: str = "auto", rsdp: int = 0) -> LinuxBoot:
     from ..machine import bios
     name = os.path.basename(str(path))
     data = _read(path, "kernel")
@@ -419,7 +425,7 @@ def load_linux(memory, path, *, initrd=None, cmdline: str = "", software_kvm: bo
                                     name=os.path.basename(str(initrd)))
         memory.write(initrd_range[0], blob)
     zp = write_zero_page(memory, hdr, cmdline_addr=CMDLINE_ADDR, initrd=initrd_range,
-                         e820=bios.e820_map(memory.size))
+                         e820=bios.e820_map(memory.size), rsdp=rsdp)
     cr3 = identity_page_tables(memory)
     gdt = boot_gdt(memory)
     return LinuxBoot(long_mode_entry(rip, zp, gdt, cr3), full_cmdline, (load, end), initrd_range, mode, notes)

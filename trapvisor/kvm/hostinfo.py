@@ -3,8 +3,8 @@
 A KVM that reports every capability can still be a software hypervisor: on
 these machines the module is ``kvm_pvm`` and the CPU has no ``vmx``/``svm``
 flag, so ordinary guests run through KVM's instruction emulator at about two
-million instructions a second (kvm-on-these-machines.md, "What the host's KVM
-is").  Every figure trapvisor prints for KVM says which kind it was.
+million instructions a second (measured; docs/kvm.md, "What KVM is on this
+host").  Every figure trapvisor prints for KVM says which kind it was.
 """
 
 from __future__ import annotations

@@ -117,7 +117,68 @@ class kvm_mp_state(ctypes.Structure):
 
 
 KVM_MP_STATE_RUNNABLE = 0       # linux/kvm.h
+KVM_MP_STATE_UNINITIALIZED = 1  # an AP that has not received INIT yet
+KVM_MP_STATE_INIT_RECEIVED = 2  # an AP waiting for its SIPI
 KVM_MP_STATE_HALTED = 3         # linux/kvm.h
+
+
+class kvm_pic_state(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_pic_state``: one 8259A (KVM_GET_IRQCHIP / KVM_SET_IRQCHIP)."""
+    _fields_ = [(n, u8) for n in ("last_irr", "irr", "imr", "isr", "priority_add", "irq_base",
+                                  "read_reg_select", "poll", "special_mask", "init_state", "auto_eoi",
+                                  "rotate_on_auto_eoi", "special_fully_nested_mode", "init4", "elcr",
+                                  "elcr_mask")]
+
+
+KVM_IOAPIC_NUM_PINS = 24        # asm/kvm.h
+
+
+class kvm_ioapic_state(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_ioapic_state``; ``redirtbl`` entries as raw u64 (the union's ``bits``)."""
+    _fields_ = [("base_address", u64), ("ioregsel", u32), ("id", u32), ("irr", u32), ("pad", u32),
+                ("redirtbl", u64 * KVM_IOAPIC_NUM_PINS)]
+
+
+class _irqchip_union(ctypes.Union):
+    _fields_ = [("dummy", ctypes.c_char * 512), ("pic", kvm_pic_state), ("ioapic", kvm_ioapic_state)]
+
+
+class kvm_irqchip(ctypes.Structure):
+    """linux/kvm.h ``struct kvm_irqchip``: chip_id (KVM_IRQCHIP_*), pad, then a 512-byte union."""
+    _fields_ = [("chip_id", u32), ("pad", u32), ("chip", _irqchip_union)]
+
+
+class kvm_pit_channel_state(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_pit_channel_state``: 24 bytes."""
+    _fields_ = [("count", u32), ("latched_count", u16), ("count_latched", u8), ("status_latched", u8),
+                ("status", u8), ("read_state", u8), ("write_state", u8), ("write_latch", u8),
+                ("rw_mode", u8), ("mode", u8), ("bcd", u8), ("gate", u8), ("count_load_time", ctypes.c_int64)]
+
+
+class kvm_pit_state2(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_pit_state2`` (KVM_GET_PIT2 / KVM_SET_PIT2): 112 bytes."""
+    _fields_ = [("channels", kvm_pit_channel_state * 3), ("flags", u32), ("reserved", u32 * 9)]
+
+
+class kvm_vcpu_events(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_vcpu_events`` (KVM_GET/SET_VCPU_EVENTS): 64 bytes."""
+    _fields_ = [("exception_injected", u8), ("exception_nr", u8), ("exception_has_error_code", u8),
+                ("exception_pending", u8), ("exception_error_code", u32),
+                ("interrupt_injected", u8), ("interrupt_nr", u8), ("interrupt_soft", u8),
+                ("interrupt_shadow", u8),
+                ("nmi_injected", u8), ("nmi_pending", u8), ("nmi_masked", u8), ("nmi_pad", u8),
+                ("sipi_vector", u32), ("flags", u32),
+                ("smi_smm", u8), ("smi_pending", u8), ("smi_inside_nmi", u8), ("smi_latched_init", u8),
+                ("triple_fault_pending", u8), ("reserved", u8 * 26), ("exception_has_payload", u8),
+                ("exception_payload", u64)]
+
+
+KVM_APIC_REG_SIZE = 0x400       # asm/kvm.h
+
+
+class kvm_lapic_state(ctypes.Structure):
+    """asm/kvm.h ``struct kvm_lapic_state``: the APIC register page's first 1 KiB."""
+    _fields_ = [("regs", u8 * KVM_APIC_REG_SIZE)]
 
 
 # --- asm/kvm.h (x86): vCPU state -------------------------------------------
@@ -227,6 +288,10 @@ KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
 KVM_IRQ_LINE = _IOW(KVMIO, 0x61, kvm_irq_level)
 KVM_CREATE_PIT2 = _IOW(KVMIO, 0x77, kvm_pit_config)
 KVM_SET_GSI_ROUTING = _IOW(KVMIO, 0x6A, kvm_irq_routing)
+KVM_GET_IRQCHIP = _IOWR(KVMIO, 0x62, kvm_irqchip)
+KVM_SET_IRQCHIP = _IOR(KVMIO, 0x63, kvm_irqchip)     # sic: _IOR in linux/kvm.h
+KVM_GET_PIT2 = _IOR(KVMIO, 0x9F, kvm_pit_state2)
+KVM_SET_PIT2 = _IOW(KVMIO, 0xA0, kvm_pit_state2)
 
 # vCPU ioctls
 KVM_RUN = _IO(KVMIO, 0x80)
@@ -242,6 +307,11 @@ KVM_GET_FPU = _IOR(KVMIO, 0x8C, kvm_fpu)
 KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, kvm_mp_state)
+KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, kvm_mp_state)
+KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
+KVM_GET_LAPIC = _IOR(KVMIO, 0x8E, kvm_lapic_state)
+KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)
 
 # --- linux/kvm.h: capabilities (KVM_CHECK_EXTENSION) -----------------------
 KVM_CAP_IRQCHIP = 0
@@ -327,7 +397,7 @@ KVM_SYSTEM_EVENT_CRASH = 3
 
 # --- calling the kernel ------------------------------------------------------
 # fcntl.ioctl passes its argument as a signed C int and copies immutable
-# buffers only up to 1024 bytes (kvm-on-these-machines.md, "ABI details");
+# buffers only up to 1024 bytes (Python's Modules/fcntlmodule.c: IOCTL_BUFSZ);
 # libc's ioctl through ctypes with an unsigned long has neither limit.
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl

@@ -12,15 +12,21 @@ import ctypes
 import os
 
 from ..errors import UserError
+from ..machine import bios
 from . import ioctls
 from .guestmem import KvmGuestMemory
 from .hostinfo import KVM_DEVICE
 
-# Three pages just below the BIOS area at the top of 4 GiB, as QEMU uses:
-# the TSS (3 pages) and the EPT identity map page for unrestricted-guest-less
-# VT-x.  They must not overlap RAM or MMIO.
-TSS_ADDRESS = 0xFFFB_D000
-IDENTITY_MAP_ADDRESS = 0xFFFB_C000
+# Four pages just below the BIOS ROM alias at the top of 4 GiB: the EPT identity
+# map page and the three TSS pages that VT-x without unrestricted guest needs for
+# real mode (KVM api.rst 4.47 KVM_SET_TSS_ADDR: "three pages ... must not conflict
+# with any memory slot or any mmio address"; 4.58 KVM_SET_IDENTITY_MAP_ADDR: one
+# page).  The firmware's E820 map reserves exactly these (bios.HYPERVISOR_PAGES_*).
+IDENTITY_MAP_ADDRESS = bios.HYPERVISOR_PAGES_BASE
+IDENTITY_MAP_SIZE = 0x1000
+TSS_ADDRESS = IDENTITY_MAP_ADDRESS + IDENTITY_MAP_SIZE
+TSS_SIZE = 0x3000
+assert TSS_ADDRESS + TSS_SIZE == bios.HYPERVISOR_PAGES_BASE + bios.HYPERVISOR_PAGES_SIZE
 
 
 class KvmSystem:
@@ -77,6 +83,7 @@ class KvmVm:
         self.has_pit = False
         self._closed = False
         self._irq_level = ioctls.kvm_irq_level()
+        self.given_pages: list[tuple[int, int, str]] = []     # (address, size, ioctl): guest-physical pages KVM uses
         self.set_tss_address(TSS_ADDRESS)
         if system.check_extension(ioctls.KVM_CAP_SET_IDENTITY_MAP_ADDR):
             self.set_identity_map_address(IDENTITY_MAP_ADDRESS)
@@ -93,9 +100,11 @@ class KvmVm:
     def set_tss_address(self, addr: int) -> None:
         # An address argument above 2 GiB: ioctls.ioctl passes it as unsigned long.
         ioctls.ioctl(self.fd, ioctls.KVM_SET_TSS_ADDR, addr)
+        self.given_pages.append((addr, TSS_SIZE, "KVM_SET_TSS_ADDR"))
 
     def set_identity_map_address(self, addr: int) -> None:
         ioctls.ioctl(self.fd, ioctls.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(addr))
+        self.given_pages.append((addr, IDENTITY_MAP_SIZE, "KVM_SET_IDENTITY_MAP_ADDR"))
 
     def create_irqchip(self) -> None:
         """In-kernel 8259 pair, I/O APIC and local APIC: ports 0x20/0xA0 and the APIC pages never exit."""
@@ -127,15 +136,33 @@ class KvmVm:
         ioctls.ioctl(self.fd, ioctls.KVM_CREATE_PIT2, cfg)
         self.has_pit = True
 
+    def get_irqchip(self, chip_id: int) -> ioctls.kvm_irqchip:
+        chip = ioctls.kvm_irqchip(chip_id=chip_id)
+        ioctls.ioctl(self.fd, ioctls.KVM_GET_IRQCHIP, chip)
+        return chip
+
+    def set_irqchip(self, chip: ioctls.kvm_irqchip) -> None:
+        ioctls.ioctl(self.fd, ioctls.KVM_SET_IRQCHIP, chip)
+
+    def get_pit2(self) -> ioctls.kvm_pit_state2:
+        st = ioctls.kvm_pit_state2()
+        ioctls.ioctl(self.fd, ioctls.KVM_GET_PIT2, st)
+        return st
+
+    def set_pit2(self, st: ioctls.kvm_pit_state2) -> None:
+        ioctls.ioctl(self.fd, ioctls.KVM_SET_PIT2, st)
+
     def map_ram(self, *, slot: int, guest_phys: int, memory: KvmGuestMemory) -> None:
         region = ioctls.kvm_userspace_memory_region(
             slot=slot, flags=0, guest_phys_addr=guest_phys,
             memory_size=memory.size, userspace_addr=memory.host_address)
         ioctls.ioctl(self.fd, ioctls.KVM_SET_USER_MEMORY_REGION, region)
 
-    def create_vcpu(self, index: int = 0):
+    def create_vcpu(self, vcpu_id: int = 0):
+        """KVM_CREATE_VCPU: the id is also the in-kernel local APIC's ID (api.rst 4.7), so
+        trapvisor passes the vCPU's APIC ID; id 0 is the bootstrap processor."""
         from .vcpu import KvmVcpu
-        vcpu = KvmVcpu(self, index)
+        vcpu = KvmVcpu(self, vcpu_id)
         self.vcpus.append(vcpu)
         return vcpu
 

@@ -20,6 +20,8 @@ look for, is put in place here:
   ID 0), one bus entry (ISA), one I/O APIC entry (ID 1 at 0xFEC00000),
   I/O interrupt entries for the ISA IRQs and the two local interrupt entries
   (ExtINT on LINT0, NMI on LINT1 of every local APIC);
+* ACPI tables (``acpi.py``: RSDP, RSDT, FADT, FACS, DSDT, MADT) after the MP
+  tables in the same reserved area, from the same description;
 * the E820 memory map that INT 15h/E820 would return (``e820_map``);
 * the device state a BIOS programs (``program_devices``): 8259A vectors
   0x08/0x70, 8254 counter 0 in mode 3 with the maximum count (18.2 Hz).
@@ -30,13 +32,21 @@ every chipset with an I/O APIC; ``devices/ioapic.py`` wires it so), and IRQ 2
 (the 8259A cascade, which no device raises) has no entry.  All use the ISA
 bus defaults (flags 0: polarity and trigger mode conform to the bus, i.e.
 active high, edge).
+
+What the tables describe is one :class:`Firmware` value (the board's CPUs by
+APIC ID, the LAPIC and I/O APIC, the ISA interrupt overrides, the SCI), so the
+MP table and the ACPI MADT say the same thing; ``board.build_board`` makes it
+from the number of CPUs.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from ..errors import UserError
+from . import acpi, cpuid_model
+from .devices.acpi_pm import PM_BASE
 from .devices.ioapic import IOAPIC_BASE, IOAPIC_VERSION, isa_irq_to_pin
 from .devices.lapic import LAPIC_BASE, APIC_VERSION_VALUE
 from .devices.uart16550 import COM1_BASE
@@ -65,8 +75,18 @@ BIOS_AREA_END = 0x100000
 MP_FLOATING_POINTER_ADDR = 0xF0000
 MP_CONFIG_TABLE_ADDR = 0xF0010
 
+ACPI_TABLES_ADDR = 0xF2000                   # RSDP first (16-byte aligned, 0xE0000-0xFFFFF: ACPI 5.2.5.1)
+
 HIGH_BIOS_BASE = 0xFFFC0000                  # the BIOS ROM's alias below 4 GiB (QEMU reports it)
 HIGH_BIOS_SIZE = 0x40000
+# Pages the hypervisor keeps for itself, inside that reserved range so that no OS uses them:
+# KVM's identity-map page (KVM_SET_IDENTITY_MAP_ADDR) and three TSS pages (KVM_SET_TSS_ADDR)
+# at its bottom, far from the reset vector at its top.  trapvisor maps no ROM there.  (QEMU
+# puts its own at 0xFEFFC000 and adds an E820 entry for them; here the firmware's map, the
+# same for the simulated PC and KVM, already reserves them.)  kvm/vm.py takes its addresses
+# from here.
+HYPERVISOR_PAGES_BASE = HIGH_BIOS_BASE
+HYPERVISOR_PAGES_SIZE = 0x4000
 
 # Equipment word bits (BDA 0x410)
 EQUIP_NUM_SERIAL_SHIFT = 9
@@ -104,10 +124,38 @@ BSP_APIC_ID = 0
 IOAPIC_ID = 1
 ISA_BUS_ID = 0
 
-# The processor entry repeats what the simulated CPU's CPUID leaf 1 reports
-# (family 6, model 3, stepping 3; EDX features); OSes use the APIC entries.
-CPU_SIGNATURE = 0x00000633
-CPU_FEATURES = 0x0000AB3E
+# The processor entry repeats what the CPU model's CPUID leaf 1 reports (cpuid_model.PC:
+# family 6, model 3, stepping 3; EDX features); OSes use the APIC entries.
+CPU_SIGNATURE = cpuid_model.PC.signature()
+CPU_FEATURES = cpuid_model.leaves(cpuid_model.PC)[(1, 0)][cpuid_model.EDX]
+
+SCI_IRQ = 9                                  # ISA IRQ of the ACPI SCI, as on QEMU's PC
+# MPS INTI flags for the SCI: active high, level triggered (as QEMU's MADT gives it)
+SCI_FLAGS = acpi.POLARITY_HIGH | acpi.TRIGGER_LEVEL
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """What the firmware tables describe: the board's processors and interrupt wiring."""
+    apic_ids: tuple = (BSP_APIC_ID,)          # the BSP first
+    lapic_base: int = LAPIC_BASE
+    ioapic_id: int = IOAPIC_ID
+    ioapic_base: int = IOAPIC_BASE
+    sci_irq: int = SCI_IRQ
+    pm_base: int = PM_BASE
+
+    @classmethod
+    def for_cpus(cls, n: int = 1, topology=None) -> "Firmware":
+        topo = topology or cpuid_model.Topology.for_cpus(n)
+        return cls(apic_ids=tuple(topo.apic_ids()))
+
+    @property
+    def overrides(self) -> list[tuple[int, int, int]]:
+        """ACPI interrupt source overrides (ISA IRQ, GSI, MPS INTI flags): every ISA IRQ whose
+        I/O APIC input is not its own number (IRQ 0 -> 2), and the SCI."""
+        out = [(irq, isa_irq_to_pin(irq), 0) for irq in range(16) if isa_irq_to_pin(irq) != irq]
+        out.append((self.sci_irq, self.sci_irq, SCI_FLAGS))
+        return out
 
 
 def _checksum(data: bytes) -> int:
@@ -115,25 +163,27 @@ def _checksum(data: bytes) -> int:
     return (-sum(data)) & 0xFF
 
 
-def mp_config_table(*, table_addr: int = MP_CONFIG_TABLE_ADDR) -> bytes:
+def mp_config_table(fw: Firmware = Firmware(), *, table_addr: int = MP_CONFIG_TABLE_ADDR) -> bytes:
     """The MP configuration table (MP spec 1.4 section 4.2 and Table 4-3)."""
     entries = []
-    # Processor entry (Table 4-4): type, APIC ID, APIC version, flags, signature, features, 8 reserved.
-    entries.append(struct.pack("<BBBBII8x", MP_ENTRY_PROCESSOR, BSP_APIC_ID,
-                               APIC_VERSION_VALUE & 0xFF, MP_CPU_ENABLED | MP_CPU_BSP,
-                               CPU_SIGNATURE, CPU_FEATURES))
+    # Processor entries (Table 4-4): type, APIC ID, APIC version, flags, signature, features,
+    # 8 reserved.  The first is the bootstrap processor.
+    for i, apic_id in enumerate(fw.apic_ids):
+        entries.append(struct.pack("<BBBBII8x", MP_ENTRY_PROCESSOR, apic_id, APIC_VERSION_VALUE & 0xFF,
+                                   MP_CPU_ENABLED | (MP_CPU_BSP if i == 0 else 0),
+                                   CPU_SIGNATURE, CPU_FEATURES))
     # Bus entry (Table 4-7): type, bus ID, 6-byte type string.
     entries.append(struct.pack("<BB6s", MP_ENTRY_BUS, ISA_BUS_ID, b"ISA   "))
     # I/O APIC entry (Table 4-8): type, ID, version, flags, address.
-    entries.append(struct.pack("<BBBBI", MP_ENTRY_IOAPIC, IOAPIC_ID, IOAPIC_VERSION,
-                               MP_IOAPIC_ENABLED, IOAPIC_BASE))
+    entries.append(struct.pack("<BBBBI", MP_ENTRY_IOAPIC, fw.ioapic_id, IOAPIC_VERSION,
+                               MP_IOAPIC_ENABLED, fw.ioapic_base))
     # I/O interrupt assignment entries (Table 4-10): type, interrupt type, flags (u16),
     # source bus, source bus IRQ, destination I/O APIC ID, destination INTIN#.
     for irq in range(16):
         if irq == 2:
             continue
         entries.append(struct.pack("<BBHBBBB", MP_ENTRY_IO_INTERRUPT, MP_INT_INT, 0,
-                                   ISA_BUS_ID, irq, IOAPIC_ID, isa_irq_to_pin(irq)))
+                                   ISA_BUS_ID, irq, fw.ioapic_id, isa_irq_to_pin(irq)))
     # Local interrupt assignment entries (Table 4-12): ExtINT on LINT0, NMI on LINT1.
     entries.append(struct.pack("<BBHBBBB", MP_ENTRY_LOCAL_INTERRUPT, MP_INT_EXTINT, 0,
                                ISA_BUS_ID, 0, MP_ALL_LOCAL_APICS, 0))
@@ -142,7 +192,7 @@ def mp_config_table(*, table_addr: int = MP_CONFIG_TABLE_ADDR) -> bytes:
     body = b"".join(entries)
     length = 44 + len(body)
     header = struct.pack("<4sHBB8s12sIHHIHBx", MP_CT_SIGNATURE, length, MP_SPEC_REV, 0,
-                         MP_OEM_ID, MP_PRODUCT_ID, 0, 0, len(entries), LAPIC_BASE, 0, 0)
+                         MP_OEM_ID, MP_PRODUCT_ID, 0, 0, len(entries), fw.lapic_base, 0, 0)
     table = bytearray(header + body)
     table[7] = _checksum(table)
     return bytes(table)
@@ -164,7 +214,8 @@ def e820_map(memory_size: int) -> list[tuple[int, int, int]]:
     As SeaBIOS reports it under QEMU: conventional memory up to the EBDA,
     the EBDA reserved, the BIOS ROM area 0xF0000-0xFFFFF reserved, extended
     memory from 1 MiB to the top of RAM, and the ROM's alias below 4 GiB
-    reserved.  Entries are (base, length, type), type 1 = RAM, 2 = reserved.
+    reserved (the hypervisor's pages are there: ``HYPERVISOR_PAGES_BASE``).
+    Entries are (base, length, type), type 1 = RAM, 2 = reserved.
     """
     entries = [(0, min(memory_size, EBDA_BASE), E820_RAM)]
     if memory_size > EBDA_BASE:
@@ -176,8 +227,9 @@ def e820_map(memory_size: int) -> list[tuple[int, int, int]]:
     return entries
 
 
-def install_tables(memory, *, hard_disks: int = 0) -> None:
-    """Write the IVT, the BIOS data area, the EBDA and the MP tables into guest memory."""
+def install_tables(memory, *, hard_disks: int = 0, firmware: Firmware = Firmware()) -> int:
+    """Write the IVT, the BIOS data area, the EBDA, the MP tables and the ACPI tables into
+    guest memory; returns the address of the ACPI RSDP."""
     if memory.size < BIOS_AREA_END:
         raise UserError(f"the PC needs at least 1 MiB of RAM for its BIOS area "
                         f"(memory is {memory.size // 1024} KiB)")
@@ -193,13 +245,20 @@ def install_tables(memory, *, hard_disks: int = 0) -> None:
     # EBDA: size in KiB in its first byte, the rest zero
     memory.write(EBDA_BASE, bytes([EBDA_SIZE // 1024]) + bytes(EBDA_SIZE - 1))
     # MP tables
-    memory.write(MP_CONFIG_TABLE_ADDR, mp_config_table())
+    mp = mp_config_table(firmware)
+    if MP_CONFIG_TABLE_ADDR + len(mp) > ACPI_TABLES_ADDR:
+        raise UserError(f"{len(firmware.apic_ids)} CPUs do not fit in the BIOS area's MP table")
+    memory.write(MP_CONFIG_TABLE_ADDR, mp)
     memory.write(MP_FLOATING_POINTER_ADDR, mp_floating_pointer(MP_CONFIG_TABLE_ADDR))
+    # ACPI tables, below the dummy handler at the top of the BIOS area
+    if acpi.end_of(firmware, ACPI_TABLES_ADDR) > DUMMY_HANDLER_ADDR:
+        raise UserError(f"{len(firmware.apic_ids)} CPUs do not fit in the BIOS area's ACPI tables")
+    return acpi.install(memory, firmware, ACPI_TABLES_ADDR)
 
 
-def install(memory, *, hard_disks: int = 0) -> None:
+def install(memory, *, hard_disks: int = 0, firmware: Firmware = Firmware()) -> int:
     """Alias of :func:`install_tables`."""
-    install_tables(memory, hard_disks=hard_disks)
+    return install_tables(memory, hard_disks=hard_disks, firmware=firmware)
 
 
 def program_devices(devices) -> None:
