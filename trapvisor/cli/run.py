@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import options as o
 from .console import RawTerminal, SerialSpec, open_serial, serial_spec
-from .summaries import report_kvm_run, report_pc_run, report_technique_run
+from .summaries import report_run, report_technique_run
 
 DEFAULT_TECHNIQUE_LIMIT = 2_000_000_000     # guest instructions, when --max-instructions is not given
 MAX_SMP = 254                               # xAPIC IDs 0-254 (kvm.runner.MAX_SMP)
@@ -159,7 +159,7 @@ def run_on_pc(args, kernel: str) -> int:
             result = pc.run(args.max_instructions, max_seconds=args.max_seconds, trace_file=trace)
     finally:
         serial.close()
-    return report_pc_run(pc, result, quiet=args.quiet)
+    return report_run(result, quiet=args.quiet)
 
 
 def run_under_technique(args, kernel: str) -> int:
@@ -182,7 +182,7 @@ def run_on_kvm(args, kernel: str) -> int:
                              max_seconds=args.max_seconds, stop_after_output=args.stop_after_output,
                              linux_entry=args.linux_entry or "auto", smp=args.smp or 1,
                              cpu="host" if args.cpu == "host" else "model")
-    return report_kvm_run(res, quiet=args.quiet)
+    return report_run(res, quiet=args.quiet)
 
 
 def run_kvm_on_console(serial: SerialSpec, trace_path: str | None, kernel: str, **kw):

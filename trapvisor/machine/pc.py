@@ -12,13 +12,13 @@ passes the sink the user chose and prints the end-of-run summary.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from .board import build_board
 from .clock import VirtualClock
 from .cpu import CPU, MachineStop
 from .loader.boot_state import apply_entry_state, entry_state
 from .memory import PhysicalMemory
+from .run_result import RunResult, is_guest_failure
 
 DEFAULT_MEMORY = 128 << 20
 # Guest time per instruction on the virtual clock: a 100-MIPS guest.
@@ -30,21 +30,6 @@ TIME_STEP = 10_000
 
 def _discard(data: bytes) -> None:
     pass
-
-
-@dataclass
-class RunResult:
-    exit_code: int | None          # the guest's debug-exit code, if it wrote one
-    stop_reason: str | None        # why the machine stopped otherwise
-    detail: str = ""
-    instructions: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
-    exceptions: dict = field(default_factory=dict)
-
-    @property
-    def mips(self) -> float:
-        return self.instructions / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
 
 class PC:
@@ -120,8 +105,15 @@ class PC:
             reason = "instruction limit" if max_instructions and cpu.steps() - first >= max_instructions \
                 else "time limit"
         detail = stop.detail if stop is not None else ""
-        return RunResult(cpu.exit_code, reason, detail, cpu.icount, seconds, interrupted,
-                         dict(cpu.exception_counts))
+        failed = is_guest_failure(reason) and cpu.exit_code is None
+        result = RunResult(cpu.exit_code, reason, detail, problem=failed, instructions=cpu.icount,
+                           seconds=seconds, interrupted=interrupted, exceptions=dict(cpu.exception_counts),
+                           dump=cpu.state_dump().splitlines() if failed else [])
+        what = "interrupted" if interrupted else (
+            f"exit code {cpu.exit_code}" if cpu.exit_code is not None else reason)
+        result.summary = [f"trapvisor: {what}; {cpu.icount:,} instructions in {seconds:.2f} s "
+                          f"({result.mips:.2f} MIPS)"]
+        return result
 
     def _install_trace(self, f) -> None:
         """--trace: one line per executed block (EIP and its instructions)."""
