@@ -189,6 +189,9 @@ def _generate(cpu, blk, dead, allow_loop: bool = True):
     for i, ins in enumerate(blk.ilist):
         g.i = i
         last = i == n - 1
+        if g.stored:
+            g.stored = False
+            g.end_if_code_modified()
         fn = FORMS.get(ins.mnemonic)
         res = None
         if fn is not None and (ins.code == iced.Code.INVALID or ins.has_rep_prefix

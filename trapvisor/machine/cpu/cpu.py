@@ -100,6 +100,20 @@ class ExitFault(CpuFault):
         self.exit = exit
 
 
+class CodeModified(CpuFault):
+    """Raised by generated code at the instruction boundary after a store into the
+    page of the block it is running: the instructions before the boundary are
+    retired and the dispatch loop decodes afresh from there (no delivery)."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        super().__init__(-1, None)
+
+
+CODE_MODIFIED = CodeModified()
+
+
 class CpuHooks:
     """What a monitor hears of without the CPU stopping (each None, or a callable).
 
@@ -158,6 +172,9 @@ class CPU(MemoryAccess, Paging):
         self.ram = memory.ram
         self.ram_size = memory.size
         self.code_pages = memory.code_pages
+        # Self-modifying code within a block (see invalidate_code_page).
+        self.running_page = -1
+        self.code_modified = False
         memory.on_code_write = self.invalidate_code_page
         self.io_bus = io_bus
         self.mmio_bus = mmio_bus
@@ -313,7 +330,18 @@ class CPU(MemoryAccess, Paging):
 
     # -------------------------------------------------------- decode cache
     def invalidate_code_page(self, page: int) -> None:
-        """A page holding decoded code was written: drop its blocks."""
+        """A page holding decoded code was written: drop its blocks.
+
+        A store into the page of the block that is running ends that block after
+        the storing instruction, so the next instruction is decoded from the new
+        bytes: P6-family and later processors detect a write to an instruction
+        already fetched or decoded and execute the new one (SDM Vol. 3A §8.1.3,
+        "Handling Self- and Cross-Modifying Code").  The page is the granule, so a
+        store to data beside the code ends the block early too: only the block
+        boundaries change, never the result.
+        """
+        if page == self.running_page:
+            self.code_modified = True
         self.code_pages[page] = 0
         for key in self.page_blocks.pop(page, ()):
             self.cache.pop(key, None)
@@ -448,6 +476,7 @@ class CPU(MemoryAccess, Paging):
                     if blk.hits >= _blockgen().HOT:
                         gen = self._compile_block(blk)
                 if gen is not None:
+                    self.running_page = blk.pages[0]
                     nxt = gen(min(lim, end - blk.n + 1))
                     # A generated block may return its successor (chaining, see blockgen):
                     # run it directly while the budget lasts.
@@ -455,7 +484,9 @@ class CPU(MemoryAccess, Paging):
                             and self.icount + nxt.n <= end:
                         blk = nxt
                         gen = blk.gen
+                        self.running_page = blk.pages[0]
                         nxt = gen(min(lim, end - blk.n + 1))
+                    self.running_page = -1
                     if nxt is False:         # not in the context it was generated for
                         gen = blk.gen = None
                         blk.regens += 1
@@ -465,25 +496,46 @@ class CPU(MemoryAccess, Paging):
                         observe(blk)
                     # One at a time, so that an instruction that reads the clock (IN, OUT,
                     # RDTSC, MMIO) sees exactly the instructions retired before it.
+                    # A store into this block's page ends it after the storing instruction
+                    # (self-modifying code, see invalidate_code_page).
+                    self.running_page = blk.pages[0]
+                    ops = blk.ops
                     if blk.n <= room:
-                        for ip, fn in blk.ops:
+                        for k, (ip, fn) in enumerate(ops):
                             fn()
                             self.icount += 1
-                        if blk.fallthrough is not None:
-                            self.eip = blk.fallthrough
+                            if self.code_modified:
+                                self.code_modified = False
+                                if k + 1 < blk.n:
+                                    self.eip = ops[k + 1][0]
+                                    break
+                        else:
+                            if blk.fallthrough is not None:
+                                self.eip = blk.fallthrough
                     else:
                         # Only the first ``room`` instructions: none of them is the block's
                         # control transfer (that is always its last), so EIP is the next one's.
-                        for ip, fn in blk.ops[:room]:
+                        for k in range(room):
+                            ip, fn = ops[k]
                             fn()
                             self.icount += 1
-                        self.eip = blk.ops[room][0]
+                            if self.code_modified:
+                                self.code_modified = False
+                                room = k + 1
+                                break
+                        self.eip = ops[room][0]
+                    self.running_page = -1
             except CpuFault as fault:
+                self.running_page = -1
+                self.code_modified = False
                 if gen is not None:
                     # The generated function stored the state of the faulting instruction.
                     idx = self.fault_index
                     self.icount += idx
                     self.eip = blk.ops[idx][0]
+                    if fault is CODE_MODIFIED:     # not a fault: decode afresh from idx
+                        quiet = False
+                        continue
                 elif ip is not None:
                     # The instructions before the faulting one are retired (and counted);
                     # restart it.
