@@ -38,7 +38,9 @@ def report_run(result, *, quiet: bool = False) -> int:
 
 def technique_outcome(r) -> str:
     """How a technique's run ended, in words (``vmm.techniques.base.TechniqueResult``)."""
-    return f"exit code {r.exit_code}" if r.exit_code is not None else f"{r.stop_reason}: {r.detail}"
+    if r.exit_code is not None:
+        return f"exit code {r.exit_code}"
+    return f"{r.stop_reason}: {r.detail}" if r.detail else str(r.stop_reason)
 
 
 def report_technique_run(r, *, quiet: bool = False) -> int:

@@ -133,6 +133,11 @@ class TrapEmulate(Monitor):
             return
         self.shadow.invalidate_page(lin)
         self.charge(TRAP, "shadow invlpg", self.costs.shadow_update, log=False)
+        # The GDT is read through the page tables: a page of it remapped (or unmapped)
+        # and invalidated must not leave the host loading segments from the old copy.
+        base, limit = self.vm.vcpu.gdtr
+        if limit and (base & ~0xFFF) <= (lin & ~0xFFF) <= base + limit:
+            self.descriptors.rebuild()
 
     def _deadline_moved(self) -> None:
         if self.in_run:
@@ -279,7 +284,10 @@ class TrapEmulate(Monitor):
             else:
                 self.charge(TRAP, "shadow flush (CR3 load, new address space)", self.costs.shadow_flush,
                             log=False)
-        if vcpu.gdtr != before.gdtr or vcpu.tr != before.tr or vcpu.ldtr != before.ldtr:
+        # The shadow GDT is a copy of what the guest's GDTR reaches through its page
+        # tables: a new address space or paging mode may reach other bytes.
+        if vcpu.gdtr != before.gdtr or vcpu.tr != before.tr or vcpu.ldtr != before.ldtr \
+                or vcpu.cr3 != before.cr3 or (vcpu.cr0 ^ before.cr0) & CR0_PG:
             self.descriptors.rebuild()
 
     def inject_pending(self) -> None:
