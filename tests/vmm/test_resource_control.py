@@ -95,6 +95,8 @@ CASES = [
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),
     Case("map-monitor"),
+    # EIP wrapping from 0xFFFFFFFF to 0, code in the monitor's window of linear space.
+    Case("wrap"),
     # The GDT page unmapped and invalidated: the shadow GDT is rebuilt at the INVLPG,
     # so on the standard CPU too the MOV DS faults as on the bare PC.
     Case("gdt-unmapped", stops=("triple fault",)),
