@@ -50,6 +50,8 @@ def raise_exception(cpu, vector: int, error_code) -> None:
     try:
         deliver_event(cpu, vector, error_code if vector in ERROR_CODE_VECTORS else None,
                       kind="exception", push_rf=vector in FAULT_VECTORS)
+    except ExitFault as f:
+        cpu.stop = f.exit        # a VM exit during delivery (an EPT violation on the IDT, say)
     except CpuFault as f:
         raise_exception(cpu, f.vector, f.error_code)
     finally:
