@@ -91,14 +91,20 @@ class Vtx(Monitor):
     summary = ("hardware assist: the guest runs in VMX non-root operation on the simulated VT-x "
                "CPU, with EPT and VPID (the late profile); exits counted by SDM reason")
     honours = frozenset({"trace_file", "audit", "disk", "modules"})
-    time_sliced = False
+    time_sliced = True
     uses_host = True
     use_ept = True
-    profile = "late"
+    host_vmx = profile = "late"     # the VMX profile of the host CPU (vmm/scheduler.py builds it)
 
     def __init__(self, options: RunOptions, host: Host | None = None):
+        """One VM in VMX non-root operation.  Alone, it gets a host machine of its own;
+        several VMs share one host CPU (vmm/scheduler.py), each with its own VMCS,
+        EPT and VPID, made current by VMPTRLD when it is entered (:meth:`enter`)."""
         super().__init__(options, host)
-        host = Host([options.memory_bytes], strict=options.strict, vmx=self.profile)
+        if host is None:
+            host = Host([options.memory_bytes], strict=options.strict, vmx=self.profile)
+        if host.cpu.vmx is None or host.cpu.vmx.profile.name != self.profile:
+            raise ValueError(f"{self.name} needs a host CPU with the {self.profile} VMX profile")
         self.alloc, self.host = host.allocator, host.cpu
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
                           serial_out=options.serial_out, disk=options.disk, strict=options.strict)
@@ -126,6 +132,11 @@ class Vtx(Monitor):
         })
         vm.clock.on_earlier_deadline = self._deadline_moved
         self.in_run = False
+        # Guest steps the host CPU took for this VM: earlier slices', plus the current one's.
+        self.direct_done = self.deliveries_done = 0
+        self.slice_start, self.deliveries_start = cpu.icount, cpu.deliveries
+        self.on_host = True
+        self.vpid = VPID + len(host.allocator.partitions) - 1
         self.h = VmxHost(cpu)
         self.enter_root()
         if not self.use_ept:
@@ -144,15 +155,14 @@ class Vtx(Monitor):
         directory maps nothing: the monitor runs no code on the host CPU."""
         from ...machine.cpu.vmx.state import load_control_registers
         cpu, alloc = self.host, self.alloc
-        self.host_pd = alloc.alloc_frame()
-        self.vmxon_region = alloc.alloc_frame()
-        self.vmcs_region = alloc.alloc_frame()
         rev = cpu.vmx.profile.revision
-        for region in (self.vmxon_region, self.vmcs_region):
-            alloc.host.write_u32(region, rev)
-        cpu.cr0 |= CR0_PE
-        load_control_registers(cpu, CR0_PE | CR0_NE | CR0_PG, self.host_pd, C.CR4_VMXE)
-        self.h.vmxon(self.vmxon_region)
+        if not cpu.vmx.vmxon:          # the first VM on this host CPU
+            host_pd, vmxon_region = alloc.alloc_frame(), alloc.alloc_frame()
+            alloc.host.write_u32(vmxon_region, rev)
+            load_control_registers(cpu, CR0_PE | CR0_NE | CR0_PG, host_pd, C.CR4_VMXE)
+            self.h.vmxon(vmxon_region)
+        self.vmcs_region = alloc.alloc_frame()
+        alloc.host.write_u32(self.vmcs_region, rev)
         self.h.vmclear(self.vmcs_region)
         self.h.vmptrld(self.vmcs_region)
         self.vmcs = cpu.vmx.current
@@ -198,7 +208,7 @@ class Vtx(Monitor):
             proc |= C.CPU_ACTIVATE_SECONDARY
             proc2 = C.SEC_ENABLE_EPT | C.SEC_ENABLE_VPID | C.SEC_UNRESTRICTED_GUEST
             w("EPT_POINTER", self.build_ept())
-            w("VIRTUAL_PROCESSOR_ID", VPID)
+            w("VIRTUAL_PROCESSOR_ID", self.vpid)
             self.cr0_mask, self.cr0_forced = CR0_NE, CR0_NE
             self.cr4_mask, self.cr4_forced = C.CR4_VMXE, C.CR4_VMXE
             w("EXCEPTION_BITMAP", 0)
@@ -244,7 +254,7 @@ class Vtx(Monitor):
         vcpu.dr[:7] = cpu.dr[:7]
         debug_update(vcpu)
         vcpu.halted = self.halted
-        vcpu.tsc_offset = self.guest_tsc + cpu.icount
+        vcpu.tsc_offset = self.guest_tsc + self.direct()
 
     def store_vcpu(self) -> None:
         """The virtual CPU's state back into the VMCS (and the general registers onto the
@@ -262,15 +272,45 @@ class Vtx(Monitor):
         self.halted = vcpu.halted
         cpu.regs[:] = vcpu.regs
         cpu.dr[:7] = vcpu.dr[:7]
-        self.guest_tsc = vcpu.tsc_offset - cpu.icount
+        self.guest_tsc = vcpu.tsc_offset - self.direct()
 
     # -- accounting ------------------------------------------------------------------------
+    def direct(self) -> int:
+        return self.direct_done + (self.host.icount - self.slice_start if self.on_host else 0)
+
+    def direct_deliveries(self) -> int:
+        return self.deliveries_done + (self.host.deliveries - self.deliveries_start if self.on_host else 0)
+
     def instructions(self) -> int:
-        return self.host.icount + self.vm.vcpu.icount
+        return self.direct() + self.vm.vcpu.icount
 
     def steps(self) -> int:
         vcpu = self.vm.vcpu
-        return self.host.icount + self.host.deliveries + vcpu.icount + vcpu.deliveries
+        return self.direct() + self.direct_deliveries() + vcpu.icount + vcpu.deliveries
+
+    # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -----------------------
+    def leave(self) -> None:
+        """Take this VM off the host CPU: the guest's general and debug registers, which
+        the VMCS does not hold, are kept with the monitor."""
+        if not self.on_host:
+            return
+        cpu = self.host
+        self.saved_regs, self.saved_dr = cpu.regs[:], cpu.dr[:7]
+        self.direct_done += cpu.icount - self.slice_start
+        self.deliveries_done += cpu.deliveries - self.deliveries_start
+        self.on_host = False
+
+    def enter(self) -> None:
+        """Put this VM on the host CPU: VMPTRLD of its VMCS (SDM Vol. 3C §24.11.3)."""
+        if self.on_host:
+            return
+        cpu = self.host
+        self.h.vmptrld(self.vmcs_region)
+        cpu.regs[:], cpu.dr[:7] = self.saved_regs, self.saved_dr
+        cpu.auditor = self.auditor
+        cpu.stop = None
+        self.slice_start, self.deliveries_start = cpu.icount, cpu.deliveries
+        self.on_host = True
 
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, detail=None) -> None:
         self.extra_cycles += cycles
@@ -490,7 +530,7 @@ class Vtx(Monitor):
     def result(self) -> TechniqueResult:
         vm, vcpu = self.vm, self.vm.vcpu
         reason = self.stop_reason
-        direct = self.host.icount
+        direct = self.direct()
         total = direct + vcpu.icount
         walks = self.host.vmx.ept_walks
         cycles = direct * self.costs.direct_instruction + self.extra_cycles + walks * self.costs.ept_walk
@@ -524,4 +564,4 @@ class VtxNoEpt(Vtx):
     summary = ("hardware assist without EPT (the early VT-x profile): VMX non-root operation "
                "with shadow page tables kept by the monitor")
     use_ept = False
-    profile = "early"
+    host_vmx = profile = "early"

@@ -129,7 +129,7 @@ def setup_vmcs(cpu, code: bytes, *, ept=False, proc=0, proc2=0, pin=0, rip=None,
     w("GUEST_TR_AR_BYTES", 0x8B)
     w("GUEST_LDTR_AR_BYTES", 1 << 16)
     w("GUEST_IDTR_BASE", GUEST_IDT)
-    w("GUEST_IDTR_LIMIT", 0xFF)
+    w("GUEST_IDTR_LIMIT", 0x1FF)
     w("GUEST_GDTR_LIMIT", 0xFF)
     w("GUEST_DR7", 0x400)
     w("GUEST_RSP", 0x90000)
@@ -146,3 +146,24 @@ def run_guest(cpu, h, budget=1000, launch=True):
     if failure is not None:
         return failure
     return cpu.run(budget)
+
+
+GDT = 0x0
+TSS = 0x7800
+HANDLER = 0x110000       # guest address of the interrupt handlers: HLT at HANDLER + 16 * n
+
+
+def guest_tables(cpu, guest_base=0, vectors=range(0x40)):
+    """A GDT (null, code 08, data 10, busy TSS 18) at guest address 0 and an IDT at
+    GUEST_IDT whose gate n leads to a HLT at HANDLER + 16 * n."""
+    ram = cpu.mem.ram
+    gb = guest_base
+    struct.pack_into("<4Q", ram, gb + GDT, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF,
+                     0x67 | TSS << 16 | 0x8B << 40)
+    for n in vectors:
+        off = HANDLER + 16 * n
+        struct.pack_into("<Q", ram, gb + GUEST_IDT + 8 * n,
+                         (off & 0xFFFF) | 0x08 << 16 | 0x8E00 << 32 | (off >> 16) << 48)
+        ram[gb + off] = 0xF4
+    # The stack the guest's handlers push onto (ESP 0x90000).
+    return HANDLER
