@@ -120,6 +120,7 @@ class ControlRegisterExit(Exit):
     gpr: int | None
     mnemonic: str = "mov"
     length: int = 3
+    source: int | None = None      # LMSW: its 16-bit operand (Table 27-3, "LMSW source data")
     reason = "cr access"
 
 

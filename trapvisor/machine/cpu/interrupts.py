@@ -67,13 +67,16 @@ def _name(vector, err):
     return n if err is None else f"{n}({err:#x})"
 
 
-def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False) -> None:
+def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False,
+                  injected: bool = False) -> None:
     """Transfer control through IDT entry ``vector`` (protected mode).
 
     ``cpu.eip`` must already be the return address: the faulting instruction
     for a fault, the next instruction for a trap, INT n or an interrupt.
+    ``injected``: a VMX event injection (SDM Vol. 3C §26.6), which the intercept
+    controls do not intercept (a fault while delivering it still may).
     """
-    if cpu.intercepts.exits_on_event(vector, kind):
+    if not injected and cpu.intercepts.exits_on_event(vector, kind):
         if kind == "software":
             # INT n exits instead of executing (SDM Vol. 3C §25.1): it unwinds like a
             # fault, so it is not retired and EIP is left at it.

@@ -199,7 +199,7 @@ def c_lmsw(cpu, ins):
         # LMSW loads PE, MP, EM, TS and cannot clear PE (SDM Vol. 2 LMSW).
         new = (cpu.cr0 & ~0xE) | (v & 0xF) | (cpu.cr0 & CR0_PE)
         if ic.exits_on_cr_write(0, cpu.cr0, new):
-            raise ExitFault(ControlRegisterExit(0, True, new, None, "lmsw", length))
+            raise ExitFault(ControlRegisterExit(0, True, new, None, "lmsw", length, v & 0xFFFF))
         cpu.set_cr0(ic.owned_bits_kept(0, cpu.cr0, new))
     return lmsw, END
 

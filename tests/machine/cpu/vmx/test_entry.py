@@ -153,10 +153,14 @@ def test_a_successful_entry_loads_the_guest_state_and_marks_the_vmcs_launched():
     (1 << 31 | 4 << 8 | 0x21, None, 2, 0x21, GUEST_CODE + 2),           # INT 21h, length 2
 ])
 def test_event_injection_delivers_through_the_guest_idt(info, error, length, vector, pushed_eip):
-    """§26.6: the event is delivered as if it had arisen at the guest's RIP; a software
-    interrupt returns past the instruction length; the field is cleared (§24.8.3)."""
+    """§26.6: the event is delivered as if it had arisen at the guest's RIP, whatever the
+    exiting controls say (external-interrupt exiting and the exception bitmap are on
+    here); a software interrupt returns past the instruction length; the field is
+    cleared (§24.8.3)."""
     cpu = host_cpu()
-    h = setup_vmcs(cpu, bytes.fromhex("90" * 8), proc=C.CPU_HLT_EXITING)
+    h = setup_vmcs(cpu, bytes.fromhex("90" * 8), proc=C.CPU_HLT_EXITING,
+                   pin=C.PIN_EXTERNAL_INTERRUPT_EXITING)
+    h.vmwrite("EXCEPTION_BITMAP", 1 << 13)
     guest_tables(cpu)
     h.vmwrite("GUEST_RFLAGS", 0x202)
     h.vmwrite("VM_ENTRY_INTR_INFO_FIELD", info)

@@ -188,7 +188,7 @@ PROFILES = {
         pin_allowed1=PIN_EXTERNAL_INTERRUPT_EXITING | PIN_NMI_EXITING | PIN_PREEMPTION_TIMER,
         proc_allowed1=_PROC_COMMON | CPU_ACTIVATE_SECONDARY,
         proc2_allowed1=(SEC_ENABLE_EPT | SEC_DESCRIPTOR_TABLE_EXITING | SEC_ENABLE_VPID
-                        | SEC_WBINVD_EXITING | SEC_UNRESTRICTED_GUEST),
+                        | SEC_UNRESTRICTED_GUEST),
         exit_allowed1=EXIT_ACK_INTERRUPT_ON_EXIT | EXIT_SAVE_PREEMPTION_TIMER,
         entry_allowed1=0,
         true_controls=True,

@@ -359,16 +359,18 @@ def inject(cpu, v: Vmcs, info: int) -> None:
     try:
         if kind == INTR_EXTERNAL:
             cpu.interrupts_delivered += 1
-            deliver_event(cpu, vector, None, kind="external")
+            deliver_event(cpu, vector, None, kind="external", injected=True)
         elif kind in (INTR_HW_EXCEPTION, INTR_NMI):
             from ..interrupts import FAULT_VECTORS
             cpu.exception_counts[vector] = cpu.exception_counts.get(vector, 0) + 1
-            deliver_event(cpu, vector, error, kind="exception", push_rf=vector in FAULT_VECTORS)
+            deliver_event(cpu, vector, error, kind="exception", push_rf=vector in FAULT_VECTORS,
+                          injected=True)
         else:
             length = v["VM_ENTRY_INSTRUCTION_LEN"]
             cpu.event_ip = cpu.eip
             cpu.eip = (cpu.eip + length) & 0xFFFFFFFF
-            deliver_event(cpu, vector, None, kind="software" if kind == INTR_SW_INTERRUPT else "exception")
+            deliver_event(cpu, vector, None, kind="software" if kind == INTR_SW_INTERRUPT else "exception",
+                          injected=True)
     except ExitFault as f:
         cpu.stop = f.exit
     except CpuFault as f:

@@ -93,7 +93,7 @@ def describe(exit) -> tuple[int, dict] | None:
         if exit.gpr is not None and access < 2:
             q |= exit.gpr << 8
         if access == 3:
-            q |= (exit.value & 0xFFFF) << 16
+            q |= (exit.source if exit.source is not None else exit.value & 0xFFFF) << 16
         info.update(EXIT_QUALIFICATION=q, VM_EXIT_INSTRUCTION_LEN=exit.length)
         return 28, info
     if c is X.DebugRegisterExit:
