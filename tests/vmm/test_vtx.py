@@ -77,3 +77,59 @@ def test_timer_interrupts_are_injected_at_the_native_instruction():
     r = run("vtx", "workload=ctxswitch iterations=50")
     assert r.output == native.output and r.instructions == native.instructions
     assert r.events.counts.get(("inject", "interrupt injected (VM-entry interruption information)"), 0) > 0
+
+
+def check_vtx_containment(m, before: bytes) -> None:
+    """What a guest in non-root operation can reach (tests/vmm/test_resource_control.py
+    runs every hostile kernel through this): the EPT maps only the VM's partition and
+    is unchanged; without EPT every shadow mapping points into the partition and no
+    shadow maps the monitor region at the monitor window; the VMCS region and the
+    rest of the monitor region are as the monitor left them (the VMCS data is kept on
+    the processor, SDM Vol. 3C §24.11.1); the host's own buses were never touched."""
+    import struct as _s
+    from trapvisor.machine.cpu.constants import PTE_P
+    from trapvisor.vmm.allocator import MONITOR_REGION, MONITOR_WINDOW
+    ram, part = m.alloc.host.ram, m.vm.partition
+    if m.use_ept:
+        assert bytes(ram[:MONITOR_REGION]) == before, "the monitor region changed under EPT"
+        eptp = m.vmcs["EPT_POINTER"] & 0xFFFFF000
+
+        def leaves(table, level, gpa):
+            for i in range(512):
+                e = _s.unpack_from("<Q", ram, table + 8 * i)[0]
+                if not e & 7:
+                    continue
+                shift = (12, 21, 30, 39)[level - 1]
+                g = gpa | i << shift
+                if level == 1 or e & 0x80:
+                    yield g, e & 0xFFFFF000 & ~((1 << shift) - 1), 1 << shift
+                else:
+                    assert (e & 0xFFFFF000) < MONITOR_REGION, "an EPT table outside the monitor region"
+                    yield from leaves(e & 0xFFFFF000, level - 1, g)
+        total = 0
+        for gpa, hpa, size in leaves(eptp, 4, 0):
+            assert hpa == part.base + gpa and gpa + size <= part.size, \
+                f"EPT maps guest-physical {gpa:#x} to host {hpa:#x}, outside the partition"
+            total += size
+        assert total == part.size
+    else:
+        sh = m.shadow
+        for space in sh.spaces.values():
+            assert m.alloc.host.read_u32(space.pd + 4 * (MONITOR_WINDOW >> 22)) == 0, \
+                "a shadow maps the monitor window"
+            for j in range(1024):
+                pde = m.alloc.host.read_u32(space.pd + 4 * j)
+                if not pde & PTE_P:
+                    continue
+                frame = pde & 0xFFFFF000
+                assert frame in space.pts.values(), f"shadow PDE {j} is not a shadow table"
+                for k in range(1024):
+                    pte = m.alloc.host.read_u32(frame + 4 * k)
+                    if pte & PTE_P:
+                        assert part.contains_host(pte & 0xFFFFF000), \
+                            f"shadow PTE {j}:{k} maps host {pte:#x}, outside the partition"
+    region = m.vmcs_region
+    assert bytes(ram[region:region + 0x1000]) == before[region:region + 0x1000]
+    for bus in (m.host.io_bus, m.host.mmio_bus):
+        assert bus.unclaimed_reads == 0 and bus.unclaimed_writes == 0, \
+            "a guest access reached the host's own bus"

@@ -198,3 +198,35 @@ class Vmcs:
     def dump(self) -> list[tuple[str, int, int]]:
         """(SDM name, encoding, value) of every field, in Appendix B order."""
         return [(name, enc, self.fields.get(enc, 0)) for name, enc in FIELD_LIST]
+
+
+AREAS = {T_CONTROL: "VM-execution, exit and entry control fields",
+         T_EXIT_INFO: "VM-exit information fields (read-only)",
+         T_GUEST: "guest-state area", T_HOST: "host-state area"}
+WIDTH_NAMES = {W16: "16-bit", W64: "64-bit", W32: "32-bit", WNAT: "natural"}
+
+
+def format_vmcs(v: Vmcs, *, all_fields: bool = False) -> list[str]:
+    """The VMCS field by field, with the SDM's names and encodings, grouped by area
+    (§24.3) in Appendix B order; fields that are 0 are left out unless ``all_fields``.
+    The exit reason and VM-instruction error are decoded."""
+    from .exit import EXIT_REASONS
+    from .instructions import ERROR_NAMES
+    out = [f"VMCS at {v.address:#010x}, launch state {'launched' if v.launched else 'clear'}"]
+    for area in (T_CONTROL, T_EXIT_INFO, T_GUEST, T_HOST):
+        rows = [(name, enc, value) for name, enc, value in v.dump()
+                if field_type(enc) == area and (value or all_fields)]
+        out.append(f"{AREAS[area]}:")
+        for name, enc, value in rows:
+            digits = {W16: 4, W32: 8, WNAT: 8, W64: 16}[width(enc)]
+            note = ""
+            if name == "VM_EXIT_REASON":
+                basic = value & 0xFFFF
+                note = f"  {EXIT_REASONS.get(basic, f'reason {basic}')}" + \
+                       ("  (VM-entry failure)" if value >> 31 else "")
+            elif name == "VM_INSTRUCTION_ERROR":
+                note = f"  {ERROR_NAMES.get(value, '')}"
+            out.append(f"  {name:<34} {enc:#06x} {WIDTH_NAMES[width(enc)]:<8} {value:#0{digits + 2}x}{note}")
+        if not rows:
+            out.append("  (all zero)")
+    return out
