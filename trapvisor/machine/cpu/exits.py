@@ -181,6 +181,21 @@ class DebugRegisterExit(Exit):
 
 
 @dataclass(slots=True)
+class TaskSwitchExit(Exit):
+    """A task switch under task-switch exiting (reason 9, unconditional in VMX non-root
+    operation, SDM Vol. 3C §25.1.2; qualification Table 27-2).  ``source`` is "call",
+    "jmp", "iret" or "int" (through a task gate of the IDT: ``vector``, ``error_code``
+    and ``kind`` then say which event, which was not delivered)."""
+
+    selector: int
+    source: str
+    vector: int | None = None
+    error_code: int | None = None
+    kind: str | None = None
+    reason = "task switch"
+
+
+@dataclass(slots=True)
 class InterruptWindowExit(Exit):
     """Interrupt-window exiting: at an instruction boundary with EFLAGS.IF = 1 and no
     blocking by STI or MOV SS (reason 7, SDM Vol. 3C §25.2).  Taken between blocks,

@@ -55,6 +55,8 @@ CONTROLS = (
      "VMX-preemption timer (§24.6.1, §25.5.1)"),
     ("vmx_instruction_exiting", "the VMX instructions exit", "unconditional in non-root "
      "operation (§25.1.2)"),
+    ("task_switch_exiting", "a task switch (CALL/JMP to a TSS or task gate, IRET with NT, an "
+     "event through a task gate) exits", "unconditional in non-root operation (§25.1.2)"),
 )
 
 
@@ -91,6 +93,7 @@ class InterceptControls:
         self.interrupt_window_exiting = False
         self.preemption_deadline = None
         self.vmx_instruction_exiting = False
+        self.task_switch_exiting = False
 
     def exits_on_event(self, vector: int, kind: str) -> bool:
         """Does delivering this event exit?"""

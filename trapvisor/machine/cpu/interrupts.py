@@ -105,6 +105,12 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
         # A task switch (tasks.py); the return address is the old task's EIP.
         from . import tasks
         tsel, td = tasks.via_gate(cpu, vector * 8, gate, ext)
+        if cpu.intercepts.task_switch_exiting:
+            # VMX non-root: the task switch exits (SDM Vol. 3C §25.1.2); the event is
+            # not delivered, and the monitor is told which one it was.
+            from .exits import TaskSwitchExit
+            cpu.deliveries -= 1
+            raise ExitFault(TaskSwitchExit(tsel, "int", vector, error_code, kind))
         tasks.switch(cpu, tsel, td, "int", cpu.eip, error_code, ext)
         cpu.halted = False
         if kind == "software":
@@ -209,6 +215,9 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         raise MachineStop("real mode", "IRET in real mode is not supported")
     if cpu.eflags_rest & NT:
         from . import tasks
+        if cpu.intercepts.task_switch_exiting:
+            from .exits import TaskSwitchExit
+            raise ExitFault(TaskSwitchExit(cpu.sys_read(cpu.tr_base, 2), "iret"))
         tasks.task_return(cpu, next_eip)     # back to the task in the link field
         return
     regs = cpu.regs

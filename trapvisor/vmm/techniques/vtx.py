@@ -122,6 +122,9 @@ class Vtx(Monitor):
         self.stop_reason: MachineStop | None = None
         self.halted = False
         self.guest_tsc = vcpu.tsc_offset       # the guest's TSC offset (WRMSR to the TSC)
+        # CR2 is not part of the VMCS (SDM Vol. 3C §27.3.1: VM exits do not save it): the
+        # host CPU's CR2 is the guest's, except after a hidden page fault of the shadow.
+        self.guest_cr2 = vcpu.cr2
         self.window = False
         self.shadow = None
         self.exit_counts: dict[int, int] = {}
@@ -255,6 +258,7 @@ class Vtx(Monitor):
         debug_update(vcpu)
         vcpu.halted = self.halted
         vcpu.tsc_offset = self.guest_tsc + self.direct()
+        vcpu.cr2 = self.guest_cr2
 
     def store_vcpu(self) -> None:
         """The virtual CPU's state back into the VMCS (and the general registers onto the
@@ -273,6 +277,7 @@ class Vtx(Monitor):
         cpu.regs[:] = vcpu.regs
         cpu.dr[:7] = vcpu.dr[:7]
         self.guest_tsc = vcpu.tsc_offset - self.direct()
+        self.guest_cr2 = cpu.cr2 = vcpu.cr2
 
     # -- accounting ------------------------------------------------------------------------
     def direct(self) -> int:
@@ -341,6 +346,8 @@ class Vtx(Monitor):
         """One VM exit, by its basic reason (SDM Vol. 3C Appendix C)."""
         v, basic, costs = self.vmcs, exit.basic, self.costs
         self.exit_counts[basic] = self.exit_counts.get(basic, 0) + 1
+        if not (basic == 0 and self.shadow is not None and v["VM_EXIT_INTR_INFO"] & 0xFF == PF_VEC):
+            self.guest_cr2 = self.host.cr2        # the guest's own CR2 (it may have faulted since)
         cycles = costs.vm_exit_entry
         eip = v["GUEST_RIP"]
         detail = None
@@ -361,6 +368,9 @@ class Vtx(Monitor):
             if stop is not None:
                 return stop
             cycles += costs.shadow_fill if self.last_fill else costs.interpreter_routine
+        elif basic == 9:
+            ins = self.on_task_switch(v)
+            cycles += costs.interpreter_routine
         elif basic == 2:
             return MachineStop("triple fault", "a triple fault in VMX non-root operation "
                                                "(EXIT_REASON_TRIPLE_FAULT)")
@@ -373,6 +383,33 @@ class Vtx(Monitor):
                                                 f"{v['GUEST_PHYSICAL_ADDRESS']:#x}")
         self.exit_cycles[basic] = self.exit_cycles.get(basic, 0) + cycles
         self.charge(EXIT, exit.name, cycles, eip, ins, detail)
+        return None
+
+    def on_task_switch(self, v):
+        """A task switch (unconditional exit, SDM Vol. 3C §25.1.2): performed on the virtual
+        CPU -- by re-executing the CALL, JMP, IRET or INT n, or, for an event through a
+        task gate (source 3), by delivering the event named in the IDT-vectoring
+        information (§27.2.4)."""
+        from ...machine.cpu.cpu import CpuFault
+        from ...machine.cpu.interrupts import deliver_event
+        idt = v["IDT_VECTORING_INFO_FIELD"]
+        kind = (idt >> 8) & 7
+        self.load_vcpu()
+        if not idt >> 31 or v["EXIT_QUALIFICATION"] >> 30 != 3 or kind == 4:
+            return self.emulate()
+        vcpu = self.vm.vcpu
+        before = SystemState(vcpu)
+        vector = idt & 0xFF
+        error = v["IDT_VECTORING_ERROR_CODE"] if idt & (1 << 11) else None
+        if kind == 0:
+            try:
+                deliver_event(vcpu, vector, None, kind="external")
+            except CpuFault as f:
+                vcpu.raise_exception(f.vector, f.error_code)
+        else:
+            vcpu.raise_exception(vector, error)
+        self.after_emulate(before)
+        self.store_vcpu()
         return None
 
     def emulate(self):
@@ -414,6 +451,7 @@ class Vtx(Monitor):
         outcome = self.shadow.handle_fault(lin, bool(v["VM_EXIT_INTR_ERROR_CODE"] & 2))
         if outcome == FILLED:
             self.last_fill = True
+            self.host.cr2 = self.guest_cr2       # a hidden fault leaves the guest's CR2 alone
             return None
         if outcome == REFLECTED:
             vcpu.cr2 = lin

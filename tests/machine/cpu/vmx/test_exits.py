@@ -233,3 +233,24 @@ def test_descriptor_table_exiting(code, reason, identity):
     cpu, h, ex = exit_of(bytes.fromhex(code), proc2=C.SEC_DESCRIPTOR_TABLE_EXITING,
                          regs={0: 0x20000})
     assert ex.basic == reason and h.vmread("VMX_INSTRUCTION_INFO") >> 28 & 3 == identity
+
+
+def test_a_task_switch_exits_unconditionally_with_its_source():
+    """§25.1.2 and Table 27-2: selector in 15:0, source in 31:30 (2 = JMP); an event
+    through a task gate (source 3) is not delivered and is named in the IDT-vectoring
+    information (§27.2.4)."""
+    def available_tss(cpu, h):        # GDT slot 20h: an available 32-bit TSS
+        struct.pack_into("<Q", cpu.mem.ram, 0x20, 0x67 | 0x7900 << 16 | 0x89 << 40)
+    cpu, h, ex = exit_of(bytes.fromhex("ea000000002000"), setup=available_tss)   # jmp far 0020h:0
+    assert ex.basic == 9 and ex.name == "EXIT_REASON_TASK_SWITCH"
+    assert h.vmread("EXIT_QUALIFICATION") == 0x20 | 2 << 30
+    assert h.vmread("GUEST_RIP") == GUEST_CODE
+
+    def task_gate_for_ud(cpu, h):
+        from .vmxlib import GUEST_IDT
+        available_tss(cpu, h)
+        struct.pack_into("<Q", cpu.mem.ram, GUEST_IDT + 8 * 6, 0x20 << 16 | 0x8500 << 32)
+    cpu, h, ex = exit_of(bytes.fromhex("0f0b"), setup=task_gate_for_ud)
+    assert ex.basic == 9 and h.vmread("EXIT_QUALIFICATION") == 0x20 | 3 << 30
+    assert h.vmread("IDT_VECTORING_INFO_FIELD") == 1 << 31 | 3 << 8 | 6
+    assert cpu.deliveries == 0, "the #UD was not delivered"

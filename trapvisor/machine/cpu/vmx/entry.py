@@ -278,6 +278,7 @@ def apply_controls(vmx, v: Vmcs) -> None:
     ic.interrupt_window_exiting = bool(proc & C.CPU_INTERRUPT_WINDOW_EXITING)
     ic.cpuid_exiting = True
     ic.vmx_instruction_exiting = True
+    ic.task_switch_exiting = True
     if pin & C.PIN_PREEMPTION_TIMER:
         ic.preemption_deadline = cpu.steps() + (v["VMX_PREEMPTION_TIMER_VALUE"] << vmx.profile.preemption_rate)
     vmx.controls = (pin, proc, proc2, v["VM_EXIT_CONTROLS"])

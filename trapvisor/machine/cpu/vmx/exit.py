@@ -117,6 +117,18 @@ def describe(exit) -> tuple[int, dict] | None:
         info.update(VM_EXIT_INSTRUCTION_LEN=exit.length,
                     VMX_INSTRUCTION_INFO=DESCRIPTOR_IDENTITY.get(exit.mnemonic.lower(), 0) << 28)
         return n, info
+    if c is X.TaskSwitchExit:
+        # Table 27-2: selector 15:0, source 31:30 (0 CALL, 1 IRET, 2 JMP, 3 IDT task gate).
+        src = {"call": 0, "iret": 1, "jmp": 2, "int": 3}[exit.source]
+        info["EXIT_QUALIFICATION"] = exit.selector & 0xFFFF | src << 30
+        if src == 3:
+            kind = {"external": TYPE_EXTERNAL, "software": TYPE_SW_INTERRUPT}.get(exit.kind, TYPE_HW_EXCEPTION)
+            v = (1 << 31) | exit.vector | kind << 8
+            if exit.error_code is not None:
+                v |= 1 << 11
+                info["IDT_VECTORING_ERROR_CODE"] = exit.error_code
+            info["IDT_VECTORING_INFO_FIELD"] = v
+        return 9, info
     if c is X.InterruptWindowExit:
         return 7, info
     if c is X.PreemptionTimerExit:
@@ -155,7 +167,7 @@ def vm_exit_for(vmx, exit):
     v["VM_EXIT_REASON"] = basic
     for name, value in info.items():
         v[name] = value
-    if basic in (0, 1) and cpu.delivering is not None:
+    if basic in (0, 1) and cpu.delivering is not None and "IDT_VECTORING_INFO_FIELD" not in info:
         # The exit arose while an event was being delivered (§27.2.4): IDT-vectoring info.
         v["IDT_VECTORING_INFO_FIELD"] = (1 << 31) | cpu.delivering | TYPE_HW_EXCEPTION << 8
     save_guest(cpu, v)
