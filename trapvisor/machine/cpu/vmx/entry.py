@@ -21,7 +21,7 @@ unconditional exits of non-root operation (CPUID, the VMX instructions,
 
 from __future__ import annotations
 
-from ..constants import CS, EFLAGS_RESERVED_1, IF, SS, VM
+from ..constants import EFLAGS_RESERVED_1, IF, VM
 from . import capabilities as C
 from .ept import Ept, eptp_valid
 from .vmcs import Vmcs

@@ -18,7 +18,6 @@ is exit reason 2 (§25.2).
 from __future__ import annotations
 
 from .. import exits as X
-from ..cpu import MachineStop
 from . import capabilities as C
 from .state import load_host, save_guest
 
@@ -222,5 +221,3 @@ def store_msr_list(cpu, addr: int, count: int) -> None:
         cpu.phys_write(e + 8, 4, value & 0xFFFFFFFF)
         cpu.phys_write(e + 12, 4, value >> 32)
 
-
-__all__ = ["EXIT_REASONS", "describe", "vm_exit_for", "entry_failure", "MachineStop"]

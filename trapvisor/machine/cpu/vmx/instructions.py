@@ -29,9 +29,7 @@ from ..exits import InstructionExit
 from ..operands import GPR, SEGREG, Unsupported, ea_fn, mem_segment, reg_reader, reg_writer
 from ..registry import JUMP, NORMAL, handles
 from . import capabilities as C
-from .vmcs import (
-    ENCODING, REVISION_MASK, VM_INSTRUCTION_ERROR, Vmcs, is_read_only, resolve,
-)
+from .vmcs import REVISION_MASK, VM_INSTRUCTION_ERROR, Vmcs, is_read_only, resolve
 
 M = iced.Mnemonic
 R = iced.Register
@@ -295,17 +293,15 @@ def c_vm_pointer(cpu, ins):
     name = {M.VMXON: "vmxon", M.VMCLEAR: "vmclear", M.VMPTRLD: "vmptrld"}[ins.mnemonic]
     op = {M.VMXON: vmxon, M.VMCLEAR: vmclear, M.VMPTRLD: vmptrld}[ins.mnemonic]
     read, _, _ = _mem64(cpu, ins)
+    is_vmxon = ins.mnemonic == M.VMXON
     check = _guard(cpu, ins, name, _instruction_info(ins), ins.memory_displacement,
-                   ud_outside=ins.mnemonic != M.VMXON)
-    vmx = cpu.vmx
+                   ud_outside=not is_vmxon)
 
     def run():
-        if ins_is_vmxon and not cpu.cr4 & C.CR4_VMXE:
-            raise CpuFault(UD)
+        if is_vmxon and not cpu.cr4 & C.CR4_VMXE:
+            raise CpuFault(UD)          # VMXON with CR4.VMXE = 0 (§30.3 VMXON)
         check()
         set_status(cpu, op(cpu, read()))
-    ins_is_vmxon = ins.mnemonic == M.VMXON
-    del vmx
     return run, NORMAL
 
 
@@ -451,4 +447,3 @@ def c_invept(cpu, ins):
     return run, NORMAL
 
 
-ENCODINGS = ENCODING    # re-exported for tests and the CLI

@@ -11,7 +11,6 @@ a null selector is unusable (§24.4.1).
 from __future__ import annotations
 
 from ..constants import CS, EFLAGS_RESERVED_1, SS, VM
-from . import vmcs as F
 
 SEGMENTS = ("ES", "CS", "SS", "DS", "FS", "GS")     # the CPU's order: ES=0, CS=1, SS=2, ...
 UNUSABLE = 1 << 16

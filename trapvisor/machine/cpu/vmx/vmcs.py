@@ -128,7 +128,7 @@ def is_read_only(enc: int) -> bool:
 def resolve(enc: int):
     """(full encoding, high half?) of a VMREAD/VMWRITE operand, or None if this
     processor has no such component (§30.3 VMREAD: error 12)."""
-    if enc >> 32 or enc & 0xFFFF8000 & 0xFFFFFFFF:
+    if enc >> 32 or enc & 0xFFFF8000:        # bits 31:15 reserved (Table 24-21)
         return None
     if enc & 1:
         full = enc & ~1
