@@ -29,6 +29,7 @@ class CostModel:
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int
+    ept_walk: int
 
     @classmethod
     def default(cls) -> "CostModel":

@@ -67,10 +67,11 @@ class Host:
     (the monitor region, then one partition per VM) and one host CPU with no
     devices of its own (every port and interrupt line is the monitor's)."""
 
-    def __init__(self, guest_sizes, *, strict: bool = False):
+    def __init__(self, guest_sizes, *, strict: bool = False, vmx: str | None = None):
+        """``vmx``: the host CPU has VMX with that capability profile (machine/cpu/vmx)."""
         self.memory = PhysicalMemory(Allocator.host_size_for(list(guest_sizes)))
         self.allocator = Allocator(self.memory)
-        self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict)
+        self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict, vmx=vmx)
 
 
 class Monitor:

@@ -42,7 +42,10 @@ from __future__ import annotations
 import os
 
 from . import flags as F
-from .exits import BudgetExhausted, CodeFenceExit, GuestExit, MachineStopped, Preempted
+from .exits import (
+    BudgetExhausted, CodeFenceExit, GuestExit, InterruptWindowExit, MachineStopped, Preempted,
+    PreemptionTimerExit,
+)
 from .constants import (
     AC, CR0_AM, CR0_ET, CS, EFLAGS_RESERVED_1, GP, IF, SS, TF, EXCEPTION_NAMES, SEG_NAMES,
     APIC_BASE_DEFAULT, APIC_BASE_BSP, APIC_BASE_ENABLE,
@@ -167,7 +170,8 @@ from .paging import Paging  # noqa: E402
 
 
 class CPU(MemoryAccess, Paging):
-    def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False):
+    def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False,
+                 vmx=None):
         self.mem = memory
         self.ram = memory.ram
         self.ram_size = memory.size
@@ -236,6 +240,7 @@ class CPU(MemoryAccess, Paging):
         self.tsc_offset = 0
 
         self.paging = False
+        self.ept = None               # vmx.ept.Ept in VMX non-root operation with EPT
         self._tlb = ({}, {}, {}, {})  # read-sup, write-sup, read-user, write-user
         self.tlb_r, self.tlb_w = self._tlb[0], self._tlb[1]
         self.tlb_global = set()
@@ -265,6 +270,13 @@ class CPU(MemoryAccess, Paging):
         self.auditor = None           # audit.Auditor: records sensitive instructions (set before running)
         self.delivering = None        # vector being delivered (double-fault detection)
         self.exception_counts = {}
+
+        # VMX (SDM Vol. 3C ch. 23-30, ``vmx/``): None -- the default -- is a CPU without
+        # it; "early" or "late" names a capability profile (vmx/capabilities.py).
+        self.vmx = None
+        if vmx not in (None, "off"):
+            from .vmx import Vmx
+            self.vmx = Vmx(self, vmx)
 
         from .translate import Translator
         self.translator = Translator(self)
@@ -382,9 +394,22 @@ class CPU(MemoryAccess, Paging):
 
         A machine stop stays in ``self.stop`` (the machine cannot go on: running
         again returns it again); any other exit is cleared as it is returned.
+
+        In VMX non-root operation an exit the VMCS asks for is a VM exit
+        (``vmx/exit.py``): the guest state is saved, the host state loaded, and
+        the VM exit returned (or, with host code to run, the run goes on there).
         """
+        if self.vmx is None:
+            return self._run(max_instructions)
+        return self.vmx.run(max_instructions)
+
+    def _run(self, max_instructions: int | None = None):
         limit = self.steps() + max_instructions if max_instructions is not None else 1 << 62
         clock = self.clock
+        ic = self.intercepts
+        timer = ic.preemption_deadline
+        if timer is not None and timer < limit:
+            limit = timer
         while self.stop is None and self.exit_code is None and self.icount + self.deliveries < limit:
             if self.halted:
                 if not self.idle():
@@ -395,6 +420,9 @@ class CPU(MemoryAccess, Paging):
                 self.deliver_external_interrupt()
                 if self.stop is not None:
                     break
+            if ic.interrupt_window_exiting and self.eflags_rest & IF and not self.inhibit_irq:
+                self.stop = InterruptWindowExit()
+                break
             budget = limit - self.icount - self.deliveries
             if self.resched:
                 self.resched = False
@@ -407,6 +435,8 @@ class CPU(MemoryAccess, Paging):
             self.execute(budget)
             if clock is not None:
                 clock.run_due()
+        if timer is not None and self.stop is None and self.exit_code is None and self.steps() >= timer:
+            return PreemptionTimerExit()
         return self.take_exit()
 
     def steps(self) -> int:
@@ -448,6 +478,7 @@ class CPU(MemoryAccess, Paging):
         closures and count towards getting one.
         """
         end = self.icount + budget
+        ic = self.intercepts
         # A block observer (--trace) must see every block: closures only then.
         observe = self.hooks.block_fetched
         tier = self.block_tier and observe is None
@@ -463,8 +494,9 @@ class CPU(MemoryAccess, Paging):
             blk = ip = gen = None
             # Generated code may run several blocks in one go (self-loops, chaining); the
             # closure path would return after one block if an interrupt is deliverable.
-            lim = end if quiet or not (self.eflags_rest & IF and self.intc is not None
-                                       and self.intc.interrupt_pending()) else self.icount + 1
+            lim = end if quiet or not (self.eflags_rest & IF and (
+                ic.interrupt_window_exiting or self.intc is not None and self.intc.interrupt_pending())) \
+                else self.icount + 1
             try:
                 blk = self.fetch_block()
                 # The budget is exact: a block it ends inside runs only as far as it allows
@@ -552,7 +584,8 @@ class CPU(MemoryAccess, Paging):
             if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq \
                     or self.resched:
                 return
-            if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
+            if self.eflags_rest & IF and (self.intc is not None and self.intc.interrupt_pending()
+                                          or ic.interrupt_window_exiting):
                 return
             quiet = True
 
@@ -712,6 +745,8 @@ class CPU(MemoryAccess, Paging):
         from .interrupts import deliver_event, raise_exception
         try:
             deliver_event(self, vector, None, kind="external")
+        except ExitFault as f:
+            self.stop = f.exit
         except CpuFault as f:
             raise_exception(self, f.vector, f.error_code)
 

@@ -9,6 +9,11 @@ guest time is deterministic; RDTSC is #GP(0) at CPL > 0 with CR4.TSD (SDM
 Vol. 2 RDTSC).  CPUID reports what this CPU implements (SDM Vol. 2 CPUID).
 SYSENTER and SYSEXIT load flat segments without reading descriptors (SDM
 Vol. 2 SYSENTER, SYSEXIT).
+
+With VMX (``cpu.vmx``, ``vmx/``): CPUID.1:ECX.VMX, IA32_FEATURE_CONTROL and
+the IA32_VMX_* capability MSRs (SDM Vol. 3C §23.6-23.7, Appendix A); RDTSC,
+CPUID, RDMSR and WRMSR honour their exiting controls and TSC offsetting
+(``intercepts.py``).  Without it, nothing here changes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from .constants import (
     CR0_PE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
     MSR_IA32_SYSENTER_EIP, MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, RF, SS, VM,
 )
-from .cpu import CpuFault
+from .cpu import CpuFault, ExitFault
+from .exits import InstructionExit
 from .privilege import require_cpl0, strict_trap
 from .registry import END, JUMP, NORMAL, handles
 
@@ -31,8 +37,12 @@ M = iced.Mnemonic
 def c_rdmsr(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def rdmsr():
         require_cpl0(cpu)
+        if ic.msr_exiting is not None and ic.exits_on_msr(regs[1], False):
+            raise ExitFault(InstructionExit("rdmsr", length, regs[1]))
         v = read_msr(cpu, regs[1])
         regs[0], regs[2] = v & 0xFFFFFFFF, v >> 32
     return rdmsr, NORMAL
@@ -42,14 +52,18 @@ def c_rdmsr(cpu, ins):
 def c_wrmsr(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def wrmsr():
         require_cpl0(cpu)
+        if ic.msr_exiting is not None and ic.exits_on_msr(regs[1], True):
+            raise ExitFault(InstructionExit("wrmsr", length, regs[1]))
         write_msr(cpu, regs[1], (regs[2] << 32) | regs[0])
     return wrmsr, END
 
 
 def read_tsc(cpu) -> int:
-    return (cpu.icount + cpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+    return (cpu.icount + cpu.tsc_offset + cpu.intercepts.tsc_offset) & 0xFFFFFFFFFFFFFFFF
 
 
 def read_msr(cpu, n: int) -> int:
@@ -65,6 +79,10 @@ def read_msr(cpu, n: int) -> int:
         return cpu.sysenter_eip
     if n in cpu.msr:
         return cpu.msr[n]
+    if cpu.vmx is not None:
+        v = cpu.vmx.read_msr(n)
+        if v is not None:
+            return v
     if n in (0x1A0, 0x277, 0x8B, 0x17, 0xFE, 0x2FF, 0x179, 0x17A):
         return cpu.msr.get(n, 0)
     raise CpuFault(GP, 0)
@@ -83,6 +101,8 @@ def write_msr(cpu, n: int, v: int) -> None:
         cpu.sysenter_eip = v & 0xFFFFFFFF
     elif n in (0x1A0, 0x277, 0x8B, 0x2FF, 0x179, 0x17A) or n in cpu.msr:
         cpu.msr[n] = v
+    elif cpu.vmx is not None and cpu.vmx.write_msr(n, v):
+        pass
     else:
         raise CpuFault(GP, 0)
 
@@ -91,9 +111,13 @@ def write_msr(cpu, n: int, v: int) -> None:
 def c_rdtsc(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def rdtsc():
         if cpu.cr4 & CR4_TSD and cpu.cpl > 0:
             raise CpuFault(GP, 0)
+        if ic.rdtsc_exiting:
+            raise ExitFault(InstructionExit("rdtsc", length))
         t = read_tsc(cpu)
         regs[0], regs[2] = t & 0xFFFFFFFF, t >> 32
     return rdtsc, NORMAL
@@ -104,11 +128,18 @@ CPUID_EDX = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1
     | (1 << 11) | (1 << 13) | (1 << 15)   # VME DE PSE TSC MSR CX8 APIC SEP PGE CMOV
 
 
+CPUID_ECX_VMX = 1 << 5      # CPUID.1:ECX.VMX (SDM Vol. 3C §23.6)
+
+
 @handles(M.CPUID)
 def c_cpuid(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def cpuid():
+        if ic.cpuid_exiting:
+            raise ExitFault(InstructionExit("cpuid", length))
         leaf = regs[0]
         if leaf == 0:
             # Vendor "TrapvisorCPU" in EBX, EDX, ECX.
@@ -122,6 +153,8 @@ def c_cpuid(cpu, ins):
             regs[3] = 0x00010000      # APIC ID 0, 1 logical processor
             regs[1] = 0
             regs[2] = CPUID_EDX & ~(0 if cpu.apic_base & (1 << 11) else (1 << 9))
+            if cpu.vmx is not None:
+                regs[1] |= CPUID_ECX_VMX
         else:
             regs[0] = regs[1] = regs[2] = regs[3] = 0
     return cpuid, NORMAL

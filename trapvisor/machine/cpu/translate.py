@@ -25,6 +25,8 @@ from . import (  # noqa: F401
     ops_move, ops_stack, ops_alu, ops_shift, ops_bits, ops_eflags, ops_control, ops_string,
     ops_io, ops_sysregs, ops_tables, ops_far, ops_msr,
 )
+# The VMX instructions compile only on a CPU with VMX (cpu.vmx; vmx/instructions.py).
+from .vmx import instructions as _vmx_instructions  # noqa: F401,E402
 
 _FORMATTER = iced.Formatter(iced.FormatterSyntax.INTEL)
 
