@@ -29,6 +29,9 @@ class CostModel:
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int
+    bt_translate_instruction: int
+    bt_callout: int
+    bt_chain: int
 
     @classmethod
     def default(cls) -> "CostModel":
