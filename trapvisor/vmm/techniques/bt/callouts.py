@@ -11,7 +11,8 @@ Callout` recorded for that address:
   the guest's privileges and tables (an interpreter routine, as under
   trap-and-emulate, but without the hardware trap: the translator knew the
   instruction was sensitive).  When the guest goes on with the next
-  instruction, the host resumes right after the ``ud2``, in the same unit;
+  instruction, the host resumes right after the ``ud2``, in the same unit
+  (every guest instruction of a unit is an entry point: ``tcache.entries``);
 * ``chain``: a branch to a unit not translated yet: translate it and patch
   the branch, so that it is taken without an exit from then on;
 * ``continue``: the end of a unit at its size limit (or before code that
@@ -32,7 +33,7 @@ def handle(bt, c):
     if c.kind in ("chain", "continue"):
         bt.callout_counts[c.kind if c.kind == "continue" else "chain (translate target)"] += 1
         try:
-            unit = bt._unit_for(c.guest)
+            unit, to = bt._entry(c.guest)
         except (CpuFault, Untranslatable):
             # The target cannot be fetched: the guest takes its fault there, as natively.
             bt._leave_cache(guest=c.guest)
@@ -40,9 +41,9 @@ def handle(bt, c):
             bt._interpret_step("fetch at a branch target")
             return None
         if c.kind == "chain":
-            bt.translator.link(c, unit)
+            bt.translator.link(c, unit, to)
             bt.chains += 1
-        host.eip = unit.host
+        host.eip = to
         bt.charge(TRAP, f"bt {c.kind}", costs.bt_chain, c.guest, log=False)
         return None
     bt.callout_counts[c.reason] += 1
@@ -53,6 +54,4 @@ def handle(bt, c):
     push(vcpu, host)
     if vcpu.inhibit_irq:
         bt.shadow_at = host.icount
-    if c.resume is not None and not vcpu.halted:
-        bt.resume = c
     return None

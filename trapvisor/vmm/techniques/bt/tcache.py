@@ -17,7 +17,11 @@ address back to the guest's"):
 * ``guest_at``: tcache address of every host instruction -> guest EIP of the
   guest instruction it stands for;
 * ``callouts``: tcache address of every callout -> :class:`Callout`;
-* ``entries``: guest EIP -> the unit entered there;
+* ``entries``: guest EIP -> (unit, tcache address) where its translation can be
+  entered.  Every guest instruction of a unit is an entry point, not only the
+  first: a unit is straight-line code, so its host code from any row on is the
+  translation of the guest's code from that row's EIP on (after an exit in the
+  middle of a unit the host resumes there, without translating again);
 * ``by_frame``: guest frame -> units translated from it (coherence);
 * ``by_page``: guest linear page -> (guest frame, units), to find units whose
   code a page-table change or CR3 load remaps.
@@ -63,8 +67,7 @@ class Callout:
     reason: str = ""
     unit: "Unit | None" = None
     site: int | None = None          # chain: tcache address of the branch to patch
-    resume: int | None = None        # emulate: tcache address after the ud2, if the unit goes on
-    next_guest: int | None = None    # ... valid when the guest goes on at this EIP
+    next_guest: int | None = None    # emulate: the EIP after the instruction
     at: int = 0                      # its own tcache address
 
 
@@ -114,7 +117,7 @@ class TranslationCache:
     def reset_maps(self) -> None:
         self.guest_at: dict[int, int] = {}
         self.callouts: dict[int, Callout] = {}
-        self.entries: dict[int, Unit] = {}
+        self.entries: dict[int, tuple] = {}
         self.by_frame: dict[int, set] = {}
         self.by_page: dict[int, tuple[int, set]] = {}
         self.units: list[Unit] = []
@@ -145,6 +148,8 @@ class TranslationCache:
         for unit in self.units:
             unit.valid = False
         self.reset_maps()
+        if self.next > self.lo:
+            self.write(self.lo, bytes(self.next - self.lo))
         self.next = self.lo
 
     # -- the virtual-CPU page ----------------------------------------------------
@@ -157,7 +162,14 @@ class TranslationCache:
     # -- units -------------------------------------------------------------------
     def add(self, unit: Unit) -> None:
         self.units.append(unit)
-        self.entries[unit.entry] = unit
+        entries = self.entries
+        for row in unit.rows:
+            if row.kind == "continue":
+                continue          # a stub that asks for the translation of row.guest
+            have = entries.get(row.guest)
+            if have is None or not have[0].valid or row.guest == unit.entry:
+                entries[row.guest] = (unit, row.host)
+        entries[unit.entry] = (unit, unit.host)
         for frame in unit.frames:
             self.by_frame.setdefault(frame, set()).add(unit)
         for page, frame in unit.pages.items():
@@ -174,8 +186,6 @@ class TranslationCache:
             return
         unit.valid = False
         self.invalidations += 1
-        if self.entries.get(unit.entry) is unit:
-            del self.entries[unit.entry]
         for site, length, stub, source in unit.incoming:
             if source.valid:
                 self.patch_rel32(site, length, stub)
@@ -192,6 +202,13 @@ class TranslationCache:
                 have[1].discard(unit)
                 if not have[1]:
                     del self.by_page[page]
+
+    def lookup(self, eip: int):
+        """(unit, tcache address) of a valid translation entered at guest ``eip``, or None."""
+        have = self.entries.get(eip)
+        if have is not None and have[0].valid:
+            return have
+        return None
 
     def invalidate_frame(self, frame: int) -> int:
         """A guest store into ``frame``: drop every unit translated from it."""

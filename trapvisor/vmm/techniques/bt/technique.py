@@ -80,7 +80,6 @@ class BinaryTranslation(TrapEmulate):
         self.translator = Translator(vcpu, vm.partition.size, self.tc, **kwargs)
         self.base_page = vm.partition.base >> 12
         self.saved = None            # the guest's CS and GS caches while translated code runs
-        self.resume = None           # the callout just handled, if its unit goes on after it
         self.stale = False           # units dropped while the host ran in the cache
         self.callout_counts: Counter = Counter()
         self.lookups = self.lookup_hits = 0
@@ -101,18 +100,19 @@ class BinaryTranslation(TrapEmulate):
             self.host.intercepts.code_fence = (self.tc.lo, self.tc.hi)
 
     # -- entering and leaving the translation cache ---------------------------------
-    def _unit_for(self, eip: int):
-        """The unit entered at guest ``eip``, translated now if there is none."""
+    def _entry(self, eip: int):
+        """(unit, tcache address) of the translation of guest ``eip``, translated now
+        if there is none (may raise the guest's fetch fault, or Untranslatable)."""
         self.lookups += 1
-        unit = self.tc.entries.get(eip)
-        if unit is not None and unit.valid:
+        found = self.tc.lookup(eip)
+        if found is not None:
             self.lookup_hits += 1
-            return unit
+            return found
         unit = self.translator.translate(eip)
         self._trace_frames(unit)
         self.charge(TRAP, "translate unit", self.costs.bt_translate_instruction * unit.guest_count,
                     eip, log=False)
-        return unit
+        return unit, unit.host
 
     def _trace_frames(self, unit) -> None:
         """Write-protect the guest frames a unit came from (coherence), and mark them so
@@ -130,14 +130,10 @@ class BinaryTranslation(TrapEmulate):
         """Guest view -> the host runs the translation of the guest's EIP.  False if the
         instruction there cannot be translated (the caller interprets it)."""
         host, vcpu, tc = self.host, self.vm.vcpu, self.tc
-        c, self.resume = self.resume, None
-        if c is not None and c.unit.valid and vcpu.eip == c.next_guest:
-            at = c.resume
-        else:
-            try:
-                at = self._unit_for(vcpu.eip).host
-            except (CpuFault, Untranslatable):
-                return False
+        try:
+            at = self._entry(vcpu.eip)[1]
+        except (CpuFault, Untranslatable):
+            return False
         self.saved = (host.sel[CS], host.base[CS], host.limit[CS], host.attr[CS],
                       host.sel[GS], host.base[GS], host.limit[GS], host.attr[GS])
         host.set_segment_cache(CS, TC_CS_SELECTOR, 0, 0xFFFFFFFF, TC_CS_ATTR)

@@ -217,9 +217,7 @@ class Translator:
                 tc.guest_at[at] = ins.ip
                 if what == "callout":
                     _, nxt, ends = extra
-                    callouts.append((at, Callout("emulate", ins.ip, reason, unit,
-                                                 resume=None if ends else at + len(UD2),
-                                                 next_guest=nxt)))
+                    callouts.append((at, Callout("emulate", ins.ip, reason, unit, next_guest=nxt)))
                 code += body
             at += len(body) if what != "branch" else body
             if what == "branch":
@@ -232,8 +230,8 @@ class Translator:
             at += len(UD2)
             tc.guest_at[stub] = target
             callouts.append((stub, Callout("chain", target, "chain", unit, site=site)))
-            dest = tc.entries.get(target)
-            to = dest.host if dest is not None and dest.valid else stub
+            found = tc.lookup(target)
+            dest, to = found if found is not None else (None, stub)
             mn = _code_name(ins)
             rel = iced.Code.JMP_REL32_32 if row.kind == C.JMP else _JCC_REL32[mn.split("_")[0]]
             enc = _encode(iced.Instruction.create_branch(rel, to), site)
@@ -257,7 +255,7 @@ class Translator:
         tc.add(unit)
         return unit
 
-    def link(self, callout: Callout, dest: Unit) -> None:
+    def link(self, callout: Callout, dest: Unit, to: int) -> None:
         """A chain stub was taken and its target translated: patch the branch."""
         src = callout.unit
         if not src.valid or not dest.valid:
@@ -268,5 +266,5 @@ class Translator:
                 break
         else:
             return
-        self.tc.patch_rel32(callout.site, length, dest.host)
+        self.tc.patch_rel32(callout.site, length, to)
         dest.incoming.append((callout.site, length, callout.at, src))
