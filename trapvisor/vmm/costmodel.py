@@ -30,6 +30,9 @@ class CostModel:
     native_event: int
     vm_exit_entry: int
     ept_walk: int
+    bt_translate_instruction: int
+    bt_callout: int
+    bt_chain: int
 
     @classmethod
     def default(cls) -> "CostModel":

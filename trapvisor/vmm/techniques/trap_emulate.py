@@ -260,6 +260,21 @@ class TrapEmulate(Monitor):
             self.shadow_at = host.icount
         return None
 
+    # -- what a technique built on this loop adds (techniques/bt) ----------------------
+    def pull_guest(self) -> None:
+        """Host CPU -> virtual CPU, the guest's state as the guest sees it."""
+        pull(self.host, self.vm.vcpu)
+
+    def before_host_run(self) -> bool:
+        """Right before the host CPU runs the guest: False to go round the loop again."""
+        return True
+
+    def in_cache(self) -> bool:
+        return False
+
+    def after_host_run(self, ran: int, was_in_cache: bool) -> None:
+        """Right after the host CPU ran ``ran`` instructions."""
+
     def interpret(self, why: str) -> None:
         """Run one interpreter routine: the instruction at the virtual EIP, on the virtual CPU."""
         vcpu = self.vm.vcpu
@@ -341,7 +356,7 @@ class TrapEmulate(Monitor):
                     # else the pending interrupt is never injected and this loop never ends.
                     vcpu.inhibit_irq = False
                     if vm.devices.intc.interrupt_pending():
-                        pull(host, vcpu)
+                        self.pull_guest()
                         self.inject_pending()
                         push(vcpu, host)
                         continue
@@ -355,7 +370,7 @@ class TrapEmulate(Monitor):
                     if vcpu.inhibit_irq:
                         shadow = True       # one instruction first, then the interrupt (as the bare CPU)
                     else:
-                        pull(host, vcpu)
+                        self.pull_guest()
                         self.inject_pending()
                         push(vcpu, host)
                         if vcpu.stop is not None:
@@ -375,9 +390,14 @@ class TrapEmulate(Monitor):
                     budget = min(budget, clock.instructions_until(due))
                 if shadow:
                     budget = 1
+                if not self.before_host_run():
+                    continue
+                was = self.in_cache()
+                ran = host.icount
                 self.in_run = True
                 exit = host.run(budget)
                 self.in_run = False
+                self.after_host_run(host.icount - ran, was)
                 if vcpu.inhibit_irq and host.icount > self.shadow_at:
                     vcpu.inhibit_irq = False    # the shadowed instruction ran directly
                 stop = dispatch(exit)
