@@ -29,6 +29,9 @@ class CostModel:
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int
+    pv_hypercall: int
+    pv_bounce: int
+    pv_validated_update: int
 
     @classmethod
     def default(cls) -> "CostModel":
