@@ -298,7 +298,9 @@ class Pv(Monitor):
         return 0
 
     def shutdown(self, reason: int, code: int) -> None:
-        self.vm.exit_code = code & 0xFF
+        # The run's exit code as the debug-exit device reports it (2v+1, QEMU's
+        # isa-debug-exit convention), so that it compares with the bare PC's.
+        self.vm.exit_code = (code & 0xFF) << 1 | 1
 
     def console_out(self, data: bytes) -> None:
         self.sink(data)
