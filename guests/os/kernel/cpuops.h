@@ -77,6 +77,10 @@ u32 cpu_boot_free_start(void);
 void cpu_console_write(const char *s, u32 len);
 void cpu_timer_start(u32 hz);
 void cpu_shutdown(u8 value) __attribute__((noreturn));
+/* The machine state the kernel set through this layer, as the probe reports
+ * it: descriptor-table registers, LDTR, TR. */
+struct cpu_virtual_state { u32 gdt_base, idt_base; u16 gdt_limit, idt_limit, ldtr, tr; };
+extern struct cpu_virtual_state cpu_virtual;
 #endif
 
 #endif

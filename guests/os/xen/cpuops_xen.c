@@ -89,6 +89,8 @@ static volatile struct xencons_interface *cons;
 static u32 cons_port, timer_port;
 static const u32 *p2m;
 static u32 cur_cr3, vcr0 = CR0_PE | CR0_ET, vcr4;
+static u32 viopl, hyp_iopl;       /* the kernel's IOPL; the one it holds from the hypervisor */
+struct cpu_virtual_state cpu_virtual;
 static u8 shared_page[PGSIZE] __attribute__((aligned(PGSIZE)));
 static struct segdesc gdt_page[PGSIZE / 8] __attribute__((aligned(PGSIZE)));
 static struct trap_info trap_table[257];
@@ -113,6 +115,18 @@ static void mmuext(u32 cmd, u32 arg1, u32 arg2)
     check(hypercall(__HYPERVISOR_mmuext_op, (u32)&op, 1, 0, DOMID_SELF, 0), "mmuext_op");
 }
 
+/* The kernel's IOPL v: a ring-0 kernel does I/O whatever its IOPL; a ring-1
+ * kernel needs IOPL 1 at least, so the hypervisor is asked for max(v, 1). */
+static void set_iopl(u32 v)
+{
+    u32 want = v < 1 ? 1 : v;
+    viopl = v;
+    if (want != hyp_iopl) {
+        check(hypercall(__HYPERVISOR_physdev_op, PHYSDEVOP_set_iopl, (u32)&want, 0, 0, 0), "set_iopl");
+        hyp_iopl = want;
+    }
+}
+
 /* ---- boot: connect to the hypervisor, then start as from Multiboot ---- */
 struct mb_info { u32 flags, mem_lower, mem_upper, boot_device, cmdline; };
 static struct mb_info mbi;
@@ -131,8 +145,7 @@ void xen_start(struct start_info *si)
                     KCODE_SEL, (u32)xen_failsafe_entry, 0), "set_callbacks");
     /* Port I/O for the io workload's CMOS and POST ports: the I/O privilege a
      * kernel has at CPL 0, which at ring 1 takes IOPL 1 (physdev.h). */
-    u32 iopl = 1;
-    check(hypercall(__HYPERVISOR_physdev_op, PHYSDEVOP_set_iopl, (u32)&iopl, 0, 0, 0), "set_iopl");
+    set_iopl(0);
     mbi.flags = 1u << 0 | 1u << 2;
     mbi.mem_lower = 640;
     mbi.mem_upper = (si->nr_pages * (PGSIZE / 1024)) - 1024;
@@ -167,7 +180,7 @@ u32 cpu_read_flags(void)
 {
     u32 f;
     __asm__ volatile("pushfl; popl %0" : "=r"(f));
-    f &= ~(FL_IF | FL_IOPL);
+    f = (f & ~(FL_IF | FL_IOPL)) | viopl << 12;
     return vcpu()->evtchn_upcall_mask ? f : f | FL_IF;
 }
 
@@ -180,6 +193,8 @@ u32 cpu_irq_save(void)
 
 void cpu_irq_restore(u32 flags)
 {
+    if (((flags & FL_IOPL) >> 12) != viopl)
+        set_iopl((flags & FL_IOPL) >> 12);     /* POPF at CPL 0 sets IOPL too */
     if (flags & FL_IF)
         cpu_irq_enable();
     else
@@ -287,6 +302,8 @@ void cpu_write_cr4(u32 v) { vcr4 = v; }
 void cpu_load_gdt(const struct segdesc *gdt, u16 limit)
 {
     u32 n = (limit + 1u) / 8;
+    cpu_virtual.gdt_base = (u32)gdt;
+    cpu_virtual.gdt_limit = limit;
     for (u32 i = 0; i < n; i++) {
         struct segdesc d = gdt[i];
         if (!(d.hi & (1u << 12)))           /* S = 0: a system descriptor */
@@ -326,6 +343,8 @@ void cpu_set_idt_entry(struct gatedesc *idt, int vector, void (*entry)(void), u8
 void cpu_load_idt(const struct gatedesc *idt, u16 limit)
 {
     u32 n = 0;
+    cpu_virtual.idt_base = (u32)idt;
+    cpu_virtual.idt_limit = limit;
     for (u32 v = 0; v < (limit + 1u) / 8; v++) {
         const struct gatedesc *g = &idt[v];
         if (!(g->type_attr & 0x80))
@@ -341,13 +360,21 @@ void cpu_load_idt(const struct gatedesc *idt, u16 limit)
     check(hypercall(__HYPERVISOR_set_trap_table, (u32)trap_table, 0, 0, 0, 0), "set_trap_table");
 }
 
-void cpu_load_tr(u16 sel) { (void)sel; }
+/* No TSS under the hypervisor (stack_switch does its job); LTR's effects on
+ * the kernel's own table are kept: TR, and the descriptor marked busy. */
+void cpu_load_tr(u16 sel)
+{
+    struct segdesc *gdt = (struct segdesc *)cpu_virtual.gdt_base;
+    gdt[sel >> 3].hi |= 0x200;
+    cpu_virtual.tr = sel;
+}
 
 void cpu_load_ldt(u16 sel)
 {
     if (sel)
         panic("cpu_load_ldt: no LDTs under the hypervisor");
     mmuext(MMUEXT_SET_LDT, 0, 0);
+    cpu_virtual.ldtr = sel;
 }
 
 void cpu_set_kernel_stack(u32 esp0)

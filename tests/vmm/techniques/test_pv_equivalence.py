@@ -12,7 +12,7 @@ from trapvisor.vmm.run import run_technique
 from ..runs import run
 
 LIMIT = 300_000_000
-WORKLOADS = ["syscall iterations=200", "ctxswitch iterations=50", "pgfault iterations=50",
+WORKLOADS = ["probe", "syscall iterations=200", "ctxswitch iterations=50", "pgfault iterations=50",
              "ptemod iterations=50", "forkwait iterations=5", "divzero iterations=20",
              "crwrite iterations=200", "io iterations=100", "selftest", "protect",
              "mixed iterations=1", "compute iterations=2"]
