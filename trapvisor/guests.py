@@ -170,6 +170,22 @@ def get_guest(name: str) -> GuestInfo:
     return _info(*manifests[name])
 
 
+def paravirt_variant(kernel) -> pathlib.Path | None:
+    """The paravirtual build of the bundled guest that ``kernel`` is a build of
+    (its manifest's ``paravirt = "NAME"``), built if needed; None for any other file."""
+    path = pathlib.Path(kernel).resolve()
+    try:
+        path.relative_to(build_dir().resolve())
+    except ValueError:
+        return None
+    name = path.parent.name.rsplit("-", 1)[0]
+    manifests = _manifests()
+    if name not in manifests or path.stem != name:
+        return None
+    variant = manifests[name][1].get("paravirt")
+    return build_guest(variant) if variant else None
+
+
 # ---------------------------------------------------------------- tools
 
 _tool_versions: dict[str, str] = {}

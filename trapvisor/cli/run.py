@@ -168,9 +168,10 @@ def run_under_technique(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         with o.optional_output(args.trace, "trace file") as trace:
-            opts = technique_options(args, kernel, serial_out=serial.out, trace_file=trace,
-                                     costs=args.costs or CostModel.default())
-            r = get(args.technique)(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
+            cls = get(args.technique)
+            opts = technique_options(args, cls.guest_kernel(str(kernel)), serial_out=serial.out,
+                                     trace_file=trace, costs=args.costs or CostModel.default())
+            r = cls(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
     finally:
         serial.close()
     return report_technique_run(r, quiet=args.quiet)

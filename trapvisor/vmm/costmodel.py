@@ -33,6 +33,9 @@ class CostModel:
     bt_translate_instruction: int
     bt_callout: int
     bt_chain: int
+    pv_hypercall: int
+    pv_bounce: int
+    pv_validated_update: int
 
     @classmethod
     def default(cls) -> "CostModel":

@@ -98,6 +98,12 @@ class Monitor:
         return cls(RunOptions(kernel, **options), host)
 
     @classmethod
+    def guest_kernel(cls, kernel: str) -> str:
+        """The kernel this technique runs for ``kernel``: itself, except for a technique
+        that runs a ported build of it (``pv`` runs a guest's paravirtual build)."""
+        return kernel
+
+    @classmethod
     def preflight(cls, options: RunOptions) -> None:
         """Refuse, with a UserError, a run this host cannot give the technique (before any
         guest is built): e.g. no usable /dev/kvm."""
