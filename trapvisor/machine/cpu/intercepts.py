@@ -39,6 +39,13 @@ CONTROLS = (
     ("hlt_exiting", "HLT exits", "HLT exiting (§24.6.2)"),
     ("invlpg_exiting", "INVLPG exits", "INVLPG exiting (§24.6.2)"),
     ("code_fence", "None, or (lo, hi): a block fetched at CPL < 3 outside [lo, hi) exits", "none"),
+    # A host debugger's controls (trapvisor/debug): invisible to the guest, unlike DR0-DR7.
+    ("debug_breakpoints", "linear addresses: an instruction starting at one exits (DebugExit) "
+     "before it runs", "none (KVM_GUESTDBG_USE_SW_BP, api.rst 4.61)"),
+    ("debug_watchpoints", "(first, last, 'write'|'read'|'access'): a data access touching "
+     "[first, last] exits (DebugExit) after its instruction", "none (KVM_GUESTDBG_USE_HW_BP)"),
+    ("debug_single_step", "every instruction exits (DebugExit) after it retires; external "
+     "interrupts are held while it is set", "monitor trap flag (§25.5.2)"),
 )
 
 
@@ -66,6 +73,14 @@ class InterceptControls:
         self.hlt_exiting = False
         self.invlpg_exiting = False
         self.code_fence = None
+        self.debug_breakpoints = frozenset()
+        self.debug_watchpoints = ()
+        self.debug_single_step = False
+
+    def debugging(self) -> bool:
+        """Is any host-debugger control set?  (The CPU then runs instruction by
+        instruction where it must: ``CPU.debug_step``.)"""
+        return bool(self.debug_breakpoints or self.debug_watchpoints or self.debug_single_step)
 
     def exits_on_event(self, vector: int, kind: str) -> bool:
         """Does delivering this event exit?"""
@@ -105,6 +120,6 @@ class InterceptControls:
         out = {}
         for name in self.__slots__:
             v = getattr(self, name)
-            if v not in (0, False, None, frozenset()):
+            if v not in (0, False, None, frozenset(), ()):
                 out[name] = sorted(v) if isinstance(v, (set, frozenset)) else v
         return out
