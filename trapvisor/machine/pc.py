@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .board import build_board
 from .clock import VirtualClock
 from .cpu import CPU, MachineStop
+from .cpu.exits import DebugExit
 from .loader.boot_state import apply_entry_state, entry_state
 from .memory import PhysicalMemory
 
@@ -41,6 +42,7 @@ class RunResult:
     seconds: float = 0.0
     interrupted: bool = False
     exceptions: dict = field(default_factory=dict)
+    debug: object = None           # the DebugExit that ended the run (a host debugger's control)
 
     @property
     def mips(self) -> float:
@@ -95,17 +97,18 @@ class PC:
         first = cpu.steps()
         interrupted = False
         deadline = start + max_seconds if max_seconds else None
+        debug = None
         try:
             if deadline is None:
-                cpu.run(max_instructions)
+                debug = cpu.run(max_instructions)
             else:
                 end = cpu.steps() + max_instructions if max_instructions else None
                 while cpu.stop is None and cpu.exit_code is None and time.perf_counter() < deadline:
                     step = TIME_STEP if end is None else min(TIME_STEP, end - cpu.steps())
                     if step <= 0:
                         break
-                    cpu.run(step)
-                    if cpu.halted and cpu.stop is not None:
+                    debug = cpu.run(step)
+                    if debug.__class__ is DebugExit or cpu.halted and cpu.stop is not None:
                         break
         except KeyboardInterrupt:
             interrupted = True
@@ -116,12 +119,15 @@ class PC:
         seconds = time.perf_counter() - start
         stop = cpu.stop
         reason = stop.reason if stop is not None else None
+        debug = debug if debug.__class__ is DebugExit else None
+        if debug is not None and reason is None:
+            reason = "debug"
         if reason is None and cpu.exit_code is None and not interrupted:
             reason = "instruction limit" if max_instructions and cpu.steps() - first >= max_instructions \
                 else "time limit"
         detail = stop.detail if stop is not None else ""
         return RunResult(cpu.exit_code, reason, detail, cpu.icount, seconds, interrupted,
-                         dict(cpu.exception_counts))
+                         dict(cpu.exception_counts), debug)
 
     def _install_trace(self, f) -> None:
         """--trace: one line per executed block (EIP and its instructions)."""

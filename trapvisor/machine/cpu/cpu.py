@@ -433,7 +433,8 @@ class CPU(MemoryAccess, Paging):
         # Generated code runs several blocks in one go (chaining): not while a debugger
         # must see each block's instructions.
         tier = self.block_tier and observe is None and not debug
-        every = debug and bool(ic.debug_watchpoints or ic.debug_single_step)
+        every = debug and ic.debug_single_step
+        watch = debug and bool(self.dbg_watch)
         quiet = False     # known: no interrupt pending with IF=1 (the check after a block passed)
         while self.icount < end:
             if debug and (every or self.breakpoint_ahead()):
@@ -483,7 +484,10 @@ class CPU(MemoryAccess, Paging):
                         observe(blk)
                     # One at a time, so that an instruction that reads the clock (IN, OUT,
                     # RDTSC, MMIO) sees exactly the instructions retired before it.
-                    if blk.n <= room:
+                    if watch:
+                        if self.run_watched(blk, room):
+                            return
+                    elif blk.n <= room:
                         for ip, fn in blk.ops:
                             fn()
                             self.icount += 1
@@ -544,6 +548,35 @@ class CPU(MemoryAccess, Paging):
         first = (base + blk.ops[0][0]) & 0xFFFFFFFF
         last = (base + blk.ops[-1][0]) & 0xFFFFFFFF
         return any(first <= a <= last for a in self.intercepts.debug_breakpoints)
+
+    def run_watched(self, blk: Block, room: int) -> bool:
+        """Run a block's closures (at most ``room``) under the debugger's watchpoints;
+        True when one was hit (``self.stop`` is then its DebugExit, EIP after the
+        instruction that made the access).  A fault propagates as from the dispatch
+        loop, with ``self.eip`` at the faulting instruction."""
+        self.dbg_hit = None
+        ops = blk.ops
+        n = min(blk.n, room)
+        for i in range(n):
+            ip, fn = ops[i]
+            try:
+                fn()
+            except CpuFault:
+                self.eip = ip
+                raise
+            self.icount += 1
+            if self.dbg_hit is not None:
+                if i + 1 < blk.n:
+                    self.eip = ops[i + 1][0]
+                elif blk.fallthrough is not None:
+                    self.eip = blk.fallthrough
+                self.stop = DebugExit("watchpoint", self.dbg_hit[0], self.dbg_hit[1])
+                return True
+        if n < blk.n:
+            self.eip = ops[n][0]
+        elif blk.fallthrough is not None:
+            self.eip = blk.fallthrough
+        return False
 
     def debug_step(self) -> None:
         """One instruction under the host debugger's controls: a breakpoint at EIP exits
