@@ -11,6 +11,7 @@ guest is built or a machine exists.
 from __future__ import annotations
 
 from . import options as o
+from . import run_debug
 from .console import RawTerminal, SerialSpec, open_serial, serial_spec
 from .summaries import report_kvm_run, report_pc_run, report_technique_run
 
@@ -65,6 +66,7 @@ def add_parser(sub) -> None:
                    help="Linux under --accel kvm: enter the bzImage (it decompresses itself) or a vmlinux "
                         "trapvisor decompressed on the host; auto (default) = vmlinux on software KVM")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
+    run_debug.add_options(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -140,7 +142,12 @@ def check_run(args) -> None:
 
 def cmd_run(args) -> int:
     check_run(args)
+    gdb = run_debug.gdb_requested(args)
+    if gdb is not None:
+        run_debug.check_gdb_run(args)
     kernel = o.resolve_kernel(args.kernel)
+    if gdb is not None:
+        return run_debug.run_under_gdb(args, kernel)
     if args.accel == "kvm":
         return run_on_kvm(args, kernel)
     if args.technique != "native":

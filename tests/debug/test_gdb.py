@@ -1,0 +1,78 @@
+"""Real gdb (Debian's, in batch mode) against tvos with its symbols, on the bare PC and
+under the techniques: breakpoints at kernel functions, bt, step, print, watch, info
+registers, monitor commands, continue to the guest's exit.  Under a technique gdb
+must see the guest's state (CS 0x8 and CPL 0 of its kernel, its own GDT), never the
+monitor's ring-compressed host CPU (CS 0x9 at ring 1, the shadow GDT)."""
+
+import pytest
+
+from tests.hosttools_gate import need
+
+from .gdbrun import WORKLOAD, gdb_session
+
+TECHNIQUES = ["native", "trap-emulate", "emulate"]
+
+
+@pytest.fixture(autouse=True)
+def _gdb():
+    need("gdb")
+
+
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_break_bt_step_print_and_continue_to_the_end(technique):
+    s = gdb_session(["--technique", technique], [
+        "break pit_init", "continue", "bt", "print cmdline_copy", "next", "step",
+        "info registers", "continue"])
+    g = s.gdb
+    assert "Breakpoint 1, pit_init () at" in g and "timer.c:42" in g
+    assert "#1  0x" in g and "in kmain (" in g and "main.c:" in g           # bt
+    assert f'tvos.elf {WORKLOAD}", ' in g                                     # print a global
+    assert "43\t    cpu_outb(PIT_CH0" in g                                 # next: the next line
+    assert "cpu_outb (port=" in g and "cpuops_native.c:100" in g            # step: into the call
+    assert "cs             0x8 " in g and "ss             0x10 " in g         # the guest's selectors
+    assert "exited with code 01" in g
+    assert s.rc == 1 and "result syscall iterations=300" in s.stdout
+
+
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_a_watchpoint_stops_at_the_write_to_a_global(technique):
+    s = gdb_session(["--technique", technique], [
+        "watch current", "continue", "bt", "print current->pid", "delete", "continue"])
+    g = s.gdb
+    assert "Hardware watchpoint 1: current" in g
+    assert "Old value = (struct proc *) 0x0" in g and "New value = (struct proc *) 0x10ef60 <procs>" in g
+    assert "#0  scheduler () at" in g and "$1 = 1" in g
+    assert "exited with code 01" in g and s.rc == 1
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-emulate"])
+def test_monitor_info_registers_shows_the_guests_cpl_and_tables(technique):
+    s = gdb_session(["--technique", technique], [
+        "break trap", "continue", "monitor info registers", "monitor techniques", "kill"])
+    g = s.gdb
+    assert "Breakpoint 1, trap (tf=" in g
+    assert "CPL=0" in g and "GDTR=00101800/002f" in g and "IDTR=00101000/07ff" in g
+    assert f"technique {technique}" in g
+    assert f"* {technique}" in g and "  emulate" in g        # monitor techniques marks this one
+    assert s.rc != 0 and "result syscall" not in s.stdout     # killed before the end
+
+
+def test_stepi_hbreak_rwatch_and_writing_a_register():
+    s = gdb_session([], [
+        "hbreak kalloc_init", "continue", "stepi", "stepi", "info registers eip",
+        "print $eax = 0x1234", "print/x $eax", "delete", "rwatch nfree", "continue",
+        "delete", "continue"])
+    g = s.gdb
+    assert "Hardware assisted breakpoint 1 at" in g and "kalloc_init (" in g
+    assert "$1 = 4660" in g and "$2 = 0x1234" in g
+    assert "Hardware read watchpoint 2: nfree" in g and "Value = " in g
+    assert "exited with code 01" in g
+
+
+def test_ctrl_c_interrupts_a_running_guest():
+    # Started running: gdb's connection stops it (as QEMU does), then it runs on until Ctrl-C.
+    s = gdb_session([], ["continue", "info registers eip", "kill"], start_stopped=False,
+                    workload="workload=compute iterations=64", interrupt_after=3)
+    g = s.gdb
+    assert "received signal SIGINT" in g
+    assert "eip            0x" in g and "result compute" not in s.stdout
