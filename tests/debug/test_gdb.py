@@ -76,3 +76,35 @@ def test_ctrl_c_interrupts_a_running_guest():
     g = s.gdb
     assert "received signal SIGINT" in g
     assert "eip            0x" in g and "result compute" not in s.stdout
+
+
+# -- /dev/kvm ---------------------------------------------------------------------------------
+
+def _kvm_reference():
+    """The same run without gdb: its exit code and console (on a software KVM without 32-bit
+    paging tvos panics when it turns paging on; a VT-x host runs it to the end)."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "trapvisor", "run", "guest:tvos", "--accel", "kvm", "-q",
+                        "--append", WORKLOAD], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout
+
+
+def test_gdb_on_kvm_breaks_steps_watches_and_runs_to_the_same_end():
+    from tests.hosttools_gate import need_kvm
+    from trapvisor.kvm.hostinfo import probe_kvm
+    need_kvm(probe_kvm())
+    rc, console = _kvm_reference()
+    s = gdb_session(["--accel", "kvm"], [
+        "break kalloc_init", "continue", "bt", "print cmdline_copy", "watch range_end", "continue",
+        "delete", "next", "step", "stepi", "info registers", "monitor info registers", "continue"])
+    g = s.gdb
+    assert "Breakpoint 1, kalloc_init (start=" in g and "kalloc.c:18" in g
+    assert "in kmain (" in g and "main.c:67" in g
+    assert f'tvos.elf {WORKLOAD}", ' in g
+    assert "23\t        kfree((void *)(pa - PGSIZE));" in g                  # next, after the watch
+    assert "cs             0x8 " in g and "eip            0x102b" in g
+    assert "Old value = 0" in g and "New value = 67108864" in g               # watch range_end
+    assert "vCPU 0: CPL=0" in g and "GDT base=0000000000101800 limit=002f" in g
+    assert f"exited with code {rc:02d}" in g
+    assert s.rc == rc and s.stdout == console          # the guest ran as it runs without gdb
