@@ -38,8 +38,11 @@ SEG_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 
 
 class SimTarget(Target):
-    def __init__(self, monitor, max_instructions: int):
+    MONITOR_COMMANDS = ["info registers", "techniques", "snapshot FILE"]
+
+    def __init__(self, monitor, max_instructions: int, snapshot_options: dict | None = None):
         self.m = monitor
+        self.snapshot_options = snapshot_options
         self.limit = max_instructions
         self.name = monitor.name
         self.breakpoints: dict[int, set] = {}      # linear address -> Z types set there
@@ -213,12 +216,27 @@ class SimTarget(Target):
         if words == ["info", "registers"]:
             cpu = self.state
             return f"{cpu.state_dump()}\n(the guest's view, technique {self.name})\n"
+        if len(words) == 2 and words[0] == "snapshot":
+            return self.snapshot(words[1])
         if words == ["techniques"]:
             from ..vmm.monitor import registered
             lines = [f"{'*' if name == self.name else ' '} {name:14} {cls.summary}"
                      for name, cls in registered().items()]
             return "\n".join(lines) + "\n"
         return None
+
+    def snapshot(self, path: str) -> str:
+        """``monitor snapshot FILE``: the machine as it is at this stop (debug/snapshot.py)."""
+        from ..errors import UserError
+        from .snapshot import save
+        if self.snapshot_options is None:
+            return "snapshot: this run was not started from the command line's options\n"
+        try:
+            size = save(path, self.m, self.snapshot_options)
+        except UserError as e:
+            return f"snapshot: {e}\n"
+        return (f"snapshot of the machine after {self.m.steps():,} guest steps written to {path} "
+                f"({size:,} bytes); trapvisor run --restore {path}\n")
 
     def detach(self) -> None:
         self.breakpoints.clear()

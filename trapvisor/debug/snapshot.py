@@ -255,6 +255,23 @@ def machine_cpus(monitor) -> list:
 
 # -- the file ----------------------------------------------------------------------------
 
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_kernel(options: dict) -> None:
+    """The kernel a snapshot was taken of must still be there, unchanged (its code is in RAM,
+    but a restore builds the machine from it first)."""
+    path = options.get("kernel")
+    if not path or not os.path.exists(path):
+        raise SnapshotError(f"the snapshot's kernel {path} is gone; rebuild it (make guests) or restore elsewhere")
+    if file_digest(path) != options.get("kernel_sha256"):
+        raise SnapshotError(f"the snapshot's kernel {path} has changed since the snapshot was taken")
+
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         raise SnapshotError(f"snapshot: the file asks for {module}.{name}; snapshots hold plain data only "
