@@ -103,7 +103,11 @@ class _Saver:
         if t is dict:
             return ("D", [(self.save(k), self.save(x)) for k, x in v.items()])
         if t is set or t is frozenset:
-            return ("S" if t is set else "F", [self.save(x) for x in v])
+            try:
+                items = sorted(v)         # one order for equal sets (their iteration order is not)
+            except TypeError:
+                items = list(v)
+            return ("S" if t is set else "F", [self.save(x) for x in items])
         if t is bytearray:
             if id(v) in self.memo:
                 return ("R", self.memo[id(v)])
