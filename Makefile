@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # those that other packages only link into (Bochs's VGA BIOS is a link into vgabios, which
 # bochs does not pull in when seabios satisfies its dependency).  trapvisor/hosttools.py says
 # which program or file comes from which; tests/test_hosttools.py checks this list against it.
-APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios
+APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios gdb
 
 .PHONY: demo demo-linux test fuzz setup apt guests clean bench
 

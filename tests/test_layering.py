@@ -5,7 +5,7 @@ from its own part or from parts of a lower rank::
 
     8  __main__                      python -m trapvisor
     7  cli                           argument parsing, commands, terminal output
-    6  report                        comparison tables, HTML, divergences
+    6  report, debug                 comparison tables, HTML, divergences; the gdb stub
     5  vmm                           the monitor and its techniques
     4  kvm                           the /dev/kvm backend
     3  machine                       the simulated PC: CPU, devices, board, loaders
@@ -46,12 +46,13 @@ RANKS = {
     "kvm": 4,
     "vmm": 5,
     "report": 6,
+    "debug": 6,
     "cli": 7,
     "__main__": 8,
 }
 THEORY = "theory"
 BRIDGE_MAX_RANK = RANKS["machine"]
-QUIET_PARTS = ("machine", "vmm", "kvm")
+QUIET_PARTS = ("machine", "vmm", "kvm", "debug")
 TERMINAL_STREAMS = ("stdout", "stderr", "__stdout__", "__stderr__")
 
 

@@ -83,6 +83,7 @@ REQUIREMENTS = (
     Requirement("BIOS-bochs-latest", "bochsbios", "Bochs's PC BIOS", (BOCHS_BIOS,)),
     Requirement("VGABIOS-lgpl-latest", "vgabios", "Bochs's VGA BIOS (its bochsrc names it)",
                 (BOCHS_VGABIOS,)),
+    Requirement("gdb", "gdb", "the debugger the gdb stub is tested with (trapvisor run --gdb)"),
 )
 
 BY_NAME = {r.name: r for r in REQUIREMENTS}

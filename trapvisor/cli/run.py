@@ -11,6 +11,7 @@ guest is built or a machine exists.
 from __future__ import annotations
 
 from . import options as o
+from . import run_debug
 from .console import RawTerminal, SerialSpec, open_serial, serial_spec
 from .summaries import report_run, report_technique_run
 
@@ -28,7 +29,8 @@ def smp_count(text: str) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="boot a kernel on the simulated PC (or on KVM)")
-    p.add_argument("kernel", type=o.kernel, help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME")
+    p.add_argument("kernel", type=o.kernel, nargs="?", default=None,
+                   help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME (none with --restore)")
     p.add_argument("--memory", "-m", type=o.memory_size, default="128M", help="guest RAM (default 128M)")
     p.add_argument("--append", default="", help="kernel command line")
     p.add_argument("--module", action="append", default=[], type=o.readable_file("module"),
@@ -65,6 +67,7 @@ def add_parser(sub) -> None:
                    help="Linux under --accel kvm: enter the bzImage (it decompresses itself) or a vmlinux "
                         "trapvisor decompressed on the host; auto (default) = vmlinux on software KVM")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
+    run_debug.add_options(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -139,8 +142,17 @@ def check_run(args) -> None:
 # -- the three paths ------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    if args.kernel is None and args.restore is None:
+        o.refuse("run", "give a kernel (a file or guest:NAME), or --restore FILE")
+    debugging = run_debug.debug_path(args)
+    if debugging:
+        run_debug.check_debug_run(args)
+    if args.restore is not None:
+        return run_debug.run_debugged(args, None)
     check_run(args)
     kernel = o.resolve_kernel(args.kernel)
+    if debugging:
+        return run_debug.run_debugged(args, kernel)
     if args.accel == "kvm":
         return run_on_kvm(args, kernel)
     if args.technique != "native":

@@ -247,3 +247,17 @@ class VmExit(Exit):
     @property
     def reason(self) -> str:
         return self.name
+class DebugExit(Exit):
+    """A host debugger's control fired (``intercepts.debug_*``; trapvisor/debug).
+
+    ``kind`` is "breakpoint" (EIP at the instruction, not executed), "watchpoint"
+    (after the instruction that made the access: ``address`` is the linear
+    address touched, ``access`` "write", "read" or "access" as the watchpoint
+    was set) or "step" (one instruction retired, or one event delivered).  VMX
+    analogue for a step: the monitor trap flag exit (reason 37, SDM Vol. 3C
+    §25.5.2); breakpoints and watchpoints are KVM_EXIT_DEBUG's."""
+
+    kind: str
+    address: int | None = None
+    access: str | None = None
+    reason = "debug"

@@ -13,8 +13,9 @@ import time
 
 from ...events import EventLog
 from ...machine.cpu import MachineStop
-from ...machine.cpu.exits import MachineStopped
+from ...machine.cpu.exits import DebugExit, MachineStopped
 from ...machine.pc import TIME_STEP
+from ..dispatcher import DebugStop
 from ..monitor import Host, Monitor, RunOptions, register
 from ..vm import VM
 from .base import TechniqueResult
@@ -59,6 +60,8 @@ class Emulate(Monitor):
                               else end - vcpu.steps())
                 if isinstance(ex, MachineStopped):
                     self.stop = ex.stop
+                elif isinstance(ex, DebugExit):      # trapvisor/debug takes it (and clears it)
+                    self.stop = DebugStop(ex)
         except MachineStop as stop:
             self.stop = vcpu.stop = stop
         finally:
