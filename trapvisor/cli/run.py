@@ -62,8 +62,9 @@ def add_parser(sub) -> None:
                    help="trap-emulate: shadow address spaces kept across CR3 loads "
                         "(default 8; 1 rebuilds the shadow on every context switch)")
     p.add_argument("--linux-entry", choices=("auto", "bzimage", "vmlinux"), default=None,
-                   help="Linux under --accel kvm: enter the bzImage (it decompresses itself) or a vmlinux "
-                        "trapvisor decompressed on the host; auto (default) = vmlinux on software KVM")
+                   help="Linux: enter the bzImage (it decompresses itself) or a vmlinux trapvisor "
+                        "decompressed on the host; auto (default) = vmlinux on the simulated PC and "
+                        "software KVM")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
     p.set_defaults(func=cmd_run)
 
@@ -124,7 +125,7 @@ def check_run(args) -> None:
     if args.accel == "kvm":
         check_kvm_run(args, given)
     else:
-        _refuse_any(given, ("--initrd", "--stop-after-output", "--linux-entry"), "needs --accel kvm")
+        _refuse_any(given, ("--stop-after-output",), "needs --accel kvm")
         _refuse_any(given, ("--smp",), "the simulated PC has one CPU; more need --accel kvm")
         _refuse_any(given, ("--cpu host",), "needs --accel kvm (the simulated PC's CPU is its own)")
         if args.technique != "native":
@@ -154,12 +155,19 @@ def run_on_pc(args, kernel: str) -> int:
     try:
         pc = PC(args.memory, serial_out=serial.out, serial_in=serial.input, disk=args.disk,
                 strict=args.cpu == "strict")
-        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load)
+        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load,
+                       initrd=args.initrd, linux_entry=sim_linux_entry(args.linux_entry))
         with o.optional_output(args.trace, "trace file") as trace:
             result = pc.run(args.max_instructions, max_seconds=args.max_seconds, trace_file=trace)
     finally:
         serial.close()
     return report_pc_run(pc, result, quiet=args.quiet)
+
+
+def sim_linux_entry(choice: str | None) -> str:
+    """--linux-entry on the simulated PC: auto is vmlinux (the guest's decompressor would
+    take minutes at emulation speed)."""
+    return "vmlinux" if choice in (None, "auto") else choice
 
 
 def run_under_technique(args, kernel: str) -> int:
