@@ -139,8 +139,19 @@ def check_run(args) -> None:
 
 # -- the three paths ------------------------------------------------------------------------
 
+def linux_guest_defaults(args) -> None:
+    """guest:linux: its initramfs and console command line unless --initrd/--append say otherwise."""
+    from ..guests import LINUX_CMDLINE, LINUX_GUEST, linux_guest
+    if args.kernel == f"guest:{LINUX_GUEST}" and args.accel != "kvm":
+        if args.initrd is None:
+            args.initrd = str(linux_guest().initrd)
+        if not args.append:
+            args.append = LINUX_CMDLINE
+
+
 def cmd_run(args) -> int:
     check_run(args)
+    linux_guest_defaults(args)
     kernel = o.resolve_kernel(args.kernel)
     if args.accel == "kvm":
         return run_on_kvm(args, kernel)
