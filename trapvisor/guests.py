@@ -340,14 +340,14 @@ def build_guest(name: str) -> pathlib.Path:
 
 
 # guest:linux is not built from guests/: it is Debian's i386 kernel with a busybox
-# initramfs, fetched with apt-get (kvm/linux_assets.py) into build/linux/i386.
+# initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
 LINUX_GUEST = "linux"
 LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial"
 
 
 def linux_guest():
     """The kernel and initramfs of guest:linux (fetched and written on first use)."""
-    from .kvm.linux_assets import prepare_linux_i386
+    from .linux.assets import prepare_linux_i386
     return prepare_linux_i386()
 
 

@@ -104,6 +104,7 @@ def technique_options(args, kernel: str, **extra):
     from ..vmm.monitor import RunOptions
     return RunOptions(kernel, cmdline=args.append, memory_bytes=args.memory, strict=args.cpu == "strict",
                       shadow_cache=args.shadow_cache, modules=tuple(args.module), disk=args.disk,
+                      initrd=args.initrd,
                       max_seconds=args.max_seconds, **extra)
 
 
@@ -187,9 +188,11 @@ def run_under_technique(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         with o.optional_output(args.trace, "trace file") as trace:
+            cls = get(args.technique)
+            typed = serial.input if "serial_in" in cls.honours else None
             opts = technique_options(args, kernel, serial_out=serial.out, trace_file=trace,
-                                     costs=args.costs or CostModel.default())
-            r = get(args.technique)(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
+                                     costs=args.costs or CostModel.default(), serial_in=typed)
+            r = cls(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
     finally:
         serial.close()
     return report_technique_run(r, quiet=args.quiet)
