@@ -60,9 +60,11 @@ class PC:
         self.cpu.stop = MachineStop("reset", "the guest asked for a system reset (keyboard controller 0xFE)")
 
     # ------------------------------------------------------------ loading
-    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None):
+    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None,
+                    initrd: str | None = None, linux_entry: str = "vmlinux"):
         from .loader import load_any
-        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load)
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load,
+                        initrd=initrd, linux_entry=linux_entry, rsdp=self.board.rsdp)
         self.apply_boot_state(boot)
         self.boot = boot
         return boot

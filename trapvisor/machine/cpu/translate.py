@@ -20,10 +20,11 @@ from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
 from .operands import Unsupported
 from .registry import END, HANDLERS, JUMP
 # Importing the ops_* modules registers their handlers.  The order matters where two
-# register one mnemonic: the later wins (FNOP: ops_sysregs's x87 #NM check, not ops_move's NOP).
+# register one mnemonic: the later wins (FNOP, WAIT and the x87 set: ops_x87's FPU over
+# ops_sysregs's #NM-only fallback, which is left for the x87 forms ops_x87 does not handle).
 from . import (  # noqa: F401
     ops_move, ops_stack, ops_alu, ops_shift, ops_bits, ops_eflags, ops_control, ops_string,
-    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr,
+    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr, ops_x87,
 )
 # The VMX instructions compile only on a CPU with VMX (cpu.vmx; vmx/instructions.py).
 from .vmx import instructions as _vmx_instructions  # noqa: F401,E402

@@ -60,7 +60,7 @@ class TrapEmulate(Monitor):
     name = "trap-emulate"
     summary = ("the guest kernel runs directly at ring 1 on shadow page and descriptor tables; "
                "what traps is emulated (Popek and Goldberg's monitor)")
-    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules"})
+    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules", "initrd", "serial_in"})
     uses_host = True
 
     def __init__(self, options: RunOptions, host: Host | None = None):
@@ -73,8 +73,9 @@ class TrapEmulate(Monitor):
         self.alloc, self.host = host.allocator, host.cpu
         host_mem = self.alloc.host
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+                          serial_out=options.serial_out, disk=options.disk, strict=options.strict,
+                          serial_in=options.serial_in)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules, initrd=options.initrd)
         vcpu = vm.vcpu
         host = self.host
         self.auditor = None
