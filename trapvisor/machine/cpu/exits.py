@@ -247,6 +247,9 @@ class VmExit(Exit):
     @property
     def reason(self) -> str:
         return self.name
+
+
+@dataclass(slots=True)
 class DebugExit(Exit):
     """A host debugger's control fired (``intercepts.debug_*``; trapvisor/debug).
 
