@@ -98,6 +98,8 @@ CASES = [
     Case("map-monitor"),
     # EIP wrapping from 0xFFFFFFFF to 0, code in the monitor's window of linear space.
     Case("wrap"),
+    # The guest's time-stamp counter: its own instructions, whatever ran them.
+    Case("tsc"),
     # The GDT page unmapped and invalidated: the shadow GDT is rebuilt at the INVLPG,
     # so on the standard CPU too the MOV DS faults as on the bare PC.
     Case("gdt-unmapped", stops=("triple fault",)),
