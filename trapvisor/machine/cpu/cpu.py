@@ -367,6 +367,14 @@ class CPU(MemoryAccess, Paging):
         if hook is not None:
             hook(page)
 
+    def set_sensitive_exiting(self, classes) -> None:
+        """Set ``intercepts.sensitive_exiting`` (names of audit.SENSITIVE classes).  It
+        takes effect when an instruction is translated, so the decoded blocks go."""
+        classes = frozenset(classes)
+        if classes != self.intercepts.sensitive_exiting:
+            self.intercepts.sensitive_exiting = classes
+            self.flush_code_cache()
+
     def flush_code_cache(self) -> None:
         for page in list(self.page_blocks):
             self.invalidate_code_page(page)

@@ -136,11 +136,15 @@ class DescriptorTableExit(Exit):
 
 @dataclass(slots=True)
 class SensitiveExit(Exit):
-    """A sensitive instruction of a class the monitor intercepts (no VMX analogue:
-    the x86 holes that binary translation and paravirtualization close)."""
+    """A sensitive instruction of a class the monitor intercepts
+    (``intercepts.sensitive_exiting``; no VMX analogue: the x86 holes that binary
+    translation and paravirtualization close).  ``name`` is the class
+    (``audit.SENSITIVE``), ``mnemonic`` the instruction, lower case; it is not
+    executed, EIP stays at it."""
 
     mnemonic: str
     length: int = 1
+    name: str = ""
     reason = "sensitive"
 
 

@@ -57,6 +57,10 @@ CONTROLS = (
      "operation (§25.1.2)"),
     ("task_switch_exiting", "a task switch (CALL/JMP to a TSS or task gate, IRET with NT, an "
      "event through a task gate) exits", "unconditional in non-root operation (§25.1.2)"),
+    ("sensitive_exiting", "names of classes of the sensitive instructions of Robin and Irvine "
+     "(audit.SENSITIVE: 'PUSHF', 'SGDT', 'MOV' of a segment register...): one of them exits "
+     "(SensitiveExit) before it executes; set through CPU.set_sensitive_exiting",
+     "none (the x86 holes that VT-x closed by adding non-root operation)"),
     # A host debugger's controls (trapvisor/debug): invisible to the guest, unlike DR0-DR7.
     ("debug_breakpoints", "linear addresses: an instruction starting at one exits (DebugExit) "
      "before it runs", "none (KVM_GUESTDBG_USE_SW_BP, api.rst 4.61)"),
@@ -101,6 +105,7 @@ class InterceptControls:
         self.preemption_deadline = None
         self.vmx_instruction_exiting = False
         self.task_switch_exiting = False
+        self.sensitive_exiting = frozenset()
         self.debug_breakpoints = frozenset()
         self.debug_watchpoints = ()
         self.debug_single_step = False

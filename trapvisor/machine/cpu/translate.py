@@ -16,7 +16,9 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from .constants import UD
-from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
+from .audit import SENSITIVE, is_sensitive_form
+from .cpu import MAX_BLOCK, Block, CpuFault, ExitFault, MachineStop
+from .exits import SensitiveExit
 from .operands import Unsupported
 from .registry import END, HANDLERS, JUMP
 # Importing the ops_* modules registers their handlers.  The order matters where two
@@ -133,7 +135,20 @@ class Translator:
         auditor = self.cpu.auditor
         if auditor is not None:
             fn = auditor.wrap(self.cpu, ins, fn)
+        if self.cpu.intercepts.sensitive_exiting and is_sensitive_form(ins) \
+                and SENSITIVE[ins.mnemonic] in self.cpu.intercepts.sensitive_exiting:
+            return _sensitive_exit(ins), kind
         return fn, kind
+
+
+def _sensitive_exit(ins):
+    """The closure of a sensitive instruction whose class exits (CPU.set_sensitive_exiting
+    flushes the decoded blocks, so the control is seen at translation)."""
+    exit_ = SensitiveExit(_FORMATTER.format_mnemonic(ins), ins.len, SENSITIVE[ins.mnemonic])
+
+    def sensitive():
+        raise ExitFault(exit_)
+    return sensitive
 
 
 def _raise_ud():
