@@ -172,6 +172,8 @@ def tv(*args):
     (["--host-memory", "64M", "--shares", "1,2,3"], "3 values for 2 VMs"),
     (["--host-memory", "64M", "--idle-tax", "100"], "percentage"),
     (["--host-memory", "64M", "--share-scan", "-1"], "0 or more"),
+    (["--host-memory", "64M", "--balloon", "lots"], "auto, off or a number"),
+    (["--balloon", "5"], "--host-memory"),
 ])
 def test_cli_refuses_bad_reclamation_options(args, needle):
     p = tv("vms", "guest:hello", "guest:hello", *args)
@@ -185,3 +187,66 @@ def test_cli_reports_sharing_and_swapping():
     assert p.stdout.count("result ctxswitch") == 2
     assert "page sharing:" in p.stderr and "pages scanned" in p.stderr and "saved" in p.stderr
     assert "swapped out" in p.stderr
+
+
+# -- ballooning ------------------------------------------------------------------------
+
+def free_pages(output: bytes, label: str) -> list[int]:
+    import re
+    return [int(m) for m in re.findall(rb"balloon: " + label.encode() + rb"[^\n]*?free pages (\d+)", output)]
+
+
+def test_the_balloon_takes_pages_from_the_guest_and_their_frames_from_the_vm():
+    k = str(build_guest("tvos"))
+    sched = Scheduler([VmSpec(k, "workload=balloon iterations=4", 8 * MIB),
+                       VmSpec(k, "workload=ctxswitch iterations=20", 8 * MIB)],
+                      slice_instructions=20_000, host_memory=64 * MIB,
+                      reclamation={"share_budget": 0, "swap": False, "balloon": 300})
+    frames, mem = sched.alloc.frames, sched.alloc.frames.vms[0]
+    seen = []
+    dev = sched.reclaim.balloon.devices[0]
+    deflate = dev.on_deflate
+
+    def watch(frame):
+        """Just before each deflate: what the pmap says the balloon holds."""
+        held = [g for g in range(mem.pages) if mem.ballooned[g]]
+        # A ballooned page has no host frame of its own: the zero frame backs it.
+        assert all(mem.pmap[g] == frames.zero for g in held)
+        seen.append(len(held))
+        return deflate(frame)
+    dev.on_deflate = watch
+    r = sched.run(LIMIT)
+    out = r.results[0].output
+    assert r.results[0].exit_code == 1 and r.results[1].exit_code == 1
+    before = free_pages(out, "")[0]
+    during = free_pages(out, "tick")
+    end, = free_pages(out, "deflated")
+    assert max(seen) == 300                      # the pmap held the balloon's 300 pages
+    assert min(during) <= before - 300           # the guest's own allocator felt it
+    assert end == before and sum(mem.ballooned) == 0   # deflated: everything given back
+    assert dev.inflates == dev.deflates == 300 and dev.refused == 0
+    # The other VM never had a target it could act on, and its output is its own.
+    assert r.results[1].output == alone(k, "workload=ctxswitch iterations=20", 8 * MIB)[0]
+
+
+def test_a_guest_that_writes_a_ballooned_page_gets_a_fresh_zero_page_not_the_old_frame():
+    sched = Scheduler(specs(1), host_memory=16 * MIB, reclamation={"share_budget": 0, "balloon": 0})
+    mem, vcpu = sched.alloc.frames.vms[0], sched.vms[0].vm.vcpu
+    g = 0x300                                    # a free page of tvos (above the kernel)
+    vcpu.phys_write32(g << 12, 0x12345678)
+    old = mem.pmap[g]
+    assert mem.balloon_inflate(g) and not mem.balloon_inflate(g)   # twice: refused
+    assert mem.pmap[g] == sched.alloc.frames.zero and vcpu.phys_read32(g << 12) == 0
+    vcpu.phys_write32((g << 12) + 4, 1)
+    assert mem.ballooned[g] == 0 and mem.pmap[g] != sched.alloc.frames.zero
+    assert vcpu.phys_read32(g << 12) == 0 and vcpu.phys_read32((g << 12) + 4) == 1
+    assert not mem.balloon_deflate(g) and mem.balloon_inflate(mem.pages) is False
+    assert old != sched.alloc.frames.zero
+
+
+def test_the_balloon_workload_on_a_pc_without_the_device_says_so():
+    from trapvisor.machine.pc import run_kernel
+    out = []
+    res = run_kernel(str(build_guest("tvos")), cmdline="workload=balloon iterations=2",
+                     memory_bytes=8 * MIB, max_instructions=LIMIT, serial_out=out.append)
+    assert res.exit_code == 1 and b"no balloon device" in b"".join(out)

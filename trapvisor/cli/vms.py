@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
                    default=None, metavar="PAGES",
                    help="content-based page sharing: guest pages hashed per time slice "
                         f"(default {DEFAULT_SHARE_SCAN} with --host-memory; 0: no sharing)")
+    p.add_argument("--balloon", type=balloon_mode, default=None, metavar="auto|off|PAGES",
+                   help="the balloon device each VM gets (guests/os: workload=balloon): targets from "
+                        "the host's memory pressure (auto, the default with --host-memory), none, "
+                        "or a fixed target in pages")
     p.add_argument("--no-swap", action="store_true",
                    help="no hypervisor swapping: a VM that needs a frame when none is free stops")
     p.add_argument("--shares", type=shares_list, default=None, metavar="S1,S2,...",
@@ -66,6 +70,19 @@ def pages_per_slice(text: str) -> int:
         raise o.OptionError(f"bad page count {text!r}: expected a whole number of pages") from None
     if value < 0:
         raise o.OptionError(f"bad page count {text!r}: expected 0 or more")
+    return value
+
+
+def balloon_mode(text: str):
+    t = text.strip().lower()
+    if t in ("auto", "off"):
+        return t
+    try:
+        value = int(t)
+    except ValueError:
+        raise o.OptionError(f"bad --balloon {text!r}: expected auto, off or a number of pages") from None
+    if value < 0:
+        raise o.OptionError(f"bad --balloon {text!r}: a target is 0 pages or more")
     return value
 
 
@@ -92,7 +109,7 @@ def idle_tax(text: str) -> float:
 def reclamation_options(args) -> dict | None:
     """What --host-memory and the reclamation options ask of the monitor."""
     wanted = {"--share-scan": args.share_scan is not None, "--no-swap": args.no_swap,
-              "--shares": args.shares is not None, "--idle-tax": args.idle_tax is not None}
+              "--shares": args.shares is not None, "--balloon": args.balloon is not None, "--idle-tax": args.idle_tax is not None}
     if args.host_memory is None:
         for name, given in wanted.items():
             if given:
@@ -101,7 +118,8 @@ def reclamation_options(args) -> dict | None:
     if args.shares is not None and len(args.shares) != len(args.vm):
         o.refuse("--shares", f"{len(args.shares)} values for {len(args.vm)} VMs")
     r = {"share_budget": DEFAULT_SHARE_SCAN if args.share_scan is None else args.share_scan,
-         "swap": not args.no_swap}
+         "swap": not args.no_swap,
+         "balloon": None if args.balloon == "off" else ("auto" if args.balloon is None else args.balloon)}
     if args.shares is not None:
         r["shares"] = args.shares
     if args.idle_tax is not None:
@@ -177,7 +195,8 @@ def report_reclamation(st: dict, args) -> None:
           f"{args.memory >> 20} MiB ({n * args.memory >> 20} MiB of guest memory); {st['used']:,} in use at "
           f"the end, {st['peak_used']:,} at the peak", file=sys.stderr)
     for i in range(n):
-        print(f"  vm{i} memory: {st['resident'][i]:,} pages resident, {st['ballooned'][i]:,} ballooned, "
+        target = f" (target {st['balloon_targets'][i]:,})" if st["balloon_targets"] else ""
+        print(f"  vm{i} memory: {st['resident'][i]:,} pages resident, {st['ballooned'][i]:,} ballooned{target}, "
               f"{st['swapped_now'][i]:,} swapped out ({st['swapped_out'][i]:,} page-outs, "
               f"{st['swapped_in'][i]:,} page-ins), active fraction {st['active'][i]:.2f}", file=sys.stderr)
     sh = st.get("sharing")

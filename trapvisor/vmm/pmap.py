@@ -331,6 +331,28 @@ class PmapMemory(PhysicalMemory):
         """Backed by a frame of this VM's alone (a swap victim may be chosen only so)."""
         return self.is_resident(g) and self.writable_frame(g << PAGE_SHIFT)
 
+    # -- the balloon (reclamation.py drives it through machine/devices/balloon.py) ---
+    def balloon_inflate(self, g: int) -> bool:
+        """The guest's balloon gives up page g: its host frame goes back to the pool."""
+        if not 0 <= g < self.pages or self.ballooned[g]:
+            return False
+        old = self.pmap[g]
+        self.ballooned[g] = 1
+        self.frames.refs[self.frames.zero] += 1
+        self.set_entry(g, self.frames.zero)
+        if old >= 0:
+            self.frames.release(old)
+        else:
+            self.swap.drop(-old - 1)
+        return True
+
+    def balloon_deflate(self, g: int) -> bool:
+        """The balloon gives page g back to the guest (zero-backed until it is written)."""
+        if not 0 <= g < self.pages or not self.ballooned[g]:
+            return False
+        self.ballooned[g] = 0
+        return True
+
     def zero_backed_touched(self) -> int:
         """Pages that had contents once and are now on the zero frame (shared zero pages)."""
         z, pmap, t, b = self.frames.zero, self.pmap, self.touched, self.ballooned

@@ -17,8 +17,11 @@ After Waldspurger, "Memory Resource Management in VMware ESX Server" (OSDI
   tax (0.75 by default, as ESX's): the min-funding revocation of the paper,
   which charges idle pages more than active ones.  A VM can thus only make
   the monitor take memory from a VM that holds more than its shares' worth;
-* **ballooning** (§3, ``balloon.py``): the balloon target of each VM is what
-  it holds above its entitlement, when host memory runs low;
+* **ballooning** (§3, :class:`BalloonPolicy`, the device in
+  ``machine/devices/balloon.py``, the driver in guests/os/kernel/balloon.c):
+  when free host frames fall below an eighth of the pool, each VM's balloon
+  target grows by what it holds above its entitlement; above a quarter the
+  balloons deflate; or a fixed target per VM (``--balloon N``);
 * **hypervisor swapping** (§3.3), the last resort: the victim VM loses a
   random resident page of its own (the paper's random selection), written to
   its swap file and brought back on its next access.
@@ -38,9 +41,36 @@ DEFAULT_SHARES = 1000
 RECENT = 16               # pages a VM was just given, never chosen as swap victims
 
 
+LOW_WATER, HIGH_WATER = 8, 4      # balloon pressure below 1/8 of the pool free, release above 1/4
+
+
+class BalloonPolicy:
+    """Balloon targets for every VM, set between slices."""
+
+    def __init__(self, memories, fixed: int | None = None):
+        from ..machine.devices.balloon import BalloonDevice
+        self.memories = memories
+        self.fixed = fixed
+        self.devices = [BalloonDevice(m.balloon_inflate, m.balloon_deflate) for m in memories]
+
+    def set_targets(self, reclaim: "Reclamation") -> None:
+        frames = reclaim.frames
+        free = len(frames.free)
+        for i, (mem, dev) in enumerate(zip(self.memories, self.devices)):
+            held = dev.inflates - dev.deflates
+            if self.fixed is not None:
+                dev.target = self.fixed
+            elif free < frames.total // LOW_WATER:
+                dev.target = held + max(0, mem.resident() - reclaim.entitlement(i))
+            elif free > frames.total // HIGH_WATER:
+                dev.target = max(0, held - (free - frames.total // HIGH_WATER))
+
+
 class Reclamation:
     def __init__(self, frames, *, share_budget: int = 0, swap: bool = False, shares=None,
-                 tax: float = DEFAULT_TAX, seed: int = 0):
+                 tax: float = DEFAULT_TAX, seed: int = 0, balloon=None):
+        """``balloon``: None (no balloon device), "auto" (targets from the pool's
+        pressure) or a fixed target in pages for every VM."""
         if not 0 <= tax < 1:
             raise ValueError("the idle-memory tax is a fraction below 1")
         self.frames = frames
@@ -55,7 +85,9 @@ class Reclamation:
         self.recent: deque = deque(maxlen=RECENT)
         self.swap_victims: dict[int, int] = {}      # VM index -> pages swapped out of it
         self.table: list[list] = []                 # one allocation row per sample period
-        self.balloon = None                         # balloon.BalloonPolicy, when enabled
+        self.balloon = None
+        if balloon is not None:
+            self.balloon = BalloonPolicy(frames.vms, None if balloon == "auto" else int(balloon))
         if swap:
             frames.reclaimer = self.reclaim_one
         frames.on_give = self.recent.append
@@ -105,7 +137,7 @@ class Reclamation:
     def allocation_row(self) -> list:
         row = [self.slices]
         for i, mem in enumerate(self.frames.vms):
-            row.append((mem.resident(), self.active.get(i, 1.0)))
+            row.append((mem.resident(), sum(mem.ballooned), self.active.get(i, 1.0)))
         return row
 
     # -- swapping: the last resort -----------------------------------------------------------
@@ -148,6 +180,7 @@ class Reclamation:
             "swapped_in": [m.swapped_in for m in frames.vms],
             "swapped_now": [m.swapped() for m in frames.vms],
             "ballooned": [sum(m.ballooned) for m in frames.vms],
+            "balloon_targets": [d.target for d in self.balloon.devices] if self.balloon else [],
             "active": [self.active.get(i, 1.0) for i in range(len(frames.vms))],
         }
         if self.sharing is not None:

@@ -91,6 +91,12 @@ class Scheduler:
         if host_memory is not None:
             from .reclamation import Reclamation
             self.reclaim = Reclamation(self.alloc.frames, **(reclamation or {}))
+            if self.reclaim.balloon is not None:
+                # The balloon device of each VM, on the VM's own I/O bus (its board is
+                # built before the monitor knows it reclaims: machine/devices/balloon.py).
+                from ..machine.devices.balloon import BALLOON_BASE, BALLOON_SIZE
+                for m, dev in zip(self.vms, self.reclaim.balloon.devices):
+                    m.vm.io_bus.register(BALLOON_BASE, BALLOON_SIZE, dev)
         elif reclamation:
             raise UserError("memory reclamation needs overcommitted host memory (--host-memory)")
         self.current: Monitor | None = None
