@@ -182,11 +182,13 @@ def test_cli_refuses_bad_reclamation_options(args, needle):
 
 def test_cli_reports_sharing_and_swapping():
     cmd = "guest:tvos workload=ctxswitch iterations=20"
-    p = tv("vms", cmd, cmd, "-m", "8M", "--host-memory", "10M", "--slice", "20000", "--share-scan", "4096")
+    p = tv("vms", cmd, cmd, "-m", "8M", "--host-memory", "10M", "--slice", "20000", "--share-scan", "4096",
+           "--memory-table")
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("result ctxswitch") == 2
     assert "page sharing:" in p.stderr and "pages scanned" in p.stderr and "saved" in p.stderr
     assert "swapped out" in p.stderr
+    assert "vm1 resident/balloon/active" in p.stderr      # the allocation table
 
 
 # -- ballooning ------------------------------------------------------------------------
@@ -250,3 +252,35 @@ def test_the_balloon_workload_on_a_pc_without_the_device_says_so():
     res = run_kernel(str(build_guest("tvos")), cmdline="workload=balloon iterations=2",
                      memory_bytes=8 * MIB, max_instructions=LIMIT, serial_out=out.append)
     assert res.exit_code == 1 and b"no balloon device" in b"".join(out)
+
+
+def test_under_pressure_the_monitor_inflates_the_balloon_of_a_vm_beyond_its_entitlement():
+    """Two 8 MiB VMs in 10 MiB: booting swaps; the automatic policy then asks vm0's
+    balloon for what vm0 holds beyond half the pool, and the guest gives it."""
+    k = str(build_guest("tvos"))
+    sched = Scheduler([VmSpec(k, "workload=balloon iterations=3", 8 * MIB),
+                       VmSpec(k, "workload=ctxswitch iterations=20", 8 * MIB)],
+                      slice_instructions=20_000, host_memory=10 * MIB,
+                      reclamation={"share_budget": 512, "swap": True, "balloon": "auto"})
+    r = sched.run(LIMIT)
+    out = r.results[0].output
+    assert [res.exit_code for res in r.results] == [1, 1]
+    before, during = free_pages(out, "")[0], free_pages(out, "tick")
+    dev = sched.reclaim.balloon.devices[0]
+    assert dev.inflates > 0 and min(during) <= before - dev.inflates
+    assert dev.inflates <= sched.alloc.frames.vms[0].pages - sched.reclaim.entitlement(0)
+    assert r.results[1].output == alone(k, "workload=ctxswitch iterations=20", 8 * MIB)[0]
+
+
+def test_swap_victims_come_from_the_vm_with_the_fewest_shares_per_page():
+    """Min-funding revocation (Waldspurger §5.2): with 1000 shares against 1, vm0 is never
+    swapped while vm1 has pages of its own to give: a VM cannot push its neighbour out."""
+    k = str(build_guest("tvos"))
+    cmd = "workload=ctxswitch iterations=20"
+    sched = Scheduler([VmSpec(k, cmd, 8 * MIB)] * 2, slice_instructions=20_000, host_memory=10 * MIB,
+                      reclamation={"share_budget": 0, "swap": True, "shares": [1000, 1]})
+    r = sched.run(LIMIT)
+    st = sched.reclaim.statistics()
+    assert [res.exit_code for res in r.results] == [1, 1]
+    assert st["swapped_out"][0] == 0 and st["swapped_out"][1] > 0
+    assert all(res.output == alone(k, cmd, 8 * MIB)[0] for res in r.results)

@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                    help="the balloon device each VM gets (guests/os: workload=balloon): targets from "
                         "the host's memory pressure (auto, the default with --host-memory), none, "
                         "or a fixed target in pages")
+    p.add_argument("--memory-table", action="store_true",
+                   help="with --host-memory: print the allocation every 10 slices (pages resident, "
+                        "ballooned, sampled active fraction of each VM) at the end")
     p.add_argument("--no-swap", action="store_true",
                    help="no hypervisor swapping: a VM that needs a frame when none is free stops")
     p.add_argument("--shares", type=shares_list, default=None, metavar="S1,S2,...",
@@ -109,7 +112,8 @@ def idle_tax(text: str) -> float:
 def reclamation_options(args) -> dict | None:
     """What --host-memory and the reclamation options ask of the monitor."""
     wanted = {"--share-scan": args.share_scan is not None, "--no-swap": args.no_swap,
-              "--shares": args.shares is not None, "--balloon": args.balloon is not None, "--idle-tax": args.idle_tax is not None}
+              "--shares": args.shares is not None, "--balloon": args.balloon is not None,
+              "--memory-table": args.memory_table, "--idle-tax": args.idle_tax is not None}
     if args.host_memory is None:
         for name, given in wanted.items():
             if given:
@@ -184,7 +188,22 @@ def cmd_vms(args) -> int:
                   f"cycles, {res.seconds:.2f} s", file=sys.stderr)
         if sched.reclaim is not None:
             report_reclamation(sched.reclaim.statistics(), args)
+            if args.memory_table:
+                report_allocation_table(sched.reclaim.table)
     return 0 if all(res.exit_code is not None for res in r.results) else 4
+
+
+def report_allocation_table(rows) -> None:
+    """One line per sampling period: each VM's resident and ballooned pages and active fraction."""
+    if not rows:
+        print("  allocation: the run ended before the first sampling period", file=sys.stderr)
+        return
+    n = len(rows[0]) - 1
+    head = "".join(f"  {'vm' + str(i) + ' resident/balloon/active':>30}" for i in range(n))
+    print(f"  {'slice':>7}{head}", file=sys.stderr)
+    for row in rows:
+        cells = "".join(f"  {f'{res:,} / {bal:,} / {act:.2f}':>30}" for res, bal, act in row[1:])
+        print(f"  {row[0]:>7,}{cells}", file=sys.stderr)
 
 
 def report_reclamation(st: dict, args) -> None:

@@ -19,9 +19,10 @@ After Waldspurger, "Memory Resource Management in VMware ESX Server" (OSDI
   the monitor take memory from a VM that holds more than its shares' worth;
 * **ballooning** (§3, :class:`BalloonPolicy`, the device in
   ``machine/devices/balloon.py``, the driver in guests/os/kernel/balloon.c):
-  when free host frames fall below an eighth of the pool, each VM's balloon
-  target grows by what it holds above its entitlement; above a quarter the
-  balloons deflate; or a fixed target per VM (``--balloon N``);
+  when free host frames fall below an eighth of the pool or pages are
+  swapped out, each VM's balloon target grows by what it holds (resident or
+  swapped) above its entitlement; above a quarter free the balloons
+  deflate; or a fixed target per VM (``--balloon N``);
 * **hypervisor swapping** (§3.3), the last resort: the victim VM loses a
   random resident page of its own (the paper's random selection), written to
   its swap file and brought back on its next access.
@@ -54,14 +55,20 @@ class BalloonPolicy:
         self.devices = [BalloonDevice(m.balloon_inflate, m.balloon_deflate) for m in memories]
 
     def set_targets(self, reclaim: "Reclamation") -> None:
+        """Under pressure (few free frames, or pages already swapped out) a VM's balloon
+        should hold whatever the VM has beyond its entitlement, resident or swapped:
+        the guest then gives up pages it values least, and a swapped page it gives up
+        needs its swap slot no more.  With frames to spare again the balloons deflate."""
         frames = reclaim.frames
         free = len(frames.free)
+        swapped = [m.swapped() for m in self.memories]
+        pressure = free < frames.total // LOW_WATER or any(swapped)
         for i, (mem, dev) in enumerate(zip(self.memories, self.devices)):
             held = dev.inflates - dev.deflates
             if self.fixed is not None:
                 dev.target = self.fixed
-            elif free < frames.total // LOW_WATER:
-                dev.target = held + max(0, mem.resident() - reclaim.entitlement(i))
+            elif pressure:
+                dev.target = held + max(0, mem.resident() + swapped[i] - reclaim.entitlement(i))
             elif free > frames.total // HIGH_WATER:
                 dev.target = max(0, held - (free - frames.total // HIGH_WATER))
 
