@@ -43,6 +43,7 @@ import ctypes
 import mmap
 import os
 import tempfile
+import weakref
 from array import array
 
 from ..errors import UserError
@@ -86,6 +87,7 @@ class MemfdMemory(PhysicalMemory):
         self.fd = os.memfd_create("trapvisor-host-ram", 0)
         os.ftruncate(self.fd, size)
         self._map = mmap.mmap(self.fd, size)
+        weakref.finalize(self, os.close, self.fd)
         self.ram = memoryview(self._map)
         self.code_pages = bytearray(size >> PAGE_SHIFT)
         self.on_code_write = None
@@ -191,7 +193,11 @@ class PmapMemory(PhysicalMemory):
         self.pmap = array("i", [frames.zero]) * self.pages
         frames.refs[frames.zero] += self.pages
         self.base_addr = _mmap(None, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        self.ram = memoryview((ctypes.c_ubyte * size).from_address(self.base_addr)).cast("B")
+        window = (ctypes.c_ubyte * size).from_address(self.base_addr)
+        # Unmapped when nothing can reach the window any more: every memoryview of it
+        # (the CPU's, a block's) holds the ctypes array alive.
+        weakref.finalize(window, _libc.munmap, self.base_addr, size)
+        self.ram = memoryview(window).cast("B")
         # Every page "holds code": the CPU calls code_written before each store (see module doc).
         self.code_pages = bytearray(b"\x01") * self.pages
         self.on_code_write = None
@@ -370,6 +376,3 @@ class PmapMemory(PhysicalMemory):
         self.frames.release(self.set_entry(g, -(slot + 1)))
         self.swapped_out += 1
 
-    def close(self) -> None:
-        self.ram.release()
-        _libc.munmap(self.base_addr, self.size)
