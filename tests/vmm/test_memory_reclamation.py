@@ -174,6 +174,7 @@ def tv(*args):
     (["--host-memory", "64M", "--share-scan", "-1"], "0 or more"),
     (["--host-memory", "64M", "--balloon", "lots"], "auto, off or a number"),
     (["--balloon", "5"], "--host-memory"),
+    (["--host-memory", "64M", "-m", "2G"], "vm.max_map_count"),
 ])
 def test_cli_refuses_bad_reclamation_options(args, needle):
     p = tv("vms", "guest:hello", "guest:hello", *args)

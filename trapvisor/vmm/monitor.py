@@ -72,10 +72,12 @@ class Host:
         that many bytes (after the monitor region) through one pmap per VM (pmap.py),
         instead of one fixed partition each."""
         frames = None
+        guest_sizes = list(guest_sizes)
         if host_memory is None:
             self.memory = PhysicalMemory(Allocator.host_size_for(list(guest_sizes)))
         else:
-            from .pmap import HostFrames
+            from .pmap import HostFrames, check_mappings
+            check_mappings(guest_sizes)
             frames = HostFrames(host_memory)
             self.memory = frames.memory
         self.allocator = Allocator(self.memory)

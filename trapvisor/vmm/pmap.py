@@ -77,6 +77,30 @@ def host_exhausted(detail: str) -> MachineStop:
     return MachineStop("host memory exhausted", detail)
 
 
+def max_map_count() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65530          # Linux's default
+
+
+MAPPING_MARGIN = 4096     # the rest of the process's mappings (Python, libraries, heaps)
+
+
+def check_mappings(guest_sizes) -> None:
+    """Each guest page may need a mapping of its own in the window (when its frame is
+    not next to its neighbour's); refuse, before any VM is built, what the host's
+    ``vm.max_map_count`` cannot hold."""
+    pages = sum(guest_sizes) >> PAGE_SHIFT
+    limit = max_map_count()
+    if pages + MAPPING_MARGIN > limit:
+        raise UserError(
+            f"--host-memory: {pages:,} guest pages in all may each need a memory mapping of this "
+            f"process, more than the {limit:,} vm.max_map_count allows: give fewer VMs or less "
+            f"--memory (or raise vm.max_map_count)")
+
+
 class MemfdMemory(PhysicalMemory):
     """Host RAM in a memfd, so that guest windows can alias its frames."""
 
