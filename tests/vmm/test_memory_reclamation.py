@@ -285,3 +285,19 @@ def test_swap_victims_come_from_the_vm_with_the_fewest_shares_per_page():
     assert [res.exit_code for res in r.results] == [1, 1]
     assert st["swapped_out"][0] == 0 and st["swapped_out"][1] > 0
     assert all(res.output == alone(k, cmd, 8 * MIB)[0] for res in r.results)
+
+
+def test_page_table_heavy_guests_under_sharing_swap_and_balloon_run_as_alone():
+    """The mixed workload (fork, page faults, PTE changes, exits) twice and pgfault once,
+    24 MiB of guests in 8 MiB, odd slices: every page-table store, copy-on-write break,
+    page-out and page-in lands between the guests' instructions, and no guest notices."""
+    k = str(build_guest("tvos"))
+    cmds = ["workload=mixed iterations=1", "workload=pgfault iterations=50", "workload=mixed iterations=1"]
+    sched = Scheduler([VmSpec(k, c, 8 * MIB) for c in cmds], slice_instructions=7_919,
+                      host_memory=8 * MIB,
+                      reclamation={"share_budget": 1024, "swap": True, "balloon": "auto"})
+    r = sched.run(LIMIT)
+    st = sched.reclaim.statistics()
+    assert sum(st["swapped_out"]) > 0 and st["sharing"]["cow_breaks"] > 0
+    for c, res in zip(cmds, r.results):
+        assert (res.output, res.exit_code, res.instructions) == alone(k, c, 8 * MIB)
