@@ -49,6 +49,26 @@ class GuestMemory(PhysicalMemory):
         self.ram = memoryview(host.ram)[base:base + size]
         self.code_pages = memoryview(host.code_pages)[base >> PAGE_SHIFT:(base + size) >> PAGE_SHIFT]
         self.on_code_write = None
+        self.on_remap = None      # a partition never changes its backing (pmap.py's does)
+
+    # The interface the shadow page tables and the technique use; pmap.PmapMemory
+    # (overcommitted host memory) implements it with a pmap instead of a base.
+    def frame_for(self, gframe: int, write: bool) -> int:
+        """Host-physical address of guest frame ``gframe`` (an address), to map."""
+        return self.base + gframe
+
+    def host_address(self, gframe: int) -> int:
+        """The same, without side effects (a pmap's may allocate)."""
+        return self.base + gframe
+
+    def writable_frame(self, gframe: int) -> bool:
+        return True
+
+    def vcpu_store_hook(self, host_cpu):
+        """The virtual CPU's ``code_written`` hook: its store into a guest page drops the
+        host CPU's decoded code of the same host frame."""
+        base_page = self.base >> PAGE_SHIFT
+        return lambda page: host_cpu.invalidate_code_page(page + base_page)
 
 
 class Partition:
@@ -71,6 +91,7 @@ class Allocator:
         # The shadow pool ends here; monitor structures reserved at the top of the
         # region (a binary translator's translation cache) lie above it.
         self.pool_limit = MONITOR_REGION
+        self.frames = None        # pmap.HostFrames when host memory is overcommitted
 
     @staticmethod
     def host_size_for(guest_sizes) -> int:

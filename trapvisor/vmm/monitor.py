@@ -70,10 +70,23 @@ class Host:
     (the monitor region, then one partition per VM) and one host CPU with no
     devices of its own (every port and interrupt line is the monitor's)."""
 
-    def __init__(self, guest_sizes, *, strict: bool = False, vmx: str | None = None):
-        """``vmx``: the host CPU has VMX with that capability profile (machine/cpu/vmx)."""
-        self.memory = PhysicalMemory(Allocator.host_size_for(list(guest_sizes)))
+    def __init__(self, guest_sizes, *, strict: bool = False, vmx: str | None = None,
+                 host_memory: int | None = None):
+        """``vmx``: the host CPU has VMX with that capability profile (machine/cpu/vmx).
+        ``host_memory``: overcommit. The VMs' frames come on demand from a pool of
+        that many bytes (after the monitor region) through one pmap per VM (pmap.py),
+        instead of one fixed partition each."""
+        frames = None
+        guest_sizes = list(guest_sizes)
+        if host_memory is None:
+            self.memory = PhysicalMemory(Allocator.host_size_for(list(guest_sizes)))
+        else:
+            from .pmap import HostFrames, check_mappings
+            check_mappings(guest_sizes)
+            frames = HostFrames(host_memory)
+            self.memory = frames.memory
         self.allocator = Allocator(self.memory)
+        self.allocator.frames = frames
         self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict, vmx=vmx)
 
 

@@ -66,8 +66,13 @@ class VM:
         """``strict``: the machine the VM presents has the strict CPU (every sensitive
         instruction traps at CPL > 0), as the host it runs on (docs/vmm.md)."""
         self.name = name
-        self.partition: Partition = allocator.allocate_partition(memory_bytes)
-        self.memory = allocator.guest_memory(self.partition)
+        if allocator.frames is None:
+            self.partition: Partition | None = allocator.allocate_partition(memory_bytes)
+            self.memory = allocator.guest_memory(self.partition)
+        else:
+            # Overcommitted host memory: frames on demand through a pmap (pmap.py).
+            self.partition = None
+            self.memory = allocator.frames.guest_memory(memory_bytes, name)
         self.console = io.BytesIO()
         # Instructions the guest has executed, directly or interpreted; set by the technique.
         self.instructions = lambda: 0

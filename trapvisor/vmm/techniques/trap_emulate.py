@@ -92,8 +92,7 @@ class TrapEmulate(Monitor):
         self.in_run = False          # the host CPU is executing this guest's code
         vm.instructions = self.instructions
         # Stores by the virtual CPU into decoded code must drop the host's blocks of that page.
-        base_page = vm.partition.base >> 12
-        vcpu.hooks.code_written = lambda page: host.invalidate_code_page(page + base_page)
+        vcpu.hooks.code_written = vm.memory.vcpu_store_hook(host)
         self.shadow = ShadowPaging(self.alloc, host, vm, cache_size=DEFAULT_CACHE_SIZE if options.shadow_cache is None else options.shadow_cache)
         self.descriptors = ShadowDescriptors(host, host_mem, vcpu, trace_frame=self.shadow.trace)
         self.shadow.vm_shadow_gdt_changed = self.descriptors.rebuild
