@@ -72,9 +72,10 @@ class Scheduler:
         costs = costs or CostModel.default()
         self.slice = slice_instructions
         # One host machine for every VM: host memory and one host CPU with no devices.
-        if host_memory is not None and not cls.uses_host:
-            raise UserError(f"technique {technique} does not run on the simulated host: "
-                            f"--host-memory needs one that does (trap-emulate)")
+        if host_memory is not None and "host_memory" not in cls.honours:
+            able = ", ".join(n for n in monitor.registered() if "host_memory" in monitor.get(n).honours)
+            raise UserError(f"--host-memory: technique {technique} does not take its frames from "
+                            f"the pmap (overcommit works under: {able})")
         self.host_machine = Host([s.memory_bytes for s in specs], strict=strict,
                                  vmx=getattr(cls, "host_vmx", None), host_memory=host_memory)
         self.alloc, self.host = self.host_machine.allocator, self.host_machine.cpu

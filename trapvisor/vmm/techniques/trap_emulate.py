@@ -60,7 +60,8 @@ class TrapEmulate(Monitor):
     name = "trap-emulate"
     summary = ("the guest kernel runs directly at ring 1 on shadow page and descriptor tables; "
                "what traps is emulated (Popek and Goldberg's monitor)")
-    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules", "initrd", "serial_in"})
+    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules", "initrd", "serial_in",
+                         "host_memory"})
     uses_host = True
 
     def __init__(self, options: RunOptions, host: Host | None = None):
