@@ -96,11 +96,15 @@ CASES = [
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),
     Case("map-monitor"),
-    # Standard CPU: MOV DS runs directly from the monitor's (stale) GDT copy; no fault.
-    Case("gdt-unmapped", stops=("triple fault",), standard_stops=(None,)),
-    # The bare PC's idle loop (machine/cpu) spins forever on the final masked HLT:
-    # it runs halt=0, and the techniques' output must be that plus the last line.
-    Case("pic-pit-starve", stops=("halted forever",), bare_cmdline="halt=0", qemu_cmdline="halt=0",
+    # EIP wrapping from 0xFFFFFFFF to 0, code in the monitor's window of linear space.
+    Case("wrap"),
+    # The guest's time-stamp counter: its own instructions, whatever ran them.
+    Case("tsc"),
+    # The GDT page unmapped and invalidated: the shadow GDT is rebuilt at the INVLPG,
+    # so on the standard CPU too the MOV DS faults as on the bare PC.
+    Case("gdt-unmapped", stops=("triple fault",)),
+    # QEMU sleeps forever on the final masked HLT: it runs halt=0.
+    Case("pic-pit-starve", stops=("halted forever",), qemu_cmdline="halt=0",
          detail="timer expiries in a row woke nothing"),
     Case("cli-forever", limit=SPIN_LIMIT, stops=("instruction limit",), qemu=False),
     Case("cli-hlt", stops=("halted forever",), qemu=False, detail="IF=0"),

@@ -13,6 +13,7 @@ done by the layers below):
                           programs trapvisor needs (``host.py``)
   demo                    the main job on the bundled default guest (``demo.py``)
   demo-linux, fetch-linux Debian's kernel under /dev/kvm (``demo_linux.py``)
+  bt show KERNEL --at A   a unit of guest code and its binary translation (``bt.py``)
   theory ...              the Popek-Goldberg theory as executable code
                           (``theory.py``, ``theory_run.py``, ``theory_docs.py``)
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import compare, demo, demo_linux, host, run, vmcs, vms
+from . import bt, compare, demo, demo_linux, host, run, vmcs, vms
 from .options import Parser
 
 
@@ -40,6 +41,7 @@ def build_parser() -> Parser:
     compare.add_parser(sub)
     vms.add_parser(sub)
     vmcs.add_parser(sub)
+    bt.add_parser(sub)
     host.add_parsers(sub)
     demo.add_parser(sub)
     demo_linux.add_parsers(sub)

@@ -30,6 +30,12 @@ class CostModel:
     native_event: int
     vm_exit_entry: int
     ept_walk: int
+    bt_translate_instruction: int
+    bt_callout: int
+    bt_chain: int
+    pv_hypercall: int
+    pv_bounce: int
+    pv_validated_update: int
 
     @classmethod
     def default(cls) -> "CostModel":

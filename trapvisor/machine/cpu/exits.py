@@ -136,11 +136,15 @@ class DescriptorTableExit(Exit):
 
 @dataclass(slots=True)
 class SensitiveExit(Exit):
-    """A sensitive instruction of a class the monitor intercepts (no VMX analogue:
-    the x86 holes that binary translation and paravirtualization close)."""
+    """A sensitive instruction of a class the monitor intercepts
+    (``intercepts.sensitive_exiting``; no VMX analogue: the x86 holes that binary
+    translation and paravirtualization close).  ``name`` is the class
+    (``audit.SENSITIVE``), ``mnemonic`` the instruction, lower case; it is not
+    executed, EIP stays at it."""
 
     mnemonic: str
     length: int = 1
+    name: str = ""
     reason = "sensitive"
 
 
@@ -247,3 +251,20 @@ class VmExit(Exit):
     @property
     def reason(self) -> str:
         return self.name
+
+
+@dataclass(slots=True)
+class DebugExit(Exit):
+    """A host debugger's control fired (``intercepts.debug_*``; trapvisor/debug).
+
+    ``kind`` is "breakpoint" (EIP at the instruction, not executed), "watchpoint"
+    (after the instruction that made the access: ``address`` is the linear
+    address touched, ``access`` "write", "read" or "access" as the watchpoint
+    was set) or "step" (one instruction retired, or one event delivered).  VMX
+    analogue for a step: the monitor trap flag exit (reason 37, SDM Vol. 3C
+    §25.5.2); breakpoints and watchpoints are KVM_EXIT_DEBUG's."""
+
+    kind: str
+    address: int | None = None
+    access: str | None = None
+    reason = "debug"

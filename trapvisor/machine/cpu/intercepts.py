@@ -57,6 +57,17 @@ CONTROLS = (
      "operation (§25.1.2)"),
     ("task_switch_exiting", "a task switch (CALL/JMP to a TSS or task gate, IRET with NT, an "
      "event through a task gate) exits", "unconditional in non-root operation (§25.1.2)"),
+    ("sensitive_exiting", "names of classes of the sensitive instructions of Robin and Irvine "
+     "(audit.SENSITIVE: 'PUSHF', 'SGDT', 'MOV' of a segment register...): one of them exits "
+     "(SensitiveExit) before it executes; set through CPU.set_sensitive_exiting",
+     "none (the x86 holes that VT-x closed by adding non-root operation)"),
+    # A host debugger's controls (trapvisor/debug): invisible to the guest, unlike DR0-DR7.
+    ("debug_breakpoints", "linear addresses: an instruction starting at one exits (DebugExit) "
+     "before it runs", "none (KVM_GUESTDBG_USE_SW_BP, api.rst 4.61)"),
+    ("debug_watchpoints", "(first, last, 'write'|'read'|'access'): a data access touching "
+     "[first, last] exits (DebugExit) after its instruction", "none (KVM_GUESTDBG_USE_HW_BP)"),
+    ("debug_single_step", "every instruction exits (DebugExit) after it retires; external "
+     "interrupts are held while it is set", "monitor trap flag (§25.5.2)"),
 )
 
 
@@ -94,6 +105,15 @@ class InterceptControls:
         self.preemption_deadline = None
         self.vmx_instruction_exiting = False
         self.task_switch_exiting = False
+        self.sensitive_exiting = frozenset()
+        self.debug_breakpoints = frozenset()
+        self.debug_watchpoints = ()
+        self.debug_single_step = False
+
+    def debugging(self) -> bool:
+        """Is any host-debugger control set?  (The CPU then runs instruction by
+        instruction where it must: ``CPU.debug_step``.)"""
+        return bool(self.debug_breakpoints or self.debug_watchpoints or self.debug_single_step)
 
     def exits_on_event(self, vector: int, kind: str) -> bool:
         """Does delivering this event exit?"""
@@ -145,6 +165,6 @@ class InterceptControls:
         out = {}
         for name in self.__slots__:
             v = getattr(self, name)
-            if v not in (0, False, None, frozenset()):
+            if v not in (0, False, None, frozenset(), ()):
                 out[name] = sorted(v) if isinstance(v, (set, frozenset)) else v
         return out

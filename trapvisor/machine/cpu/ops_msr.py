@@ -6,7 +6,8 @@ RDMSR and WRMSR are privileged (SDM Vol. 2 RDMSR/WRMSR; the MSRs: SDM Vol.
 0 until written; any other MSR is #GP(0).  The TSC counts retired
 instructions (``cpu.icount`` plus an offset that a WRMSR to it sets), so
 guest time is deterministic; RDTSC is #GP(0) at CPL > 0 with CR4.TSD (SDM
-Vol. 2 RDTSC).  CPUID reports what this CPU implements (SDM Vol. 2 CPUID).
+Vol. 2 RDTSC).  CPUID reports what this CPU implements, from the one model
+of ``machine/cpuid_model.py`` (SDM Vol. 2A CPUID).
 SYSENTER and SYSEXIT load flat segments without reading descriptors (SDM
 Vol. 2 SYSENTER, SYSEXIT).
 
@@ -19,6 +20,8 @@ CPUID, RDMSR and WRMSR honour their exiting controls and TSC offsetting
 from __future__ import annotations
 
 import iced_x86 as iced
+
+from .. import cpuid_model
 
 from .constants import (
     CR0_PE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
@@ -123,9 +126,8 @@ def c_rdtsc(cpu, ins):
     return rdtsc, NORMAL
 
 
-# CPUID.1:EDX feature bits we implement (SDM Vol. 2 CPUID, Table 3-11).
-CPUID_EDX = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) \
-    | (1 << 11) | (1 << 13) | (1 << 15)   # VME DE PSE TSC MSR CX8 APIC SEP PGE CMOV
+APIC_FEATURE = 1 << 9              # CPUID.1:EDX.APIC (SDM Vol. 2A Table 3-11)
+APIC_GLOBAL_ENABLE = 1 << 11      # IA32_APIC_BASE bit 11 (SDM Vol. 3A 10.4.4)
 
 
 CPUID_ECX_VMX = 1 << 5      # CPUID.1:ECX.VMX (SDM Vol. 3C §23.6)
@@ -134,6 +136,7 @@ CPUID_ECX_VMX = 1 << 5      # CPUID.1:ECX.VMX (SDM Vol. 3C §23.6)
 @handles(M.CPUID)
 def c_cpuid(cpu, ins):
     regs = cpu.regs
+    model = cpuid_model.PC
 
     ic, length = cpu.intercepts, ins.len
 
@@ -141,22 +144,13 @@ def c_cpuid(cpu, ins):
         if ic.cpuid_exiting:
             raise ExitFault(InstructionExit("cpuid", length))
         leaf = regs[0]
-        if leaf == 0:
-            # Vendor "TrapvisorCPU" in EBX, EDX, ECX.
-            v = b"TrapvisorCPU"
-            regs[0] = 1
-            regs[3] = int.from_bytes(v[0:4], "little")
-            regs[2] = int.from_bytes(v[4:8], "little")
-            regs[1] = int.from_bytes(v[8:12], "little")
-        elif leaf == 1:
-            regs[0] = 0x00000633      # family 6, model 3, stepping 3 (a Pentium II-class core)
-            regs[3] = 0x00010000      # APIC ID 0, 1 logical processor
-            regs[1] = 0
-            regs[2] = CPUID_EDX & ~(0 if cpu.apic_base & (1 << 11) else (1 << 9))
+        a, b, c, d = cpuid_model.cpuid(model, leaf, regs[1])
+        if leaf == 1:
+            if not cpu.apic_base & APIC_GLOBAL_ENABLE:
+                d &= ~APIC_FEATURE    # a globally disabled local APIC is absent from CPUID (SDM 10.4.3)
             if cpu.vmx is not None:
-                regs[1] |= CPUID_ECX_VMX
-        else:
-            regs[0] = regs[1] = regs[2] = regs[3] = 0
+                c |= CPUID_ECX_VMX
+        regs[0], regs[3], regs[1], regs[2] = a, b, c, d
     return cpuid, NORMAL
 
 

@@ -257,8 +257,9 @@ def c_hlt(cpu, ins):
 
 
 # ------------------------------------------------------------- x87 and WAIT
-# This CPU has no x87 unit (CPUID.1:EDX.FPU = 0); what it implements is the
-# part of the x87 interface the system architecture defines: the #NM checks
+# The x87 FPU is ops_x87.py, which registers later and takes over the mnemonics it
+# implements.  What stays here is the fallback for the rest, the x87 interface the
+# system architecture defines: the #NM checks
 # (SDM Vol. 3A §2.5, Table 2-2).  An x87 instruction raises #NM when CR0.EM
 # or CR0.TS is set; WAIT/FWAIT raises #NM when CR0.MP and CR0.TS are both
 # set and is otherwise a no-op (there is never an unmasked x87 exception
