@@ -190,3 +190,23 @@ def test_sensitive_exiting_stops_a_listed_class_before_it_executes_on_both_tiers
     cpu.set_sensitive_exiting(())
     cpu.run(10_000)
     assert cpu.halted and cpu.regs[4] == esp - 4
+
+
+def test_mmio_exiting_gives_address_size_direction_and_value_and_executes_nothing():
+    """KVM_EXIT_MMIO's shape: a load or store beyond RAM exits unexecuted; clear, the load
+    reaches the bus (open bus here: all ones)."""
+    from trapvisor.machine.cpu.exits import MmioExit
+    # mov eax, [0xFEC00000] ; mov [0xFED00010], cx ; hlt
+    code = bytes.fromhex("a1 0000c0fe  66890d 1000d0fe f4")
+    cpu = cpu_with(code, eax=0x1234)
+    cpu.regs[1] = 0xBEEF
+    cpu.intercepts.mmio_exiting = True
+    e = cpu.run(100)
+    assert e == MmioExit(0xFEC00000, 4, False) and cpu.eip == CODE and cpu.regs[0] == 0x1234
+    cpu.eip += 5                       # the monitor completed the load
+    e = cpu.run(100)
+    assert e == MmioExit(0xFED00010, 2, True, 0xBEEF) and cpu.eip == CODE + 5
+    cpu.intercepts.mmio_exiting = False
+    cpu.eip = CODE
+    cpu.run(100)
+    assert cpu.regs[0] == 0xFFFFFFFF and cpu.halted

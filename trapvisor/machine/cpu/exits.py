@@ -109,6 +109,21 @@ class IoExit(Exit):
 
 
 @dataclass(slots=True)
+class MmioExit(Exit):
+    """An access to a physical address beyond RAM under ``mmio_exiting``, as KVM's
+    KVM_EXIT_MMIO (and VT-x's EPT violation on an unbacked guest-physical page, SDM
+    Vol. 3C §28.2.3.2): ``value`` for a write.  The instruction is not executed (its
+    checks and translations came first); the monitor performs the access on its
+    device model and completes the instruction."""
+
+    address: int
+    size: int
+    write: bool
+    value: int | None = None
+    reason = "mmio"
+
+
+@dataclass(slots=True)
 class ControlRegisterExit(Exit):
     """MOV to or from CRn, CLTS, LMSW the controls intercept (reason 28; Table
     27-3).  ``value`` is what a write would store; ``gpr`` the general register

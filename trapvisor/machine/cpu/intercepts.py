@@ -57,6 +57,8 @@ CONTROLS = (
      "operation (§25.1.2)"),
     ("task_switch_exiting", "a task switch (CALL/JMP to a TSS or task gate, IRET with NT, an "
      "event through a task gate) exits", "unconditional in non-root operation (§25.1.2)"),
+    ("mmio_exiting", "an access to a physical address beyond RAM exits (MmioExit) instead of "
+     "reaching the MMIO bus", "EPT violation on an unbacked page (§28.2.3.2); KVM_EXIT_MMIO"),
     ("sensitive_exiting", "names of classes of the sensitive instructions of Robin and Irvine "
      "(audit.SENSITIVE: 'PUSHF', 'SGDT', 'MOV' of a segment register...): one of them exits "
      "(SensitiveExit) before it executes; set through CPU.set_sensitive_exiting",
@@ -105,6 +107,7 @@ class InterceptControls:
         self.preemption_deadline = None
         self.vmx_instruction_exiting = False
         self.task_switch_exiting = False
+        self.mmio_exiting = False
         self.sensitive_exiting = frozenset()
         self.debug_breakpoints = frozenset()
         self.debug_watchpoints = ()
