@@ -29,3 +29,22 @@ def test_dump_prints_every_area_with_sdm_names_and_the_exit_reason(technique):
                  "launch state launched"):
         assert text in out, out
     assert ("EPT_POINTER" in out) == (technique == "vtx")
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "guest:hello", "--vmx", "turbo"), "invalid choice"),
+    (("run", "guest:hello", "--vmx", "late", "--technique", "vtx"), "--vmx"),
+    (("run", "guest:hello", "--vmx", "early", "--accel", "kvm"), "--vmx"),
+])
+def test_the_vmx_option_is_checked(args, message):
+    p = tv(*args)
+    assert message in one_line_error(p)
+
+
+def test_the_bare_pc_with_vmx_runs_a_kernel_and_reports_vmx_in_cpuid():
+    from trapvisor.machine.pc import PC
+    assert PC(4 << 20).cpu.vmx is None, "off by default"
+    pc = PC(4 << 20, vmx="early")
+    assert pc.cpu.vmx.profile.name == "early" and not pc.cpu.vmx.profile.has_ept
+    p = tv("run", "guest:hello", "--vmx", "late", "--quiet")
+    assert p.returncode == 1 and "Hello from trapvisor" in p.stdout, p.stderr   # its debug-exit code

@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cpu", choices=("standard", "strict", "host"), default="standard",
                    help="strict: every sensitive instruction traps at CPL>0; host (--accel kvm): the host's "
                         "CPUID, as QEMU's -cpu host (standard: trapvisor's CPU model)")
+    p.add_argument("--vmx", choices=("off", "early", "late"), default="off",
+                   help="the simulated PC's CPU has VMX (docs/vtx.md): early (no EPT, as the first "
+                        "VT-x parts) or late (EPT, VPID, unrestricted guest); default off")
     p.add_argument("--smp", type=smp_count, default=None, metavar="N",
                    help="--accel kvm: N vCPUs, one thread each (default 1)")
     p.add_argument("--raw-load", type=o.hex_address, default=None, metavar="ADDR",
@@ -82,7 +85,7 @@ def _given(args) -> dict:
             "--linux-entry": args.linux_entry is not None, "--disk": args.disk is not None,
             "--module": bool(args.module), "--max-seconds": args.max_seconds is not None,
             "--trace": args.trace is not None, "--smp": args.smp is not None and args.smp > 1,
-            "--cpu host": args.cpu == "host"}
+            "--cpu host": args.cpu == "host", "--vmx": args.vmx != "off"}
 
 
 def _refuse_any(given: dict, names, why: str) -> None:
@@ -100,6 +103,7 @@ def check_kvm_run(args, given: dict) -> None:
                                                      "not to --accel kvm")
     if args.cpu == "strict":
         o.refuse("--cpu strict", "under --accel kvm the guest runs on the host's own CPU")
+    _refuse_any(given, ("--vmx",), "applies to the simulated PC's CPU, not to --accel kvm")
 
 
 def technique_options(args, kernel: str, **extra):
@@ -133,6 +137,8 @@ def check_run(args) -> None:
         _refuse_any(given, ("--smp",), "the simulated PC has one CPU; more need --accel kvm")
         _refuse_any(given, ("--cpu host",), "needs --accel kvm (the simulated PC's CPU is its own)")
         if args.technique != "native":
+            _refuse_any(given, ("--vmx",), "applies to the bare PC; a technique's host CPU is its own "
+                                           "(vtx: late, vtx-noept: early)")
             check_technique_run(args, given)
         else:
             _refuse_any(given, ("--costs", "--shadow-cache"), "applies to --technique emulate or trap-emulate "
@@ -178,7 +184,7 @@ def run_on_pc(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         pc = PC(args.memory, serial_out=serial.out, serial_in=serial.input, disk=args.disk,
-                strict=args.cpu == "strict")
+                strict=args.cpu == "strict", vmx=None if args.vmx == "off" else args.vmx)
         pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load,
                        initrd=args.initrd, linux_entry=sim_linux_entry(args.linux_entry))
         with o.optional_output(args.trace, "trace file") as trace:

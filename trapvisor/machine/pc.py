@@ -36,7 +36,7 @@ def _discard(data: bytes) -> None:
 class PC:
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY, *, serial_out=None, serial_in=None,
                  disk: str | None = None, strict: bool = False,
-                 ns_per_instruction: int = DEFAULT_NS_PER_INSTRUCTION):
+                 ns_per_instruction: int = DEFAULT_NS_PER_INSTRUCTION, vmx: str | None = None):
         self.cpu: CPU | None = None
         self.clock = VirtualClock(ns_per_instruction, counter=self._instructions)
         self.board = build_board(
@@ -46,8 +46,9 @@ class PC:
         b = self.board
         self.memory, self.io_bus, self.mmio_bus, self.irq, self.devices = (
             b.memory, b.io_bus, b.mmio_bus, b.irq, b.devices)
+        # vmx: the CPU has VMX with that profile (machine/cpu/vmx; default: none).
         self.cpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock,
-                       strict=strict)
+                       strict=strict, vmx=vmx)
         self.boot = None
 
     def _instructions(self) -> int:

@@ -150,6 +150,22 @@ def test_request_exit_preempts_a_cpu_without_a_clock():
     assert isinstance(cpu.run(1000), BudgetExhausted)
 
 
+def test_io_exiting_covers_the_string_instructions():
+    """INS and OUTS exit like IN and OUT (§24.6.4; Table 27-5 bits 4 and 5: string, REP),
+    after the I/O permission check, before any port access or store."""
+    cpu = cpu_with(bytes.fromhex("be00300000f36e"), edx=0x80)   # mov esi, 3000h; rep outsb
+    cpu.regs[1] = 3
+    cpu.intercepts.io_exiting = True
+    ex = cpu.run(10)
+    assert isinstance(ex, IoExit) and ex.string and ex.rep and ex.write and ex.port == 0x80
+    assert cpu.dev.writes == [] and cpu.regs[1] == 3 and cpu.eip == CODE + 5
+    cpu = cpu_with(bytes.fromhex("bf003000006c"), edx=0x80)     # mov edi, 3000h; insb
+    cpu.intercepts.io_exiting = {0x80}
+    ex = cpu.run(10)
+    assert isinstance(ex, IoExit) and ex.string and not ex.rep and not ex.write
+    assert cpu.regs[7] == 0x3000
+
+
 # ------------------------------------------------------------- sensitive-instruction exiting
 def test_sensitive_exiting_stops_a_listed_class_before_it_executes_on_both_tiers():
     """PUSHF, SGDT and MOV from a segment register exit when their class is listed; the

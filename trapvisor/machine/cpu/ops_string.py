@@ -20,6 +20,8 @@ import iced_x86 as iced
 from . import flags as F
 from . import string_bulk
 from .constants import DF, ES
+from .cpu import ExitFault
+from .exits import IoExit
 from .operands import MASK, SIGN, op_size
 from .registry import NORMAL, END, JUMP, handles
 
@@ -81,6 +83,7 @@ def c_string(cpu, ins):
     mask, sign = MASK[size], SIGN[size]
     conditional = op in (M.CMPSB, M.CMPSW, M.CMPSD, M.SCASB, M.SCASW, M.SCASD)
     repeated = rep or repne
+    ic, length = cpu.intercepts, ins.len     # INS/OUTS honour I/O exiting (intercepts.py)
 
     def step_regs(*idx):
         d = -size if cpu.eflags_rest & DF else size
@@ -115,6 +118,8 @@ def c_string(cpu, ins):
             from .ops_io import check_io
             port = regs[2] & 0xFFFF
             check_io(cpu, port, size)
+            if ic.io_exiting is not None and ic.exits_on_port(port):
+                raise ExitFault(IoExit(port, size, False, True, repeated, length=length))
             # Probe the destination before the port read: a port read has side effects.
             wr(ES, regs[7] & amask, rd(ES, regs[7] & amask))
             wr(ES, regs[7] & amask, cpu.io_bus.read(port, size))
@@ -123,6 +128,8 @@ def c_string(cpu, ins):
             from .ops_io import check_io
             port = regs[2] & 0xFFFF
             check_io(cpu, port, size)
+            if ic.io_exiting is not None and ic.exits_on_port(port):
+                raise ExitFault(IoExit(port, size, True, True, repeated, length=length))
             cpu.io_bus.write(port, size, rd(src_seg, regs[6] & amask))
             step_regs(6)
         return True

@@ -45,6 +45,7 @@ import time
 
 from ...events import EXIT, INJECT, Event, EventLog
 from ...machine.cpu import MachineStop
+from ...machine.pc import TIME_STEP
 from ...machine.cpu.constants import IF, PF_VEC
 from ...machine.cpu.exits import (
     BudgetExhausted, GuestExit, MachineStopped, Preempted, VmExit,
@@ -496,6 +497,11 @@ class Vtx(Monitor):
         t0 = time.perf_counter()
         try:
             self.stop_reason = reason = self._run(until, max_instructions)
+        except MachineStop as stop:       # raised from translation (e.g. fetch outside RAM)
+            self.stop_reason = reason = stop
+        except RecursionError:
+            self.stop_reason = reason = MachineStop("monitor recursion",
+                                                    "exception delivery recursed without end")
         finally:
             self.seconds += time.perf_counter() - t0
         return reason is not None or self.vm.exit_code is not None
@@ -540,6 +546,11 @@ class Vtx(Monitor):
                 exit = failure
             else:
                 budget = slice_end - total
+                if self.deadline is not None:
+                    # The host looks at its clock this often: a tenth of the bare PC's step,
+                    # since a guest's own faults, delivered in non-root operation, cost the
+                    # simulation far more than its instructions (tests/vmm/test_limits.py).
+                    budget = min(budget, TIME_STEP // 10)
                 due = clock.next_deadline()
                 if due < clock.NEVER:
                     budget = max(1, min(budget, clock.instructions_until(due)))
