@@ -32,6 +32,7 @@ class CostModel:
     bt_translate_instruction: int
     bt_callout: int
     bt_chain: int
+    bt_indirect: int
 
     @classmethod
     def default(cls) -> "CostModel":

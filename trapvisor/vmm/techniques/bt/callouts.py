@@ -100,5 +100,5 @@ def _near_ret(bt, c) -> bool:
     vcpu.inhibit_irq = False      # it ends any interrupt shadow an STI opened
     host.eip = to
     bt.interpreted_count += 1
-    bt.charge(TRAP, "bt callout: ret: ret", bt.costs.bt_callout, c.guest)
+    bt.charge(TRAP, "bt in-place ret", bt.costs.bt_indirect, c.guest)
     return True
