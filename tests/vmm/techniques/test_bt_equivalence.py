@@ -165,3 +165,17 @@ def test_a_fault_in_translated_code_is_delivered_with_the_guest_eip(strict):
     bt = run_module("bt", FAULT, True, strict)
     assert b"#DE" in native.output
     assert (bt.output, bt.exit_code, bt.instructions) == (native.output, native.exit_code, native.instructions)
+
+
+def test_compare_audits_bt_and_finds_no_divergence_where_trap_emulate_has_many():
+    """`trapvisor compare` pairs every sensitive instruction of the bt run with the native
+    one (machine/cpu/audit.py): none differs; under trap-emulate the holes do."""
+    from trapvisor.report.compare import compare
+    rows = compare(str(build_guest("tvos")), cmdline="workload=probe",
+                   techniques=["native", "bt", "trap-emulate"])
+    by = {r.result.technique: r for r in rows}
+    bt, native = by["bt"], by["native"]
+    assert bt.identical and bt.divergences == []
+    assert len(bt.result.audit) > 50 and len(native.result.audit) > 50
+    assert {(a.ip, a.name) for a in bt.result.audit} & {(a.ip, a.name) for a in native.result.audit}
+    assert by["trap-emulate"].divergences
