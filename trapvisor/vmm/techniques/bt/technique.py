@@ -81,6 +81,7 @@ class BinaryTranslation(TrapEmulate):
         self.base_page = vm.partition.base >> 12
         self.saved = None            # the guest's CS and GS caches while translated code runs
         self.stale = False           # units dropped while the host ran in the cache
+        self._in_hook = False
         self.callout_counts: Counter = Counter()
         self.lookups = self.lookup_hits = 0
         self.chains = 0
@@ -181,8 +182,18 @@ class BinaryTranslation(TrapEmulate):
 
     # -- coherence --------------------------------------------------------------------
     def _code_written(self, host_page: int) -> None:
-        """A store by the virtual CPU or a device into a frame holding translated code."""
+        """A store into a frame holding decoded code: by the virtual CPU or a device
+        (translated code), or by the host CPU (code the virtual CPU decoded to emulate
+        it, e.g. a trapping instruction of user code: its decoded copy is dropped too,
+        so that it is emulated as it now is)."""
         frame = host_page - self.base_page
+        if self._in_hook or not 0 <= frame < self.vm.partition.size >> 12:
+            return
+        self._in_hook = True
+        try:
+            self.vm.vcpu.invalidate_code_page(frame)
+        finally:
+            self._in_hook = False
         if frame in self.tc.by_frame:
             self.code_stores += 1
             self.tc.invalidate_frame(frame)
