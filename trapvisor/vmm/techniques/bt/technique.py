@@ -66,7 +66,7 @@ class BinaryTranslation(TrapEmulate):
     summary = ("binary translation: guest kernel code runs from a translation cache at ring 1, "
                "sensitive instructions rewritten; user code direct (VMware's technique)")
     honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules"})
-    time_sliced = False
+    time_sliced = True
     tcache_size = DEFAULT_TCACHE_SIZE
     max_unit = None
 
@@ -179,6 +179,15 @@ class BinaryTranslation(TrapEmulate):
     def leave(self) -> None:
         self._leave_cache()
         super().leave()
+
+    def enter(self) -> None:
+        """World switch in (several VMs on one host CPU): this VM's intercepts (its
+        code fence on its own cache) and its coherence hook; the run loop enters the
+        cache at the translation of the guest's EIP."""
+        was = self.on_host
+        super().enter()
+        if not was:
+            self.host.hooks.code_written = self._code_written
 
     # -- coherence --------------------------------------------------------------------
     def _code_written(self, host_page: int) -> None:
