@@ -7,6 +7,7 @@ done by the layers below):
                           or on KVM (``run.py``)
   compare KERNEL          natively and under each technique, one table (``compare.py``)
   vms 'KERNEL [ARGS]'...  several VMs time-sliced on one host CPU (``vms.py``)
+  vmcs dump KERNEL        simulated VT-x: a guest's VMCS field by field (``vmcs.py``)
   guests, techniques,     the bundled guests, the registered techniques,
   info, doctor            what /dev/kvm is here, the host
                           programs trapvisor needs (``host.py``)
@@ -28,7 +29,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import bt, compare, demo, demo_linux, host, run, vms
+from . import bt, compare, demo, demo_linux, host, run, vmcs, vms
 from .options import Parser
 
 
@@ -39,6 +40,7 @@ def build_parser() -> Parser:
     run.add_parser(sub)
     compare.add_parser(sub)
     vms.add_parser(sub)
+    vmcs.add_parser(sub)
     bt.add_parser(sub)
     host.add_parsers(sub)
     demo.add_parser(sub)

@@ -29,10 +29,14 @@ class CostModel:
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int
+    ept_walk: int
     bt_translate_instruction: int
     bt_callout: int
     bt_chain: int
     bt_indirect: int
+    pv_hypercall: int
+    pv_bounce: int
+    pv_validated_update: int
 
     @classmethod
     def default(cls) -> "CostModel":
