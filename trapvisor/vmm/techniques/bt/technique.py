@@ -269,6 +269,10 @@ class BinaryTranslation(TrapEmulate):
         self._leave_cache()
         return super().on_exception(exit)
 
+    def on_instruction(self, exit):
+        self._leave_cache()
+        return super().on_instruction(exit)
+
     def _page_fault(self, exit: ExceptionExit):
         host, vcpu, costs, shadow = self.host, self.vm.vcpu, self.costs, self.shadow
         vcpu.set_cpl(guest_cpl(host.cpl, vcpu.cpl))
@@ -326,7 +330,12 @@ class BinaryTranslation(TrapEmulate):
         before = SystemState(vcpu)
         eip, icount = vcpu.eip, vcpu.icount
         stores = self._store_targets() if eip in self.translator.adapted else ()
+        # The guest's TSC: the virtual CPU's count plus what ran on the host (as interpret).
+        direct = vcpu.intercepts.tsc_offset = self.direct()
+        offset = vcpu.tsc_offset
         ins, mnemonic = interpret(vcpu)
+        if vcpu.tsc_offset != offset:       # WRMSR IA32_TSC: the written value is the guest's
+            vcpu.tsc_offset -= direct
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"bt callout: {c.reason}: {mnemonic}", self.costs.bt_callout, eip, ins)
         self.after_interpret(before)
