@@ -33,6 +33,7 @@ class CostModel:
     bt_translate_instruction: int
     bt_callout: int
     bt_chain: int
+    bt_indirect: int
     pv_hypercall: int
     pv_bounce: int
     pv_validated_update: int

@@ -165,3 +165,34 @@ def test_a_fault_in_translated_code_is_delivered_with_the_guest_eip(strict):
     bt = run_module("bt", FAULT, True, strict)
     assert b"#DE" in native.output
     assert (bt.output, bt.exit_code, bt.instructions) == (native.output, native.exit_code, native.instructions)
+
+
+def test_compare_audits_bt_and_finds_no_divergence_where_trap_emulate_has_many():
+    """`trapvisor compare` pairs every sensitive instruction of the bt run with the native
+    one (machine/cpu/audit.py): none differs; under trap-emulate the holes do."""
+    from trapvisor.report.compare import compare
+    rows = compare(str(build_guest("tvos")), cmdline="workload=probe",
+                   techniques=["native", "bt", "trap-emulate"])
+    by = {r.result.technique: r for r in rows}
+    bt, native = by["bt"], by["native"]
+    assert bt.identical and bt.divergences == []
+    assert len(bt.result.audit) > 50 and len(native.result.audit) > 50
+    assert {(a.ip, a.name) for a in bt.result.audit} & {(a.ip, a.name) for a in native.result.audit}
+    assert by["trap-emulate"].divergences
+
+
+# call next; next: pop ebx; call f; mov byte [ebx+28], 0x81; mov byte [ebx+28], 0xf4; call f;
+# mov al, 0; out 0xf4, al; jmp $; f: mov al, 3; out 0x80, al; ret.  The two stores change the
+# port of f's OUT (a callout, executed by the virtual CPU) to the debug exit: natively exit 7.
+# The first store is traced (f was translated); the second, the frame untraced by then, is a
+# direct store, after which the virtual CPU must not run the OUT it decoded the first time.
+SMC_CALLOUT = bytes.fromhex("e800000000" "5b" "e813000000" "c6431c81" "c6431cf4" "e806000000"
+                            "b000e6f4" "ebfe" "b003" "e680" "c3")
+
+
+@pytest.mark.parametrize("paging", [False, True], ids=["flat", "paging"])
+def test_a_changed_sensitive_instruction_is_emulated_as_it_now_is(paging):
+    native = run_module("native", SMC_CALLOUT, paging)
+    assert native.exit_code == 7, native.output
+    bt = run_module("bt", SMC_CALLOUT, paging)
+    assert (bt.output, bt.exit_code, bt.instructions) == (native.output, native.exit_code, native.instructions)

@@ -66,7 +66,7 @@ class BinaryTranslation(TrapEmulate):
     summary = ("binary translation: guest kernel code runs from a translation cache at ring 1, "
                "sensitive instructions rewritten; user code direct (VMware's technique)")
     honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules"})
-    time_sliced = False
+    time_sliced = True
     tcache_size = DEFAULT_TCACHE_SIZE
     max_unit = None
 
@@ -81,6 +81,7 @@ class BinaryTranslation(TrapEmulate):
         self.base_page = vm.partition.base >> 12
         self.saved = None            # the guest's CS and GS caches while translated code runs
         self.stale = False           # units dropped while the host ran in the cache
+        self._in_hook = False
         self.callout_counts: Counter = Counter()
         self.lookups = self.lookup_hits = 0
         self.chains = 0
@@ -179,10 +180,29 @@ class BinaryTranslation(TrapEmulate):
         self._leave_cache()
         super().leave()
 
+    def enter(self) -> None:
+        """World switch in (several VMs on one host CPU): this VM's intercepts (its
+        code fence on its own cache) and its coherence hook; the run loop enters the
+        cache at the translation of the guest's EIP."""
+        was = self.on_host
+        super().enter()
+        if not was:
+            self.host.hooks.code_written = self._code_written
+
     # -- coherence --------------------------------------------------------------------
     def _code_written(self, host_page: int) -> None:
-        """A store by the virtual CPU or a device into a frame holding translated code."""
+        """A store into a frame holding decoded code: by the virtual CPU or a device
+        (translated code), or by the host CPU (code the virtual CPU decoded to emulate
+        it, e.g. a trapping instruction of user code: its decoded copy is dropped too,
+        so that it is emulated as it now is)."""
         frame = host_page - self.base_page
+        if self._in_hook or not 0 <= frame < self.vm.partition.size >> 12:
+            return
+        self._in_hook = True
+        try:
+            self.vm.vcpu.invalidate_code_page(frame)
+        finally:
+            self._in_hook = False
         if frame in self.tc.by_frame:
             self.code_stores += 1
             self.tc.invalidate_frame(frame)
@@ -249,6 +269,10 @@ class BinaryTranslation(TrapEmulate):
         self._leave_cache()
         return super().on_exception(exit)
 
+    def on_instruction(self, exit):
+        self._leave_cache()
+        return super().on_instruction(exit)
+
     def _page_fault(self, exit: ExceptionExit):
         host, vcpu, costs, shadow = self.host, self.vm.vcpu, self.costs, self.shadow
         vcpu.set_cpl(guest_cpl(host.cpl, vcpu.cpl))
@@ -306,7 +330,12 @@ class BinaryTranslation(TrapEmulate):
         before = SystemState(vcpu)
         eip, icount = vcpu.eip, vcpu.icount
         stores = self._store_targets() if eip in self.translator.adapted else ()
+        # The guest's TSC: the virtual CPU's count plus what ran on the host (as interpret).
+        direct = vcpu.intercepts.tsc_offset = self.direct()
+        offset = vcpu.tsc_offset
         ins, mnemonic = interpret(vcpu)
+        if vcpu.tsc_offset != offset:       # WRMSR IA32_TSC: the written value is the guest's
+            vcpu.tsc_offset -= direct
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"bt callout: {c.reason}: {mnemonic}", self.costs.bt_callout, eip, ins)
         self.after_interpret(before)
