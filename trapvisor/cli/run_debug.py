@@ -142,12 +142,15 @@ def run_debugged(args, kernel: str | None) -> int:
     from .summaries import report_technique_run
     if args.accel == "kvm":
         return run_kvm_under_gdb(args, kernel)
+    from ..debug.reverse import OutputGate
     listener = _listen(args.gdb) if args.gdb is not None else None
     serial = open_serial(args.serial)
     limit = args.max_instructions or DEFAULT_TECHNIQUE_LIMIT
+    # Reverse execution re-runs the past: the gate shows each byte of the console once.
+    gate = OutputGate(serial.out)
     try:
         with o.optional_output(args.trace, "trace file") as trace:
-            monitor, options = build_monitor(args, kernel, serial.out, trace)
+            monitor, options = build_monitor(args, kernel, gate, trace)
             if args.restore is not None and not args.quiet:
                 _say(f"trapvisor: restored {args.restore} ({monitor.steps():,} guest steps, "
                      f"technique {monitor.name})")
@@ -155,7 +158,7 @@ def run_debugged(args, kernel: str | None) -> int:
                 if args.snapshot_at is not None:
                     _snapshot_at(monitor, options, args, limit)
                 if listener is not None:
-                    final = _serve(monitor, options, listener, args, limit)
+                    final = _serve(monitor, options, listener, args, limit, gate)
                 else:
                     monitor.start_clock()
                     monitor.run_slice(limit, limit)
@@ -187,10 +190,10 @@ def _snapshot_at(monitor, options, args, limit) -> None:
              f"({size:,} bytes)")
 
 
-def _serve(monitor, options, listener, args, limit):
+def _serve(monitor, options, listener, args, limit, gate):
     from ..debug.session import debug_session
     from ..debug.sim_target import SimTarget
-    target = SimTarget(monitor, limit, snapshot_options=options)
+    target = SimTarget(monitor, limit, snapshot_options=options, output_gate=gate)
     _announce(listener, args)
     return debug_session(target, listener, start_stopped=args.start_stopped,
                          on_connect=lambda: _say("trapvisor: gdb connected"))
