@@ -253,7 +253,8 @@ class SimTarget(Target):
         words = command.split()
         if words == ["info", "registers"]:
             cpu = self.state
-            return f"{cpu.state_dump()}\n(the guest's view, technique {self.name})\n"
+            return (f"{cpu.state_dump()}\nguest steps={self.m.steps()}\n"
+                    f"(the guest's view, technique {self.name})\n")
         if len(words) == 2 and words[0] == "snapshot":
             return self.snapshot(words[1])
         if words == ["techniques"]:

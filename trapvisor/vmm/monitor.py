@@ -44,6 +44,7 @@ class RunOptions:
     costs: CostModel = field(default_factory=CostModel.default)
     strict: bool = False              # the host CPU variant: every sensitive instruction traps
     serial_out: object = None         # callable(bytes) receiving the guest's console output
+    serial_in: object = None          # callable() -> bytes received on COM1 now (None: no input)
     keep_events: bool = False         # keep every event (HTML report), not only the counts
     trace_file: object = None         # --trace: one JSON event per line
     audit: bool = False               # record sensitive-instruction executions (divergences)

@@ -33,7 +33,8 @@ class Emulate(Monitor):
             host = Host([options.memory_bytes])
         self.allocator = host.allocator
         self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
+                          serial_out=options.serial_out, serial_in=options.serial_in, disk=options.disk,
+                          strict=options.strict)
         vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
         vm.instructions = self.instructions
         self.stop: MachineStop | None = None

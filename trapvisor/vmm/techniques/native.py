@@ -34,7 +34,8 @@ class Native(Monitor):
             self.console.write(data)
             if serial_out is not None:
                 serial_out(data)
-        self.pc = pc = PC(options.memory_bytes, serial_out=out, strict=options.strict, disk=options.disk)
+        self.pc = pc = PC(options.memory_bytes, serial_out=out, serial_in=options.serial_in,
+                          strict=options.strict, disk=options.disk)
         if options.audit:
             from ...machine.cpu.audit import Auditor
             pc.cpu.auditor = Auditor()

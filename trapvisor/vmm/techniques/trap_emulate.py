@@ -73,7 +73,8 @@ class TrapEmulate(Monitor):
         self.alloc, self.host = host.allocator, host.cpu
         host_mem = self.alloc.host
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
+                          serial_out=options.serial_out, serial_in=options.serial_in, disk=options.disk,
+                          strict=options.strict)
         vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
         vcpu = vm.vcpu
         host = self.host
