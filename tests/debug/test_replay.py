@@ -29,7 +29,7 @@ class Typist:
         self.text, self.rng = list(text), random.Random(seed)
 
     def __call__(self) -> bytes:
-        if self.text and self.rng.random() < 0.02:
+        if self.text and self.rng.random() < 0.5:
             return bytes([self.text.pop(0)])
         return b""
 
@@ -142,7 +142,9 @@ def test_gdb_steps_and_continues_backwards_on_a_replay(technique, tmp_path):
         "break syscall", "continue", "monitor info registers", "continue", "continue",
         "reverse-continue", "reverse-continue", "monitor info registers",
         "stepi", "stepi", "info registers eip", "reverse-stepi", "reverse-stepi", "info registers eip",
-        "delete", "break sys_getpid", "continue", "reverse-finish", "delete", "continue"])
+        "delete", "break sys_getpid", "continue", "reverse-finish",
+        "delete", "break sys_exit", "continue", "watch current", "reverse-continue", "bt",
+        "delete", "continue"])
     g = s.gdb
     steps = [line for line in g.splitlines() if line.startswith("guest steps=")]
     assert len(steps) == 2 and steps[0] == steps[1]          # back at the first hit, exactly
@@ -150,5 +152,8 @@ def test_gdb_steps_and_continues_backwards_on_a_replay(technique, tmp_path):
     eips = [line.split()[1] for line in g.splitlines() if line.startswith("eip ")]
     assert eips[-1] == "0x105080"                             # two reverse-stepi: back at syscall()
     assert "Run back to call of #0  sys_getpid" in g and "in syscall (tf=" in g
+    # Backwards from the exit to the write that made the process current (as rr reports it).
+    assert "Old value = (struct proc *) 0x10ef60 <procs>" in g and "New value = (struct proc *) 0x0" in g
+    assert "current = p;" in g and "#0  scheduler () at" in g
     assert "exited with code 01" in g and s.rc == 1
     assert s.stdout.count("tvos: workload=syscall") == 1      # re-running the past printed nothing twice

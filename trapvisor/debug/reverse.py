@@ -14,8 +14,9 @@ while gdb runs the guest, and implements
 * ``reverse-continue`` (``bc``): back to the last breakpoint or watchpoint
   hit before the current position: from the checkpoints backwards, run each
   interval forward with the debugger's controls, note the hits, and go to the
-  last one; with none, to the start of the history (gdb's
-  ``replaylog:begin``).  gdb builds ``reverse-step``, ``reverse-next`` and
+  last one (a watchpoint's: just before the instruction that made the access,
+  so gdb sees the value change backwards); with none, to the start of the
+  history (gdb's ``replaylog:begin``).  gdb builds ``reverse-step``, ``reverse-next`` and
   ``reverse-finish`` out of these two.
 
 Positions are the machine's steps (instructions plus delivered events,
@@ -35,6 +36,8 @@ MARGIN = 2_000                 # the last steps before a target are taken one by
 
 class OutputGate:
     """A serial sink that shows each byte of the machine's one timeline once."""
+
+    SNAPSHOT_WIRING = True        # the user's side of the console: not machine state
 
     def __init__(self, sink):
         self.sink = sink
@@ -132,7 +135,12 @@ class History:
         for cp in reversed([c for c in self.checkpoints if c.pos < here]):
             hits = self._hits(cp, here)
             if hits:
-                return self._to_hit(cp, len(hits))
+                stop = self._to_hit(cp, len(hits))
+                if stop.kind == "watchpoint":
+                    # Backwards, an access is met before it happens: at the instruction that
+                    # makes it, the old value still in memory (as rr reports it to gdb).
+                    self.reverse_step()
+                return stop
             if interrupted():
                 break
         self._restore(self.checkpoints[0])

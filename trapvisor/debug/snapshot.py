@@ -10,7 +10,7 @@ is saved sparsely: only pages that are not all zero.
 
 What is *not* saved is wiring, the same in every machine built from the same
 options: functions and closures (serial sinks, hooks), objects that are not
-trapvisor's (open files, locks), decoded-instruction caches (rebuilt as the
+trapvisor's (open files, locks) or that say they are wiring (``SNAPSHOT_WIRING``), decoded-instruction caches (rebuilt as the
 code runs again) and views of memory saved elsewhere.  So a restore first
 builds the machine afresh from the options recorded in the file (kernel,
 command line, memory, technique, CPU variant), then lays the saved state over
@@ -148,7 +148,7 @@ class _Saver:
             if getattr(v, "__module__", "").startswith("trapvisor.") and "<" not in q:
                 return ("K", v.__module__, q)     # a class or module-level function, by name
             return ("W",)
-        if _mine(v):
+        if _mine(v) and not getattr(v, "SNAPSHOT_WIRING", False):
             if id(v) in self.memo:
                 return ("R", self.memo[id(v)])
             n = self._memo(v)
