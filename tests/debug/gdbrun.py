@@ -30,8 +30,12 @@ def gdb_session(run_args, commands, *, timeout=240, start_stopped=True, workload
            "--gdb", "tcp::0", *(["-S"] if start_stopped else []), *run_args]
     tv = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = tv.stderr.readline()
-        m = re.search(r"gdb stub on tcp::(\d+)", first)
+        first = ""
+        for _ in range(5):           # a restore or a replay may say something first
+            first += tv.stderr.readline()
+            m = re.search(r"gdb stub on tcp::(\d+)", first)
+            if m:
+                break
         assert m, f"no stub announced: {first!r} {tv.stderr.read() if tv.poll() is not None else ''}"
         args = ["gdb", "-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off",
                 "-ex", f"target remote :{m.group(1)}"]

@@ -236,15 +236,17 @@ def _serve(monitor, options, listener, args, limit, gate, reverse: bool):
     from ..debug.sim_target import SimTarget
     # Reverse execution re-runs the past: not with live input (a recording's is replayed).
     target = SimTarget(monitor, limit, snapshot_options=options, output_gate=gate, reverse=reverse)
-    _announce(listener, args)
+    _announce(listener, args, options.get("kernel"))
     return debug_session(target, listener, start_stopped=args.start_stopped,
                          on_connect=lambda: _say("trapvisor: gdb connected"))
 
 
-def _announce(listener, args) -> None:
+def _announce(listener, args, kernel: str | None = None) -> None:
     state = "stopped" if args.start_stopped else "running"
     _say(f"trapvisor: gdb stub on tcp::{listener.port} (gdb: target remote :{listener.port}); "
          f"the machine is {state}")
+    if kernel:
+        _say(f"trapvisor: the kernel's symbols: gdb {kernel} -ex 'target remote :{listener.port}'")
 
 
 def run_kvm_under_gdb(args, kernel: str) -> int:
@@ -260,7 +262,7 @@ def run_kvm_under_gdb(args, kernel: str) -> int:
                 serial_out=ends.out, serial_in=ends.input, memory_bytes=args.memory, cmdline=args.append,
                 modules=args.module, initrd=args.initrd, disk=args.disk, smp=args.smp or 1,
                 cpu="host" if args.cpu == "host" else "model", linux_entry=args.linux_entry or "auto",
-                on_listen=lambda: _announce(listener, args),
+                on_listen=lambda: _announce(listener, args, os.path.abspath(kernel)),
                 on_connect=lambda: _say("trapvisor: gdb connected"))
     finally:
         ends.close()
