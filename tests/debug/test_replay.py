@@ -72,13 +72,13 @@ def test_the_guest_os_replays_with_its_interrupts_checked(tmp_path):
     tvos = str(build_guest("tvos"))
     rec_path = str(tmp_path / "tvos.rec")
     rec = Recorder(rec_path, {"technique": "native"})
-    out, trace, steps, m = traced_run("native", tvos, "workload=syscall iterations=1500", rec.input_source(None),
+    out, trace, steps, m = traced_run("native", tvos, "workload=compute iterations=4", rec.input_source(None),
                                       rec.attach)
     rec.close(m)
     records = [json.loads(line) for line in open(rec_path)][1:]
     assert sum("interrupt" in r for r in records) >= 1          # the timer's, with their steps
     rep = Replayer(rec_path)
-    out2, trace2, steps2, m2 = traced_run("native", tvos, "workload=syscall iterations=1500",
+    out2, trace2, steps2, m2 = traced_run("native", tvos, "workload=compute iterations=4",
                                           rep.input_source(), rep.attach)
     assert (out2, trace2, steps2) == (out, trace, steps) and rep.finish(m2) is None
 
@@ -87,7 +87,7 @@ def test_a_replay_that_diverges_says_where(tmp_path):
     tvos = str(build_guest("tvos"))
     rec_path = tmp_path / "tvos.rec"
     rec = Recorder(str(rec_path), {"technique": "native"})
-    _, _, _, m = traced_run("native", tvos, "workload=syscall iterations=1500", rec.input_source(None), rec.attach)
+    _, _, _, m = traced_run("native", tvos, "workload=compute iterations=4", rec.input_source(None), rec.attach)
     rec.close(m)
     lines = rec_path.read_text().splitlines()
     i = next(n for n, line in enumerate(lines) if '"interrupt"' in line)
@@ -95,7 +95,7 @@ def test_a_replay_that_diverges_says_where(tmp_path):
     lines[i] = json.dumps({"step": r["step"] + 7, "interrupt": r["interrupt"]})
     rec_path.write_text("\n".join(lines) + "\n")
     rep = Replayer(str(rec_path))
-    _, _, _, m2 = traced_run("native", tvos, "workload=syscall iterations=1500", rep.input_source(), rep.attach)
+    _, _, _, m2 = traced_run("native", tvos, "workload=compute iterations=4", rep.input_source(), rep.attach)
     assert f"at step {r['step']:,}, which the recording does not have there" in rep.finish(m2)
 
 

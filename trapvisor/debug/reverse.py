@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from . import snapshot
 
 CHECKPOINT_EVERY = 1_000_000
+MAX_CHECKPOINTS = 64           # beyond: every other one is dropped (the first kept), memory bounded
 MARGIN = 2_000                 # the last steps before a target are taken one by one
 
 
@@ -77,9 +78,17 @@ class History:
             return
         self.checkpoints.append(Checkpoint(self.pos, snapshot.capture(self.t.m),
                                            self.gate.emitted if self.gate else 0))
+        if len(self.checkpoints) > MAX_CHECKPOINTS:
+            # Thin out: going back further then re-runs a longer interval, in bounded memory.
+            cps = self.checkpoints
+            self.checkpoints = [cps[0]] + cps[2:-1:2] + [cps[-1]]
 
     def due(self) -> bool:
-        return self.pos - self.checkpoints[-1].pos >= CHECKPOINT_EVERY
+        # Spaced as the thinned ones are, so the history's span grows with the run.
+        spacing = CHECKPOINT_EVERY
+        if len(self.checkpoints) > 2:
+            spacing = max(spacing, (self.checkpoints[-1].pos - self.checkpoints[0].pos) // MAX_CHECKPOINTS)
+        return self.pos - self.checkpoints[-1].pos >= spacing
 
     def _restore(self, cp: Checkpoint) -> None:
         snapshot.apply(cp.state, self.t.m)
