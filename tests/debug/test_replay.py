@@ -148,10 +148,13 @@ def test_gdb_steps_and_continues_backwards_on_a_replay(technique, tmp_path):
     g = s.gdb
     steps = [line for line in g.splitlines() if line.startswith("guest steps=")]
     assert len(steps) == 2 and steps[0] == steps[1]          # back at the first hit, exactly
-    assert g.count("Breakpoint 1, syscall (tf=") == 5         # 3 forward, 2 backward
+    # 3 forward, 2 reverse-continue, and the second reverse-stepi arrives at the breakpoint
+    assert g.count("Breakpoint 1, syscall (tf=") == 6
     eips = [line.split()[1] for line in g.splitlines() if line.startswith("eip ")]
     assert eips[-1] == "0x105080"                             # two reverse-stepi: back at syscall()
-    assert "Run back to call of #0  sys_getpid" in g and "in syscall (tf=" in g
+    # reverse-finish: from sys_getpid back to its call in syscall(), line 144
+    assert "Breakpoint 2, sys_getpid (tf=" in g
+    assert "in syscall (tf=<optimized out>) at" in g and "144\t        tf->eax = (u32)handlers[n](tf);" in g
     # Backwards from the exit to the write that made the process current (as rr reports it).
     assert "Old value = (struct proc *) 0x10ef60 <procs>" in g and "New value = (struct proc *) 0x0" in g
     assert "current = p;" in g and "#0  scheduler () at" in g
