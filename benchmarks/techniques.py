@@ -11,6 +11,10 @@ cache's effect is measured in the same run.
 
     .venv/bin/python benchmarks/techniques.py [--rounds 3] [--scale 1.0] [--workloads syscall,compute]
         [--techniques trap-emulate,trap-emulate/1,emulate]
+
+Any registered technique can be listed, e.g. ``--techniques trap-emulate,vtx,vtx-noept``
+for hardware assist with and without EPT beside trap-and-emulate (docs/vtx.md);
+every technique but trap-emulate runs on the standard CPU.
 """
 
 from __future__ import annotations

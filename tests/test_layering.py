@@ -10,7 +10,7 @@ from its own part or from parts of a lower rank::
     4  kvm                           the /dev/kvm backend
     3  machine                       the simulated PC: CPU, devices, board, loaders
     2  guests                        builds the bundled guests (uses hosttools)
-    1  events, hosttools             the shared event format; host programs and files
+    1  events, hosttools, linux      the shared event format; host programs and files; Debian Linux assets
     0  errors, the package itself    UserError; trapvisor/__init__.py
 
 ``vmm`` sits above ``kvm`` because the ``kvm`` technique drives the KVM
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RANKS = {
     "trapvisor": 0, "errors": 0,
-    "events": 1, "hosttools": 1,
+    "events": 1, "hosttools": 1, "linux": 1,
     "guests": 2,
     "machine": 3,
     "kvm": 4,

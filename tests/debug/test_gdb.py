@@ -4,6 +4,8 @@ registers, monitor commands, continue to the guest's exit.  Under a technique gd
 must see the guest's state (CS 0x8 and CPL 0 of its kernel, its own GDT), never the
 monitor's ring-compressed host CPU (CS 0x9 at ring 1, the shadow GDT)."""
 
+import pathlib
+
 import pytest
 
 from tests.hosttools_gate import need
@@ -11,6 +13,16 @@ from tests.hosttools_gate import need
 from .gdbrun import WORKLOAD, gdb_session
 
 TECHNIQUES = ["native", "trap-emulate", "emulate"]
+KERNEL_SRC = pathlib.Path(__file__).resolve().parents[2] / "guests" / "os" / "kernel"
+
+
+def src_line(name: str, text: str) -> int:
+    """The line of the guest OS's source file ``name`` that holds ``text`` (1-based), so that
+    the tests follow the sources instead of hard-coding line numbers."""
+    for n, line in enumerate((KERNEL_SRC / name).read_text().splitlines(), 1):
+        if text in line:
+            return n
+    raise AssertionError(f"{text!r} not in {name}")
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +36,11 @@ def test_break_bt_step_print_and_continue_to_the_end(technique):
         "break pit_init", "continue", "bt", "print cmdline_copy", "next", "step",
         "info registers", "continue"])
     g = s.gdb
-    assert "Breakpoint 1, pit_init () at" in g and "timer.c:42" in g
+    assert "Breakpoint 1, pit_init () at" in g and f"timer.c:{src_line('timer.c', 'cpu_outb(PIT_MODE')}" in g
     assert "#1  0x" in g and "in kmain (" in g and "main.c:" in g           # bt
     assert f'tvos.elf {WORKLOAD}", ' in g                                     # print a global
-    assert "43\t    cpu_outb(PIT_CH0" in g                                 # next: the next line
-    assert "cpu_outb (port=" in g and "cpuops_native.c:100" in g            # step: into the call
+    assert f"{src_line('timer.c', 'cpu_outb(PIT_CH0')}\t    cpu_outb(PIT_CH0" in g     # next: the next line
+    assert "cpu_outb (port=" in g and f"cpuops_native.c:{src_line('cpuops_native.c', 'void cpu_outb(')}" in g            # step: into the call
     assert "cs             0x8 " in g and "ss             0x10 " in g         # the guest's selectors
     assert "exited with code 01" in g
     assert s.rc == 1 and "result syscall iterations=300" in s.stdout
@@ -99,11 +111,12 @@ def test_gdb_on_kvm_breaks_steps_watches_and_runs_to_the_same_end():
         "break kalloc_init", "continue", "bt", "print cmdline_copy", "watch range_end", "continue",
         "delete", "next", "step", "stepi", "info registers", "monitor info registers", "continue"])
     g = s.gdb
-    assert "Breakpoint 1, kalloc_init (start=" in g and "kalloc.c:18" in g
-    assert "in kmain (" in g and "main.c:67" in g
+    assert "Breakpoint 1, kalloc_init (start=" in g and \
+        f"kalloc.c:{src_line('kalloc.c', 'range_start = PGROUNDUP(start);')}" in g
+    assert "in kmain (" in g and f"main.c:{src_line('main.c', 'kalloc_init((u32)kernel_end, top);')}" in g
     assert f'tvos.elf {WORKLOAD}", ' in g
-    assert "23\t        kfree((void *)(pa - PGSIZE));" in g                  # next, after the watch
-    assert "cs             0x8 " in g and "eip            0x102b" in g
+    assert f"{src_line('kalloc.c', 'kfree((void *)(pa - PGSIZE));')}\t        kfree((void *)(pa - PGSIZE));" in g
+    assert "cs             0x8 " in g and "eip            0x10" in g      # in the kernel, at 1 MiB up
     assert "Old value = 0" in g and "New value = 67108864" in g               # watch range_end
     assert "vCPU 0: CPL=0" in g and "GDT base=0000000000101800 limit=002f" in g
     assert f"exited with code {rc:02d}" in g

@@ -13,7 +13,7 @@ from __future__ import annotations
 from . import options as o
 from . import run_debug
 from .console import RawTerminal, SerialSpec, open_serial, serial_spec
-from .summaries import report_kvm_run, report_pc_run, report_technique_run
+from .summaries import report_run, report_technique_run
 
 DEFAULT_TECHNIQUE_LIMIT = 2_000_000_000     # guest instructions, when --max-instructions is not given
 MAX_SMP = 254                               # xAPIC IDs 0-254 (kvm.runner.MAX_SMP)
@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cpu", choices=("standard", "strict", "host"), default="standard",
                    help="strict: every sensitive instruction traps at CPL>0; host (--accel kvm): the host's "
                         "CPUID, as QEMU's -cpu host (standard: trapvisor's CPU model)")
+    p.add_argument("--vmx", choices=("off", "early", "late"), default="off",
+                   help="the simulated PC's CPU has VMX (docs/vtx.md): early (no EPT, as the first "
+                        "VT-x parts) or late (EPT, VPID, unrestricted guest); default off")
     p.add_argument("--smp", type=smp_count, default=None, metavar="N",
                    help="--accel kvm: N vCPUs, one thread each (default 1)")
     p.add_argument("--raw-load", type=o.hex_address, default=None, metavar="ADDR",
@@ -64,8 +67,9 @@ def add_parser(sub) -> None:
                    help="trap-emulate: shadow address spaces kept across CR3 loads "
                         "(default 8; 1 rebuilds the shadow on every context switch)")
     p.add_argument("--linux-entry", choices=("auto", "bzimage", "vmlinux"), default=None,
-                   help="Linux under --accel kvm: enter the bzImage (it decompresses itself) or a vmlinux "
-                        "trapvisor decompressed on the host; auto (default) = vmlinux on software KVM")
+                   help="Linux: enter the bzImage (it decompresses itself) or a vmlinux trapvisor "
+                        "decompressed on the host; auto (default) = vmlinux on the simulated PC and "
+                        "software KVM")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
     run_debug.add_options(p)
     p.set_defaults(func=cmd_run)
@@ -81,7 +85,7 @@ def _given(args) -> dict:
             "--linux-entry": args.linux_entry is not None, "--disk": args.disk is not None,
             "--module": bool(args.module), "--max-seconds": args.max_seconds is not None,
             "--trace": args.trace is not None, "--smp": args.smp is not None and args.smp > 1,
-            "--cpu host": args.cpu == "host"}
+            "--cpu host": args.cpu == "host", "--vmx": args.vmx != "off"}
 
 
 def _refuse_any(given: dict, names, why: str) -> None:
@@ -99,6 +103,7 @@ def check_kvm_run(args, given: dict) -> None:
                                                      "not to --accel kvm")
     if args.cpu == "strict":
         o.refuse("--cpu strict", "under --accel kvm the guest runs on the host's own CPU")
+    _refuse_any(given, ("--vmx",), "applies to the simulated PC's CPU, not to --accel kvm")
 
 
 def technique_options(args, kernel: str, **extra):
@@ -106,6 +111,7 @@ def technique_options(args, kernel: str, **extra):
     from ..vmm.monitor import RunOptions
     return RunOptions(kernel, cmdline=args.append, memory_bytes=args.memory, strict=args.cpu == "strict",
                       shadow_cache=args.shadow_cache, modules=tuple(args.module), disk=args.disk,
+                      initrd=args.initrd,
                       max_seconds=args.max_seconds, **extra)
 
 
@@ -127,10 +133,12 @@ def check_run(args) -> None:
     if args.accel == "kvm":
         check_kvm_run(args, given)
     else:
-        _refuse_any(given, ("--initrd", "--stop-after-output", "--linux-entry"), "needs --accel kvm")
+        _refuse_any(given, ("--stop-after-output",), "needs --accel kvm")
         _refuse_any(given, ("--smp",), "the simulated PC has one CPU; more need --accel kvm")
         _refuse_any(given, ("--cpu host",), "needs --accel kvm (the simulated PC's CPU is its own)")
         if args.technique != "native":
+            _refuse_any(given, ("--vmx",), "applies to the bare PC; a technique's host CPU is its own "
+                                           "(vtx: late, vtx-noept: early)")
             check_technique_run(args, given)
         else:
             _refuse_any(given, ("--costs", "--shadow-cache"), "applies to --technique emulate or trap-emulate "
@@ -141,6 +149,16 @@ def check_run(args) -> None:
 
 # -- the three paths ------------------------------------------------------------------------
 
+def linux_guest_defaults(args) -> None:
+    """guest:linux: its initramfs and console command line unless --initrd/--append say otherwise."""
+    from ..guests import LINUX_CMDLINE, LINUX_GUEST, linux_guest
+    if args.kernel == f"guest:{LINUX_GUEST}" and args.accel != "kvm":
+        if args.initrd is None:
+            args.initrd = str(linux_guest().initrd)
+        if not args.append:
+            args.append = LINUX_CMDLINE
+
+
 def cmd_run(args) -> int:
     if args.kernel is None and args.restore is None and args.replay is None:
         o.refuse("run", "give a kernel (a file or guest:NAME), --restore FILE or --replay FILE")
@@ -150,6 +168,7 @@ def cmd_run(args) -> int:
     if args.restore is not None or args.replay is not None:
         return run_debug.run_debugged(args, None)
     check_run(args)
+    linux_guest_defaults(args)
     kernel = o.resolve_kernel(args.kernel)
     if debugging:
         return run_debug.run_debugged(args, kernel)
@@ -165,13 +184,20 @@ def run_on_pc(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         pc = PC(args.memory, serial_out=serial.out, serial_in=serial.input, disk=args.disk,
-                strict=args.cpu == "strict")
-        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load)
+                strict=args.cpu == "strict", vmx=None if args.vmx == "off" else args.vmx)
+        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load,
+                       initrd=args.initrd, linux_entry=sim_linux_entry(args.linux_entry))
         with o.optional_output(args.trace, "trace file") as trace:
             result = pc.run(args.max_instructions, max_seconds=args.max_seconds, trace_file=trace)
     finally:
         serial.close()
-    return report_pc_run(pc, result, quiet=args.quiet)
+    return report_run(result, quiet=args.quiet)
+
+
+def sim_linux_entry(choice: str | None) -> str:
+    """--linux-entry on the simulated PC: auto is vmlinux (the guest's decompressor would
+    take minutes at emulation speed)."""
+    return "vmlinux" if choice in (None, "auto") else choice
 
 
 def run_under_technique(args, kernel: str) -> int:
@@ -180,9 +206,12 @@ def run_under_technique(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         with o.optional_output(args.trace, "trace file") as trace:
-            opts = technique_options(args, kernel, serial_out=serial.out, trace_file=trace,
-                                     costs=args.costs or CostModel.default())
-            r = get(args.technique)(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
+            cls = get(args.technique)
+            typed = serial.input if "serial_in" in cls.honours else None
+            opts = technique_options(args, cls.guest_kernel(str(kernel)), serial_out=serial.out,
+                                     trace_file=trace, costs=args.costs or CostModel.default(),
+                                     serial_in=typed)
+            r = cls(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
     finally:
         serial.close()
     return report_technique_run(r, quiet=args.quiet)
@@ -194,7 +223,7 @@ def run_on_kvm(args, kernel: str) -> int:
                              max_seconds=args.max_seconds, stop_after_output=args.stop_after_output,
                              linux_entry=args.linux_entry or "auto", smp=args.smp or 1,
                              cpu="host" if args.cpu == "host" else "model")
-    return report_kvm_run(res, quiet=args.quiet)
+    return report_run(res, quiet=args.quiet)
 
 
 def run_kvm_on_console(serial: SerialSpec, trace_path: str | None, kernel: str, **kw):

@@ -251,7 +251,7 @@ def _announce(listener, args, kernel: str | None = None) -> None:
 
 def run_kvm_under_gdb(args, kernel: str) -> int:
     from .console import open_serial
-    from .summaries import report_kvm_run
+    from .summaries import report_run
     from ..debug.kvm_target import run_kvm_debugged
     listener = _listen(args.gdb)
     ends = open_serial(args.serial)
@@ -267,4 +267,4 @@ def run_kvm_under_gdb(args, kernel: str) -> int:
     finally:
         ends.close()
         listener.close()
-    return report_kvm_run(res, quiet=args.quiet)
+    return report_run(res, quiet=args.quiet)

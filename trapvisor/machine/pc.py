@@ -12,7 +12,6 @@ passes the sink the user chose and prints the end-of-run summary.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from .board import build_board
 from .clock import VirtualClock
@@ -20,6 +19,7 @@ from .cpu import CPU, MachineStop
 from .cpu.exits import DebugExit
 from .loader.boot_state import apply_entry_state, entry_state
 from .memory import PhysicalMemory
+from .run_result import RunResult, is_guest_failure
 
 DEFAULT_MEMORY = 128 << 20
 # Guest time per instruction on the virtual clock: a 100-MIPS guest.
@@ -33,26 +33,10 @@ def _discard(data: bytes) -> None:
     pass
 
 
-@dataclass
-class RunResult:
-    exit_code: int | None          # the guest's debug-exit code, if it wrote one
-    stop_reason: str | None        # why the machine stopped otherwise
-    detail: str = ""
-    instructions: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
-    exceptions: dict = field(default_factory=dict)
-    debug: object = None           # the DebugExit that ended the run (a host debugger's control)
-
-    @property
-    def mips(self) -> float:
-        return self.instructions / self.seconds / 1e6 if self.seconds > 0 else 0.0
-
-
 class PC:
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY, *, serial_out=None, serial_in=None,
                  disk: str | None = None, strict: bool = False,
-                 ns_per_instruction: int = DEFAULT_NS_PER_INSTRUCTION):
+                 ns_per_instruction: int = DEFAULT_NS_PER_INSTRUCTION, vmx: str | None = None):
         self.cpu: CPU | None = None
         self.clock = VirtualClock(ns_per_instruction, counter=self._instructions)
         self.board = build_board(
@@ -62,8 +46,9 @@ class PC:
         b = self.board
         self.memory, self.io_bus, self.mmio_bus, self.irq, self.devices = (
             b.memory, b.io_bus, b.mmio_bus, b.irq, b.devices)
+        # vmx: the CPU has VMX with that profile (machine/cpu/vmx; default: none).
         self.cpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock,
-                       strict=strict)
+                       strict=strict, vmx=vmx)
         self.boot = None
 
     def _instructions(self) -> int:
@@ -76,9 +61,11 @@ class PC:
         self.cpu.stop = MachineStop("reset", "the guest asked for a system reset (keyboard controller 0xFE)")
 
     # ------------------------------------------------------------ loading
-    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None):
+    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None,
+                    initrd: str | None = None, linux_entry: str = "vmlinux"):
         from .loader import load_any
-        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load)
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load,
+                        initrd=initrd, linux_entry=linux_entry, rsdp=self.board.rsdp)
         self.apply_boot_state(boot)
         self.boot = boot
         return boot
@@ -126,8 +113,15 @@ class PC:
             reason = "instruction limit" if max_instructions and cpu.steps() - first >= max_instructions \
                 else "time limit"
         detail = stop.detail if stop is not None else ""
-        return RunResult(cpu.exit_code, reason, detail, cpu.icount, seconds, interrupted,
-                         dict(cpu.exception_counts), debug)
+        failed = is_guest_failure(reason) and cpu.exit_code is None
+        result = RunResult(cpu.exit_code, reason, detail, problem=failed, instructions=cpu.icount,
+                           seconds=seconds, interrupted=interrupted, exceptions=dict(cpu.exception_counts),
+                           dump=cpu.state_dump().splitlines() if failed else [], debug=debug)
+        what = "interrupted" if interrupted else (
+            f"exit code {cpu.exit_code}" if cpu.exit_code is not None else reason)
+        result.summary = [f"trapvisor: {what}; {cpu.icount:,} instructions in {seconds:.2f} s "
+                          f"({result.mips:.2f} MIPS)"]
+        return result
 
     def _install_trace(self, f) -> None:
         """--trace: one line per executed block (EIP and its instructions)."""

@@ -49,6 +49,26 @@ class GuestMemory(PhysicalMemory):
         self.ram = memoryview(host.ram)[base:base + size]
         self.code_pages = memoryview(host.code_pages)[base >> PAGE_SHIFT:(base + size) >> PAGE_SHIFT]
         self.on_code_write = None
+        self.on_remap = None      # a partition never changes its backing (pmap.py's does)
+
+    # The interface the shadow page tables and the technique use; pmap.PmapMemory
+    # (overcommitted host memory) implements it with a pmap instead of a base.
+    def frame_for(self, gframe: int, write: bool) -> int:
+        """Host-physical address of guest frame ``gframe`` (an address), to map."""
+        return self.base + gframe
+
+    def host_address(self, gframe: int) -> int:
+        """The same, without side effects (a pmap's may allocate)."""
+        return self.base + gframe
+
+    def writable_frame(self, gframe: int) -> bool:
+        return True
+
+    def vcpu_store_hook(self, host_cpu):
+        """The virtual CPU's ``code_written`` hook: its store into a guest page drops the
+        host CPU's decoded code of the same host frame."""
+        base_page = self.base >> PAGE_SHIFT
+        return lambda page: host_cpu.invalidate_code_page(page + base_page)
 
 
 class Partition:
@@ -68,6 +88,10 @@ class Allocator:
         self.partitions: list[Partition] = []
         self.pool_next = SHADOW_POOL
         self.pool_free: list[int] = []
+        # The shadow pool ends here; monitor structures reserved at the top of the
+        # region (a binary translator's translation cache) lie above it.
+        self.pool_limit = MONITOR_REGION
+        self.frames = None        # pmap.HostFrames when host memory is overcommitted
 
     @staticmethod
     def host_size_for(guest_sizes) -> int:
@@ -104,7 +128,7 @@ class Allocator:
         if self.pool_free:
             f = self.pool_free.pop()
         else:
-            if self.pool_next + PAGE_SIZE > MONITOR_REGION:
+            if self.pool_next + PAGE_SIZE > self.pool_limit:
                 raise MemoryError("monitor region exhausted")
             f = self.pool_next
             self.pool_next += PAGE_SIZE
@@ -112,7 +136,19 @@ class Allocator:
         return f
 
     def can_alloc_frame(self) -> bool:
-        return bool(self.pool_free) or self.pool_next + PAGE_SIZE <= MONITOR_REGION
+        return bool(self.pool_free) or self.pool_next + PAGE_SIZE <= self.pool_limit
+
+    def reserve_top(self, size: int) -> int:
+        """Take ``size`` bytes (whole pages) off the top of the monitor region's free
+        part, below whatever was reserved before, and return their host-physical
+        address.  Refused once the shadow pool has grown into them."""
+        size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        start = self.pool_limit - size
+        if start < max(self.pool_next, SHADOW_POOL + 64 * PAGE_SIZE):
+            raise UserError(f"no room for {size >> 10} KiB of monitor structures in the monitor region")
+        self.pool_limit = start
+        self.host.ram[start:start + size] = bytes(size)
+        return start
 
     def free_frame(self, f: int) -> None:
         self.pool_free.append(f)

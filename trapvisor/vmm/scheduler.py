@@ -56,7 +56,11 @@ class ScheduleResult:
 class Scheduler:
     def __init__(self, specs: list[VmSpec], *, costs: CostModel | None = None, strict: bool = False,
                  slice_instructions: int = DEFAULT_SLICE, serial_out=None,
-                 technique: str = "trap-emulate", max_seconds: float | None = None):
+                 technique: str = "trap-emulate", max_seconds: float | None = None,
+                 host_memory: int | None = None, reclamation: dict | None = None):
+        """``host_memory``: overcommit (the VMs' frames on demand from a pool that size:
+        pmap.py) instead of one fixed partition per VM; ``reclamation``: the keyword
+        arguments of reclamation.Reclamation (sharing budget, swap, shares, tax)."""
         if not specs:
             raise ValueError("no VM to run")
         if slice_instructions < 1:
@@ -68,7 +72,12 @@ class Scheduler:
         costs = costs or CostModel.default()
         self.slice = slice_instructions
         # One host machine for every VM: host memory and one host CPU with no devices.
-        self.host_machine = Host([s.memory_bytes for s in specs], strict=strict)
+        if host_memory is not None and "host_memory" not in cls.honours:
+            able = ", ".join(n for n in monitor.registered() if "host_memory" in monitor.get(n).honours)
+            raise UserError(f"--host-memory: technique {technique} does not take its frames from "
+                            f"the pmap (overcommit works under: {able})")
+        self.host_machine = Host([s.memory_bytes for s in specs], strict=strict,
+                                 vmx=getattr(cls, "host_vmx", None), host_memory=host_memory)
         self.alloc, self.host = self.host_machine.allocator, self.host_machine.cpu
         self.vms: list[Monitor] = []
         for i, spec in enumerate(specs):
@@ -80,6 +89,18 @@ class Scheduler:
             # Each VM is entered on the host CPU as it is built: take it off again.
             m.leave()
             self.vms.append(m)
+        self.reclaim = None
+        if host_memory is not None:
+            from .reclamation import Reclamation
+            self.reclaim = Reclamation(self.alloc.frames, **(reclamation or {}))
+            if self.reclaim.balloon is not None:
+                # The balloon device of each VM, on the VM's own I/O bus (its board is
+                # built before the monitor knows it reclaims: machine/devices/balloon.py).
+                from ..machine.devices.balloon import BALLOON_BASE, BALLOON_SIZE
+                for m, dev in zip(self.vms, self.reclaim.balloon.devices):
+                    m.vm.io_bus.register(BALLOON_BASE, BALLOON_SIZE, dev)
+        elif reclamation:
+            raise UserError("memory reclamation needs overcommitted host memory (--host-memory)")
         self.current: Monitor | None = None
         self.world_switches = 0
         self.switch_seconds = 0.0      # host time spent in world switches
@@ -112,6 +133,8 @@ class Scheduler:
                     order.append(i)
                 if te.run_slice(te.steps() + self.slice, max_instructions):
                     runnable.remove(i)
+                if self.reclaim is not None:
+                    self.reclaim.after_slice()
         if self.current is not None:
             self.current.leave()
             self.current = None

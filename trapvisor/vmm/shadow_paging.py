@@ -53,6 +53,9 @@ from .allocator import HOST_PHYSICAL_LIMIT, MONITOR_REGION, MONITOR_WINDOW
 FILLED, REFLECTED, EMULATE = "filled", "reflected", "emulate"
 DEFAULT_CACHE_SIZE = 8
 GDT_TAG = ("gdt",)
+# A guest frame holding code a binary translator has translated (techniques/bt): its
+# stores are the technique's to handle (the translations from it are dropped).
+CODE_TAG = ("code",)
 
 
 class ShadowSpace:
@@ -76,8 +79,9 @@ class ShadowPaging:
         self.vm = vm
         self.vcpu = vm.vcpu
         self.mem = allocator.host
-        self.base = vm.partition.base
-        self.guest_size = vm.partition.size
+        self.memory = vm.memory              # guest frame -> host frame (allocator.py, pmap.py)
+        self.guest_size = vm.memory.size
+        vm.memory.on_remap = self.remapped
         self.cache_size = cache_size
         # One page table, shared by every shadow, maps the monitor window onto the
         # monitor region (supervisor, read-write: the host CPU's own table accesses).
@@ -171,7 +175,7 @@ class ShadowPaging:
             tags = self.traced.get(frame)
             if tags is None:
                 continue
-            tags.difference_update([t for t in tags if t[0] != "gdt" and t[1] == sid])
+            tags.difference_update([t for t in tags if len(t) > 1 and t[1] == sid])
             if not tags:
                 # Other shadows may still map the frame read-only: harmless, their
                 # next write to it faults once and is mapped writable.
@@ -201,8 +205,11 @@ class ShadowPaging:
 
     def map_page(self, lin: int, gframe: int, user: bool, writable: bool) -> None:
         space = self.space
-        hframe = self.base + gframe
-        if not 0 <= gframe < self.guest_size or hframe >= HOST_PHYSICAL_LIMIT:
+        if not 0 <= gframe < self.guest_size:
+            raise MachineStop("monitor error", f"shadow entry for guest frame {gframe:#x} outside "
+                                                f"the {self.guest_size >> 20} MiB of guest memory")
+        hframe = self.memory.frame_for(gframe, writable)
+        if hframe >= HOST_PHYSICAL_LIMIT:
             # Never reached from handle_fault (it checks gframe first): the allocator's
             # own guard that no shadow entry names a frame outside the VM's partition.
             raise MachineStop("monitor error", f"shadow entry for guest frame {gframe:#x} outside "
@@ -211,6 +218,18 @@ class ShadowPaging:
         self.mem.write_u32(addr, hframe | PTE_P | (PTE_RW if writable else 0) | (PTE_US if user else 0))
         space.rmap.setdefault(gframe, set()).add(lin >> 12)
         self.host.invlpg(lin)
+
+    def remapped(self, g: int, old: int) -> None:
+        """The pmap gave guest page ``g`` another backing (sharing, copy-on-write, swap,
+        balloon): drop every shadow entry that still names the old host frame."""
+        if old < 0:
+            return
+        gframe, old_addr = g << 12, old << 12
+        for space in self.spaces.values():
+            for page in space.rmap.get(gframe, ()):
+                addr = self._pte_addr(space, page << 12, False)
+                if addr is not None and self.mem.read_u32(addr) & 0xFFFFF001 == old_addr | PTE_P:
+                    self._unmap(space, page << 12)
 
     def _unmap(self, space: ShadowSpace, lin: int) -> None:
         addr = self._pte_addr(space, lin, False)
@@ -235,7 +254,7 @@ class ShadowPaging:
         if tag in tags:
             return
         tags.add(tag)
-        if tag != GDT_TAG:
+        if len(tag) > 1:              # ("pd", sid), ("pt", sid, j): on one space's behalf
             self._space_by_sid(tag[1]).traced.add(gframe)
         # Existing writable mappings of the frame, in every shadow, become read-only:
         # a page table may be written through any address space (the kernel half).
@@ -245,16 +264,28 @@ class ShadowPaging:
                 if addr is None:
                     continue
                 pte = self.mem.read_u32(addr)
-                if pte & PTE_P and (pte & 0xFFFFF000) == self.base + gframe and pte & PTE_RW:
+                if pte & PTE_P and (pte & 0xFFFFF000) == self.memory.host_address(gframe) and pte & PTE_RW:
                     self.mem.write_u32(addr, pte & ~PTE_RW)
                     if space is self.space:
                         self.host.invlpg(page << 12)
+
+    def untrace(self, gframe: int, tag: tuple) -> None:
+        """Stop tracing a frame on one tag's behalf.  Its read-only mappings stay: the
+        next store through one faults once and is mapped writable (handle_fault)."""
+        tags = self.traced.get(gframe)
+        if tags is None:
+            return
+        tags.discard(tag)
+        if not tags:
+            del self.traced[gframe]
 
     def traced_write(self, gpa: int) -> None:
         """A guest store into a traced frame was performed: propagate it to every shadow."""
         gframe = gpa & ~0xFFF
         index = (gpa & 0xFFF) >> 2
         for tag in list(self.traced.get(gframe, ())):
+            if tag == CODE_TAG:
+                continue              # the translator's (it dropped what it translated from there)
             if tag == GDT_TAG:
                 self.vm_shadow_gdt_changed()
                 self.updates += 1
@@ -328,7 +359,10 @@ class ShadowPaging:
             return EMULATE          # a store into a guest page table or GDT
         if write and not rw:
             return EMULATE          # e.g. a supervisor write with the guest's CR0.WP=0
-        self.map_page(lin, gframe, us, rw and gframe not in self.traced)
+        # A frame not the VM's alone (overcommit: shared, zero) is mapped read-only
+        # until a write asks for a private copy (pmap.py).
+        self.map_page(lin, gframe, us, rw and gframe not in self.traced
+                      and (write or self.memory.writable_frame(gframe)))
         self.fills += 1
         return FILLED
 

@@ -62,12 +62,17 @@ class VmClock(VirtualClock):
 
 class VM:
     def __init__(self, allocator: Allocator, memory_bytes: int, *, name: str = "vm0",
-                 serial_out=None, serial_in=None, disk=None, strict: bool = False):
+                 serial_out=None, disk=None, strict: bool = False, serial_in=None):
         """``strict``: the machine the VM presents has the strict CPU (every sensitive
         instruction traps at CPL > 0), as the host it runs on (docs/vmm.md)."""
         self.name = name
-        self.partition: Partition = allocator.allocate_partition(memory_bytes)
-        self.memory = allocator.guest_memory(self.partition)
+        if allocator.frames is None:
+            self.partition: Partition | None = allocator.allocate_partition(memory_bytes)
+            self.memory = allocator.guest_memory(self.partition)
+        else:
+            # Overcommitted host memory: frames on demand through a pmap (pmap.py).
+            self.partition = None
+            self.memory = allocator.frames.guest_memory(memory_bytes, name)
         self.console = io.BytesIO()
         # Instructions the guest has executed, directly or interpreted; set by the technique.
         self.instructions = lambda: 0
@@ -96,11 +101,12 @@ class VM:
         self.stop = MachineStop("reset", "the guest asked for a system reset")
         self.vcpu.stop = self.stop
 
-    def load_kernel(self, path: str, cmdline: str = "", modules=()) -> BootState:
-        """Load a kernel (and its Multiboot modules) into guest memory and put the virtual
-        CPU in its entry state."""
+    def load_kernel(self, path: str, cmdline: str = "", modules=(), initrd: str | None = None) -> BootState:
+        """Load a kernel (and its Multiboot modules, or a bzImage's initrd) into guest memory
+        and put the virtual CPU in its entry state."""
         from ..machine.loader import load_any
-        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules))
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), initrd=initrd,
+                        rsdp=self.board.rsdp)
         apply_entry_state(self.vcpu, entry_state(boot))
         return boot
 

@@ -120,6 +120,7 @@ extern const int nworkloads;
 u32 kwork_io(u32 iterations);
 u32 kwork_crwrite(u32 iterations);
 u32 kwork_panic(u32 iterations);
+u32 kwork_balloon(u32 iterations);   /* balloon.c: the balloon driver's workload */
 u32 probe_run(u32 iterations);
 u32 selftest_run(u32 iterations);
 

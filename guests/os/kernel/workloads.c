@@ -18,6 +18,7 @@ const struct workload workloads[] = {
     { "selftest",  WL_KERNEL, 1,      selftest_run },
     { "protect",   WL_USER,   1,      NULL },
     { "panic",     WL_KERNEL, 1,      kwork_panic },
+    { "balloon",   WL_KERNEL, 20,     kwork_balloon },
 };
 const int nworkloads = ARRAY_SIZE(workloads);
 

@@ -25,7 +25,7 @@ from .base import TechniqueResult
 class Emulate(Monitor):
     name = "emulate"
     summary = "full-system emulation: the virtual CPU interprets every guest instruction (Bochs, QEMU TCG)"
-    honours = frozenset({"disk", "modules"})
+    honours = frozenset({"disk", "modules", "initrd", "serial_in"})
 
     def __init__(self, options: RunOptions, host: Host | None = None):
         super().__init__(options, host)
@@ -33,9 +33,9 @@ class Emulate(Monitor):
             host = Host([options.memory_bytes])
         self.allocator = host.allocator
         self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, serial_in=options.serial_in, disk=options.disk,
-                          strict=options.strict)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+                          serial_out=options.serial_out, disk=options.disk, strict=options.strict,
+                          serial_in=options.serial_in)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules, initrd=options.initrd)
         vm.instructions = self.instructions
         self.stop: MachineStop | None = None
 
