@@ -7,6 +7,7 @@ reverse-finish)."""
 import hashlib
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -150,13 +151,13 @@ def test_gdb_steps_and_continues_backwards_on_a_replay(technique, tmp_path):
     assert len(steps) == 2 and steps[0] == steps[1]          # back at the first hit, exactly
     # 3 forward, 2 reverse-continue, and the second reverse-stepi arrives at the breakpoint
     assert g.count("Breakpoint 1, syscall (tf=") == 6
-    eips = [line.split()[1] for line in g.splitlines() if line.startswith("eip ")]
-    assert eips[-1] == "0x105080"                             # two reverse-stepi: back at syscall()
+    eips = [line for line in g.splitlines() if line.startswith("eip ")]
+    assert eips[-1].endswith("<syscall>")                    # two reverse-stepi: back at syscall()
     # reverse-finish: from sys_getpid back to its call in syscall(), line 144
     assert "Breakpoint 2, sys_getpid (tf=" in g
     assert "in syscall (tf=<optimized out>) at" in g and "144\t        tf->eax = (u32)handlers[n](tf);" in g
     # Backwards from the exit to the write that made the process current (as rr reports it).
-    assert "Old value = (struct proc *) 0x10ef60 <procs>" in g and "New value = (struct proc *) 0x0" in g
+    assert re.search(r"Old value = \(struct proc \*\) 0x[0-9a-f]+ <procs>\nNew value = \(struct proc \*\) 0x0\n", g)
     assert "current = p;" in g and "#0  scheduler () at" in g
     assert "exited with code 01" in g and s.rc == 1
     assert s.stdout.count("tvos: workload=syscall") == 1      # re-running the past printed nothing twice
