@@ -170,7 +170,7 @@ BAD_COMMAND_LINES = [
     (H + ("--technique", "binary-translation"), "unknown technique 'binary-translation'; known: native"),
     (H + ("--linux-entry", "elf"), "invalid choice"),
     (H + ("--bogus",), "unrecognized arguments"),
-    (("run",), "required: kernel"),
+    (("run",), "give a kernel (a file or guest:NAME), --restore FILE or --replay FILE"),
     ((), "required: COMMAND"),
     (("frobnicate",), "invalid choice"),
     # options the chosen path cannot honour

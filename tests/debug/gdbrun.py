@@ -26,12 +26,18 @@ def gdb_session(run_args, commands, *, timeout=240, start_stopped=True, workload
                 interrupt_after: float | None = None) -> Session:
     """``interrupt_after``: send gdb SIGINT (Ctrl-C at its terminal) after that many seconds."""
     elf = str(build_guest("tvos"))
-    cmd = [sys.executable, "-m", "trapvisor", "run", "guest:tvos", "--append", workload,
+    # A replay or a restore names its kernel and options itself.
+    machine = [] if {"--replay", "--restore"} & set(run_args) else ["guest:tvos", "--append", workload]
+    cmd = [sys.executable, "-m", "trapvisor", "run", *machine,
            "--gdb", "tcp::0", *(["-S"] if start_stopped else []), *run_args]
     tv = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = tv.stderr.readline()
-        m = re.search(r"gdb stub on tcp::(\d+)", first)
+        first = ""
+        for _ in range(5):           # a restore or a replay may say something first
+            first += tv.stderr.readline()
+            m = re.search(r"gdb stub on tcp::(\d+)", first)
+            if m:
+                break
         assert m, f"no stub announced: {first!r} {tv.stderr.read() if tv.poll() is not None else ''}"
         args = ["gdb", "-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off",
                 "-ex", f"target remote :{m.group(1)}"]

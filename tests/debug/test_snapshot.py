@@ -128,3 +128,17 @@ def test_a_payload_that_names_a_class_is_refused():
     data = snapshot.MAGIC + struct.pack("<I", snapshot.VERSION) + hashlib.sha256(payload).digest() + payload
     with pytest.raises(snapshot.SnapshotError, match="plain data only"):
         snapshot.decode(data)
+
+
+def test_a_snapshot_taken_at_a_gdb_stop_restores(tmp_path):
+    from tests.hosttools_gate import need
+
+    from .gdbrun import WORKLOAD, gdb_session
+    need("gdb")
+    snap = str(tmp_path / "stop.snap")
+    s = gdb_session([], ["break scheduler", "continue", f"monitor snapshot {snap}", "kill"])
+    assert "Breakpoint 1, scheduler ()" in s.gdb and f"written to {snap}" in s.gdb
+    full = tv("run", "guest:tvos", "--append", WORKLOAD, "-q")
+    rest = tv("run", "--restore", snap)
+    assert rest.returncode == 1 and rest.stdout and full.stdout.endswith(rest.stdout)
+    assert "794,474 guest instructions" in rest.stderr

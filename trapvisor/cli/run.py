@@ -160,12 +160,12 @@ def linux_guest_defaults(args) -> None:
 
 
 def cmd_run(args) -> int:
-    if args.kernel is None and args.restore is None:
-        o.refuse("run", "give a kernel (a file or guest:NAME), or --restore FILE")
+    if args.kernel is None and args.restore is None and args.replay is None:
+        o.refuse("run", "give a kernel (a file or guest:NAME), --restore FILE or --replay FILE")
     debugging = run_debug.debug_path(args)
     if debugging:
         run_debug.check_debug_run(args)
-    if args.restore is not None:
+    if args.restore is not None or args.replay is not None:
         return run_debug.run_debugged(args, None)
     check_run(args)
     linux_guest_defaults(args)

@@ -55,11 +55,17 @@ def add_options(p) -> None:
                    help="where --snapshot-at writes the snapshot")
     p.add_argument("--restore", type=o.readable_file("snapshot"), default=None, metavar="FILE",
                    help="continue the machine saved in FILE (give no kernel: the snapshot names it)")
+    p.add_argument("--record", type=o.writable_file("recording"), default=None, metavar="FILE",
+                   help="log the run's serial input and interrupts, with their steps, to FILE")
+    p.add_argument("--replay", type=o.readable_file("recording"), default=None, metavar="FILE",
+                   help="run the recording in FILE again, instruction for instruction (no kernel: "
+                        "the recording names it)")
 
 
 def debug_path(args) -> bool:
     """Does this run use the debugging tools (gdb, snapshots)?"""
-    return bool(gdb_requested(args) or args.snapshot_at or args.snapshot or args.restore)
+    return bool(gdb_requested(args) or args.snapshot_at or args.snapshot or args.restore or args.record
+                or args.replay)
 
 
 def check_debug_run(args) -> None:
@@ -69,9 +75,16 @@ def check_debug_run(args) -> None:
                  "give both --snapshot-at N and --snapshot FILE")
     if args.restore is not None and args.kernel is not None:
         o.refuse("--restore", "takes the kernel and options from the snapshot; give no kernel")
-    if (args.snapshot or args.restore) and args.accel == "kvm":
-        o.refuse("--snapshot" if args.snapshot else "--restore", "snapshots are of the simulated PC "
-                 "(and its techniques), not of --accel kvm")
+    if args.replay is not None and args.kernel is not None:
+        o.refuse("--replay", "takes the kernel and options from the recording; give no kernel")
+    for flag, given in (("--restore", args.restore), ("--record", args.record), ("--replay", args.replay)):
+        for other, also in (("--restore", args.restore), ("--record", args.record), ("--replay", args.replay)):
+            if flag < other and given and also:
+                o.refuse(other, f"cannot be combined with {flag}")
+    for flag, given in (("--snapshot", args.snapshot), ("--restore", args.restore), ("--record", args.record),
+                        ("--replay", args.replay)):
+        if given and args.accel == "kvm":
+            o.refuse(flag, "applies to the simulated PC (and its techniques), not to --accel kvm")
     if args.gdb is not None:
         check_gdb_run(args)
 
@@ -112,26 +125,29 @@ def snapshot_options(args, kernel: str) -> dict:
             "shadow_cache": args.shadow_cache}
 
 
-def build_monitor(args, kernel: str | None, serial_out, trace):
-    """The technique's monitor for this run: built from the options, or from a snapshot."""
+def build_monitor(args, kernel: str | None, serial_out, trace, serial_in=None):
+    """The technique's monitor for this run: built from the options, or from a snapshot's or a
+    recording's."""
     from .run import technique_options
     from ..debug import snapshot
     from ..vmm.costmodel import CostModel
     from ..vmm.monitor import get
-    if args.restore is None:
-        opts = technique_options(args, kernel, serial_out=serial_out, trace_file=trace,
+    if args.restore is None and args.replay is None:
+        opts = technique_options(args, kernel, serial_out=serial_out, trace_file=trace, serial_in=serial_in,
                                  costs=args.costs or CostModel.default())
         return get(args.technique)(opts), snapshot_options(args, kernel)
-    saved = snapshot.load(args.restore)
-    o_ = saved["options"]
+    saved = snapshot.load(args.restore) if args.restore else None
+    o_ = saved["options"] if saved else args.replayer.options
     snapshot.check_kernel(o_)
     args.technique = o_["technique"]
     from ..vmm.monitor import RunOptions
     opts = RunOptions(o_["kernel"], cmdline=o_["cmdline"], memory_bytes=o_["memory"], strict=o_["strict"],
                       shadow_cache=o_["shadow_cache"], modules=tuple(o_["modules"]), disk=o_["disk"],
-                      serial_out=serial_out, trace_file=trace, costs=args.costs or CostModel.default())
+                      serial_out=serial_out, serial_in=serial_in, trace_file=trace,
+                      costs=args.costs or CostModel.default())
     monitor = get(o_["technique"])(opts)
-    snapshot.apply(saved["state"], monitor)
+    if saved is not None:
+        snapshot.apply(saved["state"], monitor)
     return monitor, o_
 
 
@@ -142,12 +158,27 @@ def run_debugged(args, kernel: str | None) -> int:
     from .summaries import report_technique_run
     if args.accel == "kvm":
         return run_kvm_under_gdb(args, kernel)
+    from ..debug.reverse import OutputGate
     listener = _listen(args.gdb) if args.gdb is not None else None
     serial = open_serial(args.serial)
     limit = args.max_instructions or DEFAULT_TECHNIQUE_LIMIT
+    # Reverse execution re-runs the past: the gate shows each byte of the console once.
+    gate = OutputGate(serial.out)
+    recorder = replayer = source = None
     try:
+        if args.replay is not None:
+            from ..debug.replay import Replayer
+            replayer = args.replayer = Replayer(args.replay)
+            source = replayer.input_source()
+        elif args.record is not None:
+            from ..debug.replay import Recorder
+            recorder = Recorder(args.record, snapshot_options(args, kernel))
+            source = recorder.input_source(serial.input)
         with o.optional_output(args.trace, "trace file") as trace:
-            monitor, options = build_monitor(args, kernel, serial.out, trace)
+            monitor, options = build_monitor(args, kernel, gate, trace, serial_in=source)
+            for r in (recorder, replayer):
+                if r is not None:
+                    r.attach(monitor)
             if args.restore is not None and not args.quiet:
                 _say(f"trapvisor: restored {args.restore} ({monitor.steps():,} guest steps, "
                      f"technique {monitor.name})")
@@ -155,7 +186,8 @@ def run_debugged(args, kernel: str | None) -> int:
                 if args.snapshot_at is not None:
                     _snapshot_at(monitor, options, args, limit)
                 if listener is not None:
-                    final = _serve(monitor, options, listener, args, limit)
+                    final = _serve(monitor, options, listener, args, limit, gate,
+                                   reverse=recorder is None)
                 else:
                     monitor.start_clock()
                     monitor.run_slice(limit, limit)
@@ -166,6 +198,18 @@ def run_debugged(args, kernel: str | None) -> int:
             result = monitor.result()
             if final is not None and final.kind == "ended" and final.detail == "killed from gdb":
                 result.stop_reason, result.detail = "killed", "from gdb"
+            if recorder is not None:
+                recorder.close(monitor)
+                if not args.quiet:
+                    _say(f"trapvisor: recorded {recorder.events:,} events to {args.record}")
+            if replayer is not None:
+                diverged = replayer.finish(monitor)
+                if diverged:
+                    _say(f"trapvisor: replay diverged: {diverged}")
+                    return 5
+                if not args.quiet:
+                    _say(f"trapvisor: replay of {args.replay} matched the recording "
+                         f"({monitor.steps():,} steps)")
     finally:
         serial.close()
         if listener is not None:
@@ -187,19 +231,22 @@ def _snapshot_at(monitor, options, args, limit) -> None:
              f"({size:,} bytes)")
 
 
-def _serve(monitor, options, listener, args, limit):
+def _serve(monitor, options, listener, args, limit, gate, reverse: bool):
     from ..debug.session import debug_session
     from ..debug.sim_target import SimTarget
-    target = SimTarget(monitor, limit, snapshot_options=options)
-    _announce(listener, args)
+    # Reverse execution re-runs the past: not with live input (a recording's is replayed).
+    target = SimTarget(monitor, limit, snapshot_options=options, output_gate=gate, reverse=reverse)
+    _announce(listener, args, options.get("kernel"))
     return debug_session(target, listener, start_stopped=args.start_stopped,
                          on_connect=lambda: _say("trapvisor: gdb connected"))
 
 
-def _announce(listener, args) -> None:
+def _announce(listener, args, kernel: str | None = None) -> None:
     state = "stopped" if args.start_stopped else "running"
     _say(f"trapvisor: gdb stub on tcp::{listener.port} (gdb: target remote :{listener.port}); "
          f"the machine is {state}")
+    if kernel:
+        _say(f"trapvisor: the kernel's symbols: gdb {kernel} -ex 'target remote :{listener.port}'")
 
 
 def run_kvm_under_gdb(args, kernel: str) -> int:
@@ -215,7 +262,7 @@ def run_kvm_under_gdb(args, kernel: str) -> int:
                 serial_out=ends.out, serial_in=ends.input, memory_bytes=args.memory, cmdline=args.append,
                 modules=args.module, initrd=args.initrd, disk=args.disk, smp=args.smp or 1,
                 cpu="host" if args.cpu == "host" else "model", linux_entry=args.linux_entry or "auto",
-                on_listen=lambda: _announce(listener, args),
+                on_listen=lambda: _announce(listener, args, os.path.abspath(kernel)),
                 on_connect=lambda: _say("trapvisor: gdb connected"))
     finally:
         ends.close()

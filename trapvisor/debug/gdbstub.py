@@ -44,6 +44,8 @@ def stop_reply(stop: Stop) -> str:
         return f"T{SIGTRAP:02x}{t}"
     if stop.kind == "interrupt":
         return f"T{SIGINT:02x}{t}"
+    if stop.kind == "history-begin":
+        return f"T{SIGTRAP:02x}replaylog:begin;{t}"
     if stop.kind == "exited":
         return f"W{stop.exit_code & 0xFF:02x}"
     return f"X{SIGABRT:02x}"
@@ -147,6 +149,13 @@ class GdbStub:
     def cmd_s(self, args, raw):
         self._set_pc(args)
         return self._resume(self._step_thread())
+
+    def cmd_b(self, args, raw):          # bs / bc: backward step, backward continue (E.2)
+        reverse = getattr(self.target, "reverse", None)
+        if reverse is None or getattr(self.target, "history", None) is None or args not in ("s", "c"):
+            return ""
+        self.last = reverse(args == "s", self.conn.poll_interrupt)
+        return stop_reply(self.last)
 
     def cmd_C(self, args, raw):          # continue "with signal": no signals to deliver
         return self._resume(None)
@@ -267,6 +276,8 @@ class GdbStub:
     def query(self, text: str) -> str:
         name, _, args = text.partition(":")
         if name == "qSupported":
+            if getattr(self.target, "history", None) is not None:
+                return FEATURES + ";ReverseStep+;ReverseContinue+"
             return FEATURES
         if name == "QStartNoAckMode":
             self.conn.send("OK")

@@ -40,7 +40,8 @@ SEG_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 class SimTarget(Target):
     MONITOR_COMMANDS = ["info registers", "techniques", "snapshot FILE"]
 
-    def __init__(self, monitor, max_instructions: int, snapshot_options: dict | None = None):
+    def __init__(self, monitor, max_instructions: int, snapshot_options: dict | None = None,
+                 output_gate=None, reverse: bool = True):
         self.m = monitor
         self.snapshot_options = snapshot_options
         self.limit = max_instructions
@@ -49,6 +50,8 @@ class SimTarget(Target):
         self.watchpoints: dict[tuple, tuple] = {}  # (type, addr, len) -> (first, last, kind)
         self.ended: Stop | None = None
         self.m.leave()
+        from .reverse import History
+        self.history = History(self, output_gate) if reverse else None
 
     # -- the two CPUs ------------------------------------------------------------------
     @property
@@ -138,7 +141,7 @@ class SimTarget(Target):
             return True
         return False
 
-    def _arm(self, step: bool) -> None:
+    def _arm(self, step: bool, pass_over: bool = True) -> None:
         """Put the guest back on its CPU with the debugger's controls set."""
         self.m.enter()
         cpu = self.executor
@@ -148,7 +151,7 @@ class SimTarget(Target):
         ic.debug_single_step = step
         cpu.debug_controls_changed()
         here = (cpu.base[CS] + cpu.eip) & 0xFFFFFFFF
-        cpu.dbg_resume = here if here in self.breakpoints else None
+        cpu.dbg_resume = here if pass_over and here in self.breakpoints else None
 
     def _disarm(self) -> None:
         cpu = self.executor
@@ -177,8 +180,43 @@ class SimTarget(Target):
                     return Stop("step")     # the step was an instruction the monitor interpreted
                 if interrupted():
                     return Stop("interrupt")
+                if self.history is not None and self.history.due():
+                    self._disarm()
+                    self.history.take()
+                    self._arm(step, pass_over=False)
         finally:
             self._disarm()
+
+    def run_armed(self, until: int | None, pass_over: bool) -> Stop | None:
+        """For reverse execution: run with the breakpoints and watchpoints set until one
+        fires (its Stop), or the machine reaches step ``until`` or ends (None).
+        ``pass_over``: the breakpoint at the current PC was already reported."""
+        self._arm(False, pass_over=pass_over)
+        try:
+            while True:
+                goal = self.m.steps() + SLICE
+                if until is not None:
+                    goal = min(goal, until)
+                ended = self.m.run_slice(goal, self.limit)
+                ex = self._take_debug_exit()
+                if ex is not None:
+                    return self._stop_for(ex)
+                if ended or (until is not None and self.m.steps() >= until):
+                    return None
+        finally:
+            self._disarm()
+
+    def reverse(self, step: bool, interrupted) -> Stop:
+        """gdb's bs / bc (reverse.py)."""
+        if self.history is None:
+            raise ValueError("no reverse execution on this target")
+        self.ended = None
+        if step:
+            if not self.history.reverse_step():
+                return Stop("history-begin")
+            return Stop("step")
+        stop = self.history.reverse_continue(interrupted)
+        return stop if stop is not None else Stop("history-begin")
 
     def _take_debug_exit(self) -> DebugExit | None:
         """The DebugExit that ended the technique's slice, if one did (and forget it)."""
@@ -215,7 +253,8 @@ class SimTarget(Target):
         words = command.split()
         if words == ["info", "registers"]:
             cpu = self.state
-            return f"{cpu.state_dump()}\n(the guest's view, technique {self.name})\n"
+            return (f"{cpu.state_dump()}\nguest steps={self.m.steps()}\n"
+                    f"(the guest's view, technique {self.name})\n")
         if len(words) == 2 and words[0] == "snapshot":
             return self.snapshot(words[1])
         if words == ["techniques"]:

@@ -10,7 +10,7 @@ is saved sparsely: only pages that are not all zero.
 
 What is *not* saved is wiring, the same in every machine built from the same
 options: functions and closures (serial sinks, hooks), objects that are not
-trapvisor's (open files, locks), decoded-instruction caches (rebuilt as the
+trapvisor's (open files, locks) or that say they are wiring (``SNAPSHOT_WIRING``), decoded-instruction caches (rebuilt as the
 code runs again) and views of memory saved elsewhere.  So a restore first
 builds the machine afresh from the options recorded in the file (kernel,
 command line, memory, technique, CPU variant), then lays the saved state over
@@ -33,6 +33,7 @@ import pickle
 import struct
 import types
 import zlib
+from collections import Counter, OrderedDict, deque
 
 from ..errors import UserError
 
@@ -87,6 +88,17 @@ def _nonzero_pages(buf: bytearray) -> dict:
     return pages
 
 
+_COLLECTIONS = {deque: "deque", OrderedDict: "OrderedDict", Counter: "Counter"}
+_COLLECTION_TYPES = {name: t for t, name in _COLLECTIONS.items()}
+
+
+def _ordered(items):
+    try:
+        return sorted(items)       # one order for equal sets (their iteration order is not)
+    except TypeError:
+        return list(items)
+
+
 class _Saver:
     def __init__(self):
         self.memo: dict[int, int] = {}
@@ -96,18 +108,27 @@ class _Saver:
         if v is None or isinstance(v, (bool, int, float, str, bytes)):
             return v
         t = type(v)
-        if t is list:
-            return ("L", [self.save(x) for x in v])
         if t is tuple:
             return ("T", [self.save(x) for x in v])
-        if t is dict:
-            return ("D", [(self.save(k), self.save(x)) for k, x in v.items()])
-        if t is set or t is frozenset:
-            try:
-                items = sorted(v)         # one order for equal sets (their iteration order is not)
-            except TypeError:
-                items = list(v)
-            return ("S" if t is set else "F", [self.save(x) for x in items])
+        if t is frozenset:
+            return ("F", [self.save(x) for x in _ordered(v)])
+        if t in _COLLECTIONS:                   # deque, OrderedDict, Counter: by identity too
+            if id(v) in self.memo:
+                return ("R", self.memo[id(v)])
+            n = self._memo(v)
+            items = [(self.save(k), self.save(x)) for k, x in v.items()] if t is not deque \
+                else [self.save(x) for x in v]
+            return ("Q", n, _COLLECTIONS[t], items, v.maxlen if t is deque else None)
+        if t is list or t is dict or t is set:
+            # Mutable: saved once, by identity (the CPU's tlb_r is one of its _tlb dicts).
+            if id(v) in self.memo:
+                return ("R", self.memo[id(v)])
+            n = self._memo(v)
+            if t is list:
+                return ("L", n, [self.save(x) for x in v])
+            if t is dict:
+                return ("D", n, [(self.save(k), self.save(x)) for k, x in v.items()])
+            return ("S", n, [self.save(x) for x in _ordered(v)])
         if t is bytearray:
             if id(v) in self.memo:
                 return ("R", self.memo[id(v)])
@@ -127,7 +148,7 @@ class _Saver:
             if getattr(v, "__module__", "").startswith("trapvisor.") and "<" not in q:
                 return ("K", v.__module__, q)     # a class or module-level function, by name
             return ("W",)
-        if _mine(v):
+        if _mine(v) and not getattr(v, "SNAPSHOT_WIRING", False):
             if id(v) in self.memo:
                 return ("R", self.memo[id(v)])
             n = self._memo(v)
@@ -145,6 +166,15 @@ class _Saver:
 class _Loader:
     def __init__(self):
         self.memo: dict[int, object] = {}
+        self.used: set[int] = set()      # live objects already standing for a saved one
+
+    def _take(self, fresh, cls):
+        """The live object to restore into, if it is of the class and not taken already
+        (restoring into a running machine must not alias two saved objects to one)."""
+        if type(fresh) is cls and id(fresh) not in self.used:
+            self.used.add(id(fresh))
+            return fresh
+        return None
 
     def build(self, node, fresh):
         if not isinstance(node, tuple):
@@ -155,29 +185,64 @@ class _Loader:
         if tag == "R":
             return self.memo[node[1]]
         if tag == "L":
-            f = fresh if type(fresh) is list else []
-            return [self.build(x, f[i] if i < len(f) else None) for i, x in enumerate(node[1])]
+            old = list(fresh) if type(fresh) is list else []
+            out = self._take(fresh, list)
+            out = out if out is not None else []
+            self.memo[node[1]] = out
+            out[:] = [self.build(x, old[i] if i < len(old) else None) for i, x in enumerate(node[2])]
+            return out
         if tag == "T":
             f = fresh if type(fresh) is tuple else ()
             return tuple(self.build(x, f[i] if i < len(f) else None) for i, x in enumerate(node[1]))
         if tag == "D":
-            f = fresh if type(fresh) is dict else {}
-            out = {}
-            for k, x in node[1]:
+            old = dict(fresh) if type(fresh) is dict else {}
+            out = self._take(fresh, dict)
+            out = out if out is not None else {}
+            self.memo[node[1]] = out
+            out.clear()
+            for k, x in node[2]:
                 key = self.build(k, None)
-                out[key] = self.build(x, f.get(key) if _hashable(key) else None)
+                out[key] = self.build(x, old.get(key) if _hashable(key) else None)
             return out
-        if tag in ("S", "F"):
-            items = [self.build(x, None) for x in node[1]]
-            return set(items) if tag == "S" else frozenset(items)
+        if tag == "S":
+            out = self._take(fresh, set)
+            out = out if out is not None else set()
+            self.memo[node[1]] = out
+            out.clear()
+            out.update(self.build(x, None) for x in node[2])
+            return out
+        if tag == "Q":
+            _, n, kind, items, maxlen = node
+            t = _COLLECTION_TYPES.get(kind)
+            if t is None:
+                raise SnapshotError(f"snapshot: unknown collection {kind!r} (corrupt file)")
+            old = fresh if type(fresh) is t else None
+            out = self._take(old, t) if old is not None and (t is not deque or old.maxlen == maxlen) else None
+            if out is None:
+                out = deque(maxlen=maxlen) if t is deque else t()
+            self.memo[n] = out
+            if t is deque:
+                out.clear()
+                out.extend(self.build(x, None) for x in items)
+            else:
+                before = dict(out)
+                out.clear()
+                for k, x in items:
+                    key = self.build(k, None)
+                    out[key] = self.build(x, before.get(key) if _hashable(key) else None)
+            return out
+        if tag == "F":
+            return frozenset(self.build(x, None) for x in node[1])
         if tag == "A":
-            out = fresh if type(fresh) is bytearray and len(fresh) == len(node[2]) else bytearray(len(node[2]))
+            out = self._take(fresh, bytearray) if type(fresh) is bytearray and len(fresh) == len(node[2]) else None
+            out = out if out is not None else bytearray(len(node[2]))
             out[:] = node[2]
             self.memo[node[1]] = out
             return out
         if tag == "P":
             _, n, size, pages = node
-            out = fresh if type(fresh) is bytearray and len(fresh) == size else bytearray(size)
+            out = self._take(fresh, bytearray) if type(fresh) is bytearray and len(fresh) == size else None
+            out = out if out is not None else bytearray(size)
             out[:] = bytes(size)                 # in place: views of it (a VM's partition) stay valid
             for i, data in pages.items():
                 out[i * PAGE:i * PAGE + len(data)] = data
@@ -193,7 +258,8 @@ class _Loader:
         if tag == "O":
             _, n, module, qualname, attrs = node
             cls = _class(module, qualname)
-            obj = fresh if type(fresh) is cls else cls.__new__(cls)
+            obj = self._take(fresh, cls)
+            obj = obj if obj is not None else cls.__new__(cls)
             self.memo[n] = obj
             current = _attrs(obj) if obj is fresh else {}
             for k, x in attrs.items():

@@ -683,13 +683,19 @@ class CPU(MemoryAccess, Paging):
         and DR0-DR7 semantics, so the guest sees no difference."""
         ic = self.intercepts
         lin = (self.base[CS] + self.eip) & 0xFFFFFFFF
+        if lin != self.dbg_resume:
+            self.dbg_resume = None
         if lin in ic.debug_breakpoints and lin != self.dbg_resume:
             self.stop = DebugExit("breakpoint", lin)
             return
-        self.dbg_resume = None
         self.dbg_hit = None
         self.inhibit_irq = False
+        before = self.icount + self.deliveries
         self.single_step()
+        if self.icount + self.deliveries != before:
+            # Passed over for good once it has run.  An instruction that exited instead (a
+            # monitor's hidden page fault) is fetched again and passed over again.
+            self.dbg_resume = None
         if self.stop is not None:
             return
         if self.dbg_hit is not None:
