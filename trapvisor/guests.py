@@ -342,7 +342,9 @@ def build_guest(name: str) -> pathlib.Path:
 # guest:linux is not built from guests/: it is Debian's i386 kernel with a busybox
 # initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
 LINUX_GUEST = "linux"
-LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial"
+# cryptomgr.notests: the crypto self-tests (RSA private-key operations among them) cost more
+# guest instructions than the rest of the boot; at emulation speed they take many minutes.
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial cryptomgr.notests"
 
 
 def linux_guest():
