@@ -29,7 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from trapvisor.guests import linux_guest  # noqa: E402
 from trapvisor.vmm.monitor import RunOptions, get  # noqa: E402
 
-CMDLINE = "console=ttyS0 printk.time=0 cryptomgr.notests"
+CMDLINE = "console=ttyS0 printk.time=0 cryptomgr.notests noisapnp"
 MEMORY = 128 << 20
 PROMPT = re.compile(rb"# (\x1b\[6n)?$")   # busybox asks for the cursor position after its prompt
 LIMIT = 5_000_000_000

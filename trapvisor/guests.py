@@ -343,8 +343,9 @@ def build_guest(name: str) -> pathlib.Path:
 # initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
 LINUX_GUEST = "linux"
 # cryptomgr.notests: the crypto self-tests (RSA private-key operations among them) cost more
-# guest instructions than the rest of the boot; at emulation speed they take many minutes.
-LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial cryptomgr.notests"
+# guest instructions than the rest of the boot; noisapnp: the ISA PnP scan is half a second of
+# udelay() busy-waiting, 50 million instructions here.  At emulation speed both take minutes.
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial cryptomgr.notests noisapnp"
 
 
 def linux_guest():

@@ -24,7 +24,7 @@ from trapvisor.machine.serial_script import SerialScript
 from trapvisor.vmm.monitor import RunOptions, get
 
 COMMANDS = "uname -a; ls /; cat /proc/cpuinfo; echo $((6*7))"
-CMDLINE = "console=ttyS0 printk.time=0 cryptomgr.notests"
+CMDLINE = "console=ttyS0 printk.time=0 cryptomgr.notests noisapnp"
 LIMIT = 3_000_000_000          # steps: far above what the boot needs (see benchmarks/linux_boot.py)
 TECHNIQUES = ["trap-emulate"]
 # busybox asks for the cursor position (ESC [6n) after printing its prompt.
