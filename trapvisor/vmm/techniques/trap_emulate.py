@@ -110,7 +110,10 @@ class TrapEmulate(Monitor):
         host.set_cr0(HOST_CR0)
         self.set_intercepts()
         self.descriptors.install()
-        push(vcpu, host)
+        # The guest's TSC: its instructions, direct and interpreted, plus what it wrote to
+        # IA32_TIME_STAMP_COUNTER (SDM Vol. 3B 17.17; the bare CPU counts instructions).
+        self.tsc_written = vcpu.tsc_offset
+        self.push_to_host()
         self.log = EventLog(keep=options.keep_events, trace_file=options.trace_file)
         self.extra_cycles = 0
         self.interpreted_count = 0
@@ -151,6 +154,18 @@ class TrapEmulate(Monitor):
         vcpu = self.vm.vcpu
         return self.direct() + vcpu.icount + vcpu.deliveries
 
+    # -- the guest's time-stamp counter ---------------------------------------------
+    def push_to_host(self) -> None:
+        """The virtual CPU's state onto the host CPU, with the guest's TSC."""
+        push(self.vm.vcpu, self.host)
+        self.tsc_to_host()
+
+    def tsc_to_host(self) -> None:
+        """RDTSC run directly reads host.icount + host.tsc_offset: make that the guest's count
+        (direct = direct_done + host.icount - slice_start, plus the interpreted ones)."""
+        if self.on_host:
+            self.host.tsc_offset = self.tsc_written + self.direct_done - self.slice_start + self.vm.vcpu.icount
+
     # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -------------
     def leave(self) -> None:
         """Take this VM off the host CPU: its state goes back into the virtual CPU."""
@@ -175,6 +190,7 @@ class TrapEmulate(Monitor):
         push(self.vm.vcpu, host)
         self.slice_start = host.icount
         self.on_host = True
+        self.tsc_to_host()
 
     # -- accounting ------------------------------------------------------------
     def charge(self, kind: str, reason: str, cycles: int, eip: int = 0, ins=None, log=True,
@@ -249,7 +265,7 @@ class TrapEmulate(Monitor):
         else:
             return None   # no external interrupts reach the host: the VM's devices are virtual
         self.inject_pending()
-        push(vcpu, host)
+        self.push_to_host()
         if vcpu.inhibit_irq:
             # An interpreted STI (or MOV/POP SS) opened a one-instruction interrupt shadow,
             # which the run loop keeps (one instruction first, then the interrupt).
@@ -262,7 +278,9 @@ class TrapEmulate(Monitor):
         before = SystemState(vcpu)
         eip = vcpu.eip
         icount = vcpu.icount
+        vcpu.tsc_offset = self.direct() + self.tsc_written      # RDMSR/WRMSR of the TSC see the guest's
         ins, mnemonic = interpret(vcpu)
+        self.tsc_written = vcpu.tsc_offset - self.direct()
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"{why}: {mnemonic}", self.costs.trap_roundtrip + self.costs.interpreter_routine,
                     eip, ins)
@@ -336,7 +354,7 @@ class TrapEmulate(Monitor):
                     if vm.devices.intc.interrupt_pending():
                         pull(host, vcpu)
                         self.inject_pending()
-                        push(vcpu, host)
+                        self.push_to_host()
                         continue
                     if not clock.skip_to_next_deadline():
                         reason = MachineStop("halted forever", clock.idle_stop or "HLT with no timer armed")
@@ -350,7 +368,7 @@ class TrapEmulate(Monitor):
                     else:
                         pull(host, vcpu)
                         self.inject_pending()
-                        push(vcpu, host)
+                        self.push_to_host()
                         if vcpu.stop is not None:
                             continue
                 if not host.attr[CS] & 0x80:
@@ -358,7 +376,7 @@ class TrapEmulate(Monitor):
                     # it must not run directly; interpret it one instruction at a time.
                     self.interpret("code segment reaching the monitor window")
                     self.inject_pending()
-                    push(vcpu, host)
+                    self.push_to_host()
                     clock.run_due()
                     continue
                 # (past the slice's end only inside an interrupt shadow: one more instruction)
