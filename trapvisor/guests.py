@@ -165,7 +165,7 @@ def get_guest(name: str) -> GuestInfo:
     """The guest called *name*; a one-line GuestBuildError if there is none."""
     manifests = _manifests()
     if name not in manifests:
-        known = ", ".join(sorted(manifests)) or "none"
+        known = ", ".join(sorted(manifests) + [LINUX_GUEST])
         raise GuestBuildError(f"no bundled guest named '{name}' (known: {known})")
     return _info(*manifests[name])
 
