@@ -10,7 +10,7 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from . import fpu_x87 as X
-from .constants import CR0_MP, CR0_TS, NM
+from .constants import CR0_MP, CR0_TS, NM, UD
 from .cpu import CpuFault
 from .operands import ea_fn, mem_segment, op_size
 from .ops_x87 import X87, fpu, mem_ops, report_pending, x87
@@ -166,3 +166,27 @@ def c_fenv(cpu, ins):
                 _load_env(f, read_at, wide)     # the tags follow the registers' contents
         return fenv
     return build(cpu, ins)
+
+
+# The 8087/80287 controls FENI, FDISI and FSETPM are no-ops on the 80387 and later (SDM Vol. 1
+# 8.3.11 and Appendix; they still take #NM, and the waiting forms report a pending exception).
+@handles(M.FNENI, M.FNDISI, M.FNSETPM, M.FENI, M.FDISI, M.FSETPM)
+def c_fnsetpm(cpu, ins):
+    waiting = ins.mnemonic in (M.FENI, M.FDISI, M.FSETPM)
+
+    @x87(waiting=waiting, control=True)
+    def build(cpu, ins):
+        def noop(f):
+            pass
+        return noop
+    return build(cpu, ins)
+
+
+# Opcodes of other vendors' or the 287XL's x87 units (FRSTPM, FSTDW, FSTSG, FRINT2, FRICHOP,
+# FRINEAR, FSTPNCE, FTSTP): not instructions of this P6 core, #UD (SDM Vol. 2, opcode map).
+@handles(M.FRSTPM, M.FNSTDW, M.FNSTSG, M.FSTDW, M.FSTSG, M.FRINT2, M.FRICHOP, M.FRINEAR, M.FSTPNCE,
+         M.FTSTP)
+def c_foreign_x87(cpu, ins):
+    def undefined():
+        raise CpuFault(UD)
+    return undefined, NORMAL
