@@ -42,7 +42,7 @@ demo: guests
 	$(VENV)/bin/trapvisor demo
 
 # Boot Debian's stock kernel to a busybox shell through /dev/kvm (docs/kvm.md).
-# On software KVM (no VT-x/AMD-V) it stops after the kernel's first console lines.
+# Where KVM is not hardware-assisted it boots guest:linux (i386) on the simulated PC instead.
 demo-linux: setup
 	$(VENV)/bin/trapvisor demo-linux
 

@@ -269,3 +269,10 @@ def test_a_technique_takes_its_options(tmp_path):
     p = tv("run", "guest:hello", "--technique", "trap-emulate", "--costs", str(costs), "--shadow-cache", "2",
            "--cpu", "strict", "--max-instructions", "1000000")
     assert p.returncode == 1 and "trap-emulate" in p.stderr and "Hello from trapvisor" in p.stdout
+
+
+def test_guest_linux_is_a_known_kernel_name():
+    from trapvisor.cli import options as o
+    assert o.kernel("guest:linux") == "guest:linux"
+    p = tv("run", "guest:nosuch")
+    assert "linux" in one_line_error(p)

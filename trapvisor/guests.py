@@ -165,7 +165,7 @@ def get_guest(name: str) -> GuestInfo:
     """The guest called *name*; a one-line GuestBuildError if there is none."""
     manifests = _manifests()
     if name not in manifests:
-        known = ", ".join(sorted(manifests)) or "none"
+        known = ", ".join(sorted(manifests) + [LINUX_GUEST])
         raise GuestBuildError(f"no bundled guest named '{name}' (known: {known})")
     return _info(*manifests[name])
 
@@ -358,7 +358,10 @@ def build_guest(name: str) -> pathlib.Path:
 # guest:linux is not built from guests/: it is Debian's i386 kernel with a busybox
 # initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
 LINUX_GUEST = "linux"
-LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial"
+# cryptomgr.notests: the crypto self-tests (RSA private-key operations among them) cost more
+# guest instructions than the rest of the boot; noisapnp: the ISA PnP scan is half a second of
+# udelay() busy-waiting, 50 million instructions here.  At emulation speed both take minutes.
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial cryptomgr.notests noisapnp"
 
 
 def linux_guest():

@@ -157,10 +157,12 @@ def open_output(path: str, what: str):
 def kernel(text: str) -> str:
     """A kernel: ``guest:NAME`` naming a bundled guest, or a readable file."""
     if text.startswith("guest:"):
-        from ..guests import GuestBuildError, get_guest
+        from ..guests import LINUX_GUEST, GuestBuildError, get_guest
         name = text[len("guest:"):]
         if not name:
             raise OptionError("empty guest name in 'guest:' (try guest:tvos)")
+        if name == LINUX_GUEST:          # Debian's kernel, fetched on first use (docs/linux.md)
+            return text
         try:
             get_guest(name)
         except GuestBuildError as e:

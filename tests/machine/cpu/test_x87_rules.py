@@ -89,3 +89,10 @@ def test_fisttp_and_fxsave_are_undefined_on_this_core():
     from trapvisor.machine.cpu.constants import UD
     assert run(b"\xdb\xe3\xd9\xe8\xdb\x0d" + D).fault == UD          # fisttp (SSE3)
     assert run(b"\x0f\xae\x05" + D).fault == UD                      # fxsave (no FXSR)
+
+
+def test_the_287_controls_are_no_ops_and_foreign_opcodes_undefined():
+    from trapvisor.machine.cpu.constants import UD
+    r = run(b"\xdb\xe3\xdb\xe4\xdb\xe0\xdb\xe1\xd9\xe8\xdf\xe0")     # fninit; fnsetpm; fneni; fndisi; fld1
+    assert r.fault is None and (r.regs[0] >> 11) & 7 == 7
+    assert run(b"\xdb\xe5").fault == UD                               # frstpm (287XL)

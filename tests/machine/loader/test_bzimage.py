@@ -135,3 +135,27 @@ def test_initrd_is_only_for_a_bzimage(initrd, tmp_path):
     elf.write_bytes(elf32([(0x100000, 0x100000, PROBE, 0x1000)], 0x100000))
     with pytest.raises(UserError, match="--initrd is for a Linux bzImage"):
         PC(16 << 20).load_kernel(str(elf), initrd=initrd)
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (dict(truncate=3000), (), "is truncated"),
+    (dict(version=0x0205), (), "boot protocol 2.05 is too old"),
+    (dict(), ("--initrd", "{big}", "--memory", "48M"), "does not fit in guest memory"),
+])
+def test_the_cli_reports_bad_images_in_one_line(tmp_path, make, extra, message):
+    from tests.test_cli import one_line_error, tv
+    k = tmp_path / "bzImage"
+    k.write_bytes(bzimage(**make))
+    big = tmp_path / "big.cpio"
+    big.write_bytes(bytes(40 << 20))
+    args = [a.replace("{big}", str(big)) for a in extra]
+    assert message in one_line_error(tv("run", str(k), *args))
+
+
+def test_the_cli_boots_a_bzimage_with_initrd_and_append(tmp_path, initrd):
+    from tests.test_cli import tv
+    k = tmp_path / "bzImage"
+    k.write_bytes(bzimage())
+    p = tv("run", str(k), "--initrd", initrd, "--append", "B", "--memory", "64M")
+    code = ((ord("B") + 0x1000) << 1) | 1          # the probe saw cmd_line_ptr and ramdisk_size
+    assert f"exit code {code};" in p.stderr, p.stderr

@@ -1,5 +1,6 @@
-"""The x87 instructions: the register stack, loads and stores, arithmetic, comparisons,
-control and state save/restore (SDM Vol. 2A/2B, the F* instructions; Vol. 1 chapter 8).
+"""The x87 instructions: the register stack, loads and stores, arithmetic, comparisons
+(SDM Vol. 2A/2B, the F* instructions; Vol. 1 chapter 8); the control and state-image
+instructions are ops_x87_control.py.
 
 The arithmetic is ``fpu_x87.py``'s; this module decodes operands, moves values
 between memory and the register stack, and applies the rules around every
@@ -32,11 +33,11 @@ import math
 import iced_x86 as iced
 
 from . import fpu_x87 as X
-from .constants import CF, CR0_EM, CR0_MP, CR0_NE, CR0_TS, CS, MF, NM, PF, UD, ZF
+from .constants import CF, CR0_EM, CR0_NE, CR0_TS, CS, MF, NM, PF, UD, ZF
 from .cpu import CpuFault
 from .flags import EAGER
 from .operands import ea_fn, mem_segment, op_size
-from .registry import END, NORMAL, handles
+from .registry import NORMAL, handles
 
 M = iced.Mnemonic
 K = iced.OpKind
@@ -514,11 +515,8 @@ UNARY = {
 
 
 def _nan_or(v, fl):
-    if X.is_nan(v):
-        return X.propagate_nan(v, None, fl)
-    if X.is_inf(v):
-        return None
-    return None
+    """A NaN operand's result (quietened), else None: the operation goes on."""
+    return X.propagate_nan(v, None, fl) if X.is_nan(v) else None
 
 
 TRIG_LIMIT = 1 << 63       # |x| >= 2^63: out of range, C2 = 1 and ST0 unchanged (SDM FSIN)
@@ -646,18 +644,16 @@ def c_fpush_two(cpu, ins):
 
 
 # -- comparisons ------------------------------------------------------------------------------
-COMPARE = {M.FCOM: (1, False), M.FCOMP: (1, False), M.FCOMPP: (2, False), M.FUCOM: (1, True),
-           M.FUCOMP: (1, True), M.FUCOMPP: (2, True), M.FICOM: (1, False), M.FICOMP: (2 - 1, False),
+# mnemonic -> (pops, unordered allowed: the FUCOM forms signal IE only for SNaN operands)
+COMPARE = {M.FCOM: (0, False), M.FCOMP: (1, False), M.FCOMPP: (2, False), M.FUCOM: (0, True),
+           M.FUCOMP: (1, True), M.FUCOMPP: (2, True), M.FICOM: (0, False), M.FICOMP: (1, False),
            M.FTST: (0, False)}
-POPS = {M.FCOM: 0, M.FCOMP: 1, M.FCOMPP: 2, M.FUCOM: 0, M.FUCOMP: 1, M.FUCOMPP: 2, M.FICOM: 0,
-        M.FICOMP: 1, M.FTST: 0}
 
 
 @handles(*COMPARE)
 def c_fcom(cpu, ins):
     m = ins.mnemonic
-    unordered_ok = COMPARE[m][1]
-    pops = POPS[m]
+    pops, unordered_ok = COMPARE[m]
     mem = ins.op_count >= 1 and ins.op0_kind == K.MEMORY
     if mem:
         size = op_size(ins, 0)
@@ -756,152 +752,4 @@ def c_fstack(cpu, ins):
                 if m == M.FFREEP:
                     f.pop()
         return fstack
-    return build(cpu, ins)
-
-
-# -- control ----------------------------------------------------------------------------------
-@handles(M.WAIT)
-def c_wait(cpu, ins):
-    def wait():
-        if cpu.cr0 & CR0_TS and cpu.cr0 & CR0_MP:
-            raise CpuFault(NM)
-        report_pending(cpu, fpu(cpu))
-    return wait, NORMAL
-
-
-@handles(M.FNINIT, M.FNCLEX)
-def c_fninit(cpu, ins):
-    init = ins.mnemonic == M.FNINIT
-
-    @x87(waiting=False, control=True)
-    def build(cpu, ins):
-        def fninit(f):
-            if init:
-                f.init()
-            else:
-                f.sw &= ~(X.EXCEPTIONS | X.SF | X.ES | X.BUSY)
-        return fninit
-    return build(cpu, ins)
-
-
-@handles(M.FNSTSW)
-def c_fnstsw(cpu, ins):
-    to_ax = ins.op0_kind == K.REGISTER
-    if not to_ax:
-        ea, seg, _, write = mem_ops(cpu, ins)
-    regs = cpu.regs
-
-    @x87(waiting=False, control=True)
-    def build(cpu, ins):
-        def fnstsw(f):
-            sw = f.status_word()
-            if to_ax:
-                regs[0] = (regs[0] & 0xFFFF0000) | sw
-            else:
-                write(2, sw)
-        return fnstsw
-    return build(cpu, ins)
-
-
-@handles(M.FNSTCW, M.FLDCW)
-def c_fcw(cpu, ins):
-    store = ins.mnemonic == M.FNSTCW
-    ea, seg, read, write = mem_ops(cpu, ins)
-
-    @x87(waiting=not store, control=True)
-    def build(cpu, ins):
-        def fcw(f):
-            if store:
-                write(2, f.cw)
-                return
-            f.cw = read(2) | 0x40                  # bit 6 reads as 1 (SDM Vol. 1 Figure 8-6)
-            # Unmasking an already flagged exception makes it pending (SDM Vol. 1 8.7).
-            if f.sw & ~f.cw & X.EXCEPTIONS:
-                f.sw |= X.ES | X.BUSY
-            else:
-                f.sw &= ~(X.ES | X.BUSY)
-        return fcw
-    return build(cpu, ins)
-
-
-def _env_fields(f: X87) -> list[int]:
-    return [f.cw, f.status_word(), f.tag_word(), f.fip, f.fcs | (f.fop << 16), f.fdp, f.fds]
-
-
-def _store_env(f: X87, write_at, wide: bool) -> int:
-    """FNSTENV's image: seven 32-bit fields (28 bytes), or seven 16-bit ones (14 bytes)."""
-    step = 4 if wide else 2
-    for n, v in enumerate(_env_fields(f)):
-        if wide and n in (0, 1, 2, 6):
-            v &= 0xFFFF
-            v |= 0xFFFF0000                        # reserved halves read as ones on P6 cores
-        write_at(n * step, step, v & ((1 << (8 * step)) - 1))
-    return 7 * step
-
-
-def _load_env(f: X87, read_at, wide: bool) -> int:
-    step = 4 if wide else 2
-    vals = [read_at(n * step, step) for n in range(7)]
-    f.cw = (vals[0] & 0xFFFF) | 0x40
-    f.set_status_word(vals[1] & 0xFFFF)
-    f.set_tag_word(vals[2] & 0xFFFF)
-    f.fip, f.fcs = vals[3], vals[4] & 0xFFFF
-    f.fop = (vals[4] >> 16) & 0x7FF if wide else 0
-    f.fdp, f.fds = vals[5], vals[6] & 0xFFFF
-    if f.sw & ~f.cw & X.EXCEPTIONS:
-        f.sw |= X.ES | X.BUSY
-    else:
-        f.sw &= ~(X.ES | X.BUSY)
-    return 7 * step
-
-
-@handles(M.FNSTENV, M.FLDENV, M.FNSAVE, M.FRSTOR)
-def c_fenv(cpu, ins):
-    m = ins.mnemonic
-    size = op_size(ins, 0)
-    wide = size in (28, 108)
-    ea, seg = ea_fn(cpu, ins), mem_segment(ins)
-
-    def at(base):
-        def read_at(off, n):
-            a = (base + off) & 0xFFFFFFFF
-            return cpu.rd32(seg, a) if n == 4 else (cpu.rd16(seg, a) if n == 2 else 0)
-
-        def write_at(off, n, v):
-            a = (base + off) & 0xFFFFFFFF
-            if n == 4:
-                cpu.wr32(seg, a, v)
-            else:
-                cpu.wr16(seg, a, v)
-        return read_at, write_at
-
-    @x87(kind=END if m in (M.FLDENV, M.FRSTOR) else NORMAL,
-         waiting=m in (M.FLDENV, M.FRSTOR), control=True)
-    def build(cpu, ins):
-        def fenv(f):
-            base = ea()
-            read_at, write_at = at(base)
-            if m in (M.FNSTENV, M.FNSAVE):
-                n = _store_env(f, write_at, wide)
-                if m == M.FNSAVE:
-                    for i in range(8):
-                        v = f.get(i)
-                        write_at(n + 10 * i, 4, v & 0xFFFFFFFF)
-                        write_at(n + 10 * i + 4, 4, (v >> 32) & 0xFFFFFFFF)
-                        write_at(n + 10 * i + 8, 2, v >> 64)
-                    f.init()
-                else:
-                    f.cw |= X.EXCEPTIONS           # FNSTENV masks all exceptions
-            else:
-                n = 7 * (4 if wide else 2)
-                regs = []
-                if m == M.FRSTOR:          # all reads before any change (a fault leaves the FPU as it was)
-                    for i in range(8):
-                        lo = read_at(n + 10 * i, 4) | (read_at(n + 10 * i + 4, 4) << 32)
-                        regs.append(lo | (read_at(n + 10 * i + 8, 2) << 64))
-                    top = (read_at(4 if wide else 2, 2) >> X.TOP_SHIFT) & 7
-                    for i, v in enumerate(regs):    # ST(i) in stack order from the new TOP
-                        f.regs[(top + i) & 7] = v
-                _load_env(f, read_at, wide)     # the tags follow the registers' contents
-        return fenv
     return build(cpu, ins)

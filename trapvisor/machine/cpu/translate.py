@@ -26,7 +26,7 @@ from .registry import END, HANDLERS, JUMP
 # ops_sysregs's #NM-only fallback, which is left for the x87 forms ops_x87 does not handle).
 from . import (  # noqa: F401
     ops_move, ops_stack, ops_alu, ops_shift, ops_bits, ops_eflags, ops_control, ops_string,
-    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr, ops_x87,
+    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr, ops_x87, ops_x87_control,
 )
 # The VMX instructions compile only on a CPU with VMX (cpu.vmx; vmx/instructions.py).
 from .vmx import instructions as _vmx_instructions  # noqa: F401,E402

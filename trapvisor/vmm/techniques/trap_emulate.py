@@ -110,7 +110,9 @@ class TrapEmulate(Monitor):
         host.set_cr0(HOST_CR0)
         self.set_intercepts()
         self.descriptors.install()
-        push(vcpu, host)
+        # The guest's TSC: its instructions, direct and interpreted, plus what it wrote to
+        # IA32_TIME_STAMP_COUNTER (SDM Vol. 3B 17.17; the bare CPU counts instructions).
+        self.push_to_host()
         self.log = EventLog(keep=options.keep_events, trace_file=options.trace_file)
         self.extra_cycles = 0
         self.interpreted_count = 0
@@ -160,7 +162,10 @@ class TrapEmulate(Monitor):
         vcpu = self.vm.vcpu
         return self.direct() + vcpu.icount + vcpu.deliveries
 
-    # -- world switch (several VMs on one host CPU: vmm/scheduler.py) -------------
+    def push_to_host(self) -> None:
+        """The virtual CPU's state onto the host CPU (RDTSC exits: on_instruction)."""
+        push(self.vm.vcpu, self.host)
+
     def leave(self) -> None:
         """Take this VM off the host CPU: its state goes back into the virtual CPU."""
         if not self.on_host:
@@ -258,7 +263,7 @@ class TrapEmulate(Monitor):
         else:
             return None   # no external interrupts reach the host: the VM's devices are virtual
         self.inject_pending()
-        push(vcpu, host)
+        self.push_to_host()
         if vcpu.inhibit_irq:
             # An interpreted STI (or MOV/POP SS) opened a one-instruction interrupt shadow,
             # which the run loop keeps (one instruction first, then the interrupt).
@@ -268,11 +273,10 @@ class TrapEmulate(Monitor):
     def on_instruction(self, exit: InstructionExit) -> None:
         """RDTSC (the one instruction exit set_intercepts enables): interpreted, so that
         it reads the guest's counter."""
-        vcpu = self.vm.vcpu
-        pull(self.host, vcpu)
+        self.pull_guest()
         self.interpret(exit.mnemonic)
         self.inject_pending()
-        push(vcpu, self.host)
+        self.push_to_host()
         return None
 
     # -- what a technique built on this loop adds (techniques/bt) ----------------------
@@ -379,7 +383,7 @@ class TrapEmulate(Monitor):
                     if vm.devices.intc.interrupt_pending():
                         self.pull_guest()
                         self.inject_pending()
-                        push(vcpu, host)
+                        self.push_to_host()
                         continue
                     if not clock.skip_to_next_deadline():
                         reason = MachineStop("halted forever", clock.idle_stop or "HLT with no timer armed")
@@ -393,7 +397,7 @@ class TrapEmulate(Monitor):
                     else:
                         self.pull_guest()
                         self.inject_pending()
-                        push(vcpu, host)
+                        self.push_to_host()
                         if vcpu.stop is not None:
                             continue
                 if not host.attr[CS] & 0x80:
@@ -401,7 +405,7 @@ class TrapEmulate(Monitor):
                     # it must not run directly; interpret it one instruction at a time.
                     self.interpret("code segment reaching the monitor window")
                     self.inject_pending()
-                    push(vcpu, host)
+                    self.push_to_host()
                     clock.run_due()
                     continue
                 # (past the slice's end only inside an interrupt shadow: one more instruction)
