@@ -128,7 +128,7 @@ def run_once(sim: str, kernel: Path, counts: dict, memory_mib: int, timeout: flo
              clock: str = "cpu"):
     """One boot of the bench kernel: ({workload: seconds}, peak RSS in MiB).  ``clock``:
     the simulator's CPU time between the markers ("cpu"), or wall time ("wall")."""
-    append = " ".join(f"{k}={counts.get(k, 0)}" for k in WORKLOADS)
+    append = " ".join(f"{k}={counts.get(k, 0)}" for k in WORKLOADS) + " wait=1"
     # The kernel waits for a byte on COM1 after "bench: done" (so the process is there
     # when its CPU time for the last marker is read); stdin is that byte's way in.
     proc = subprocess.Popen(command(sim, kernel, append, memory_mib), stdin=subprocess.PIPE,

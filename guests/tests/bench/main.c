@@ -7,7 +7,8 @@
  * the start of the second, and checks the result against a formula, so that
  * a wrong simulator cannot post a figure.  The loops (loops.S) have a fixed
  * instruction count per iteration; the counts come from the command line
- * (alu= call= sweep= stos= movs= int=; 0 skips a workload).  Each loop first runs a
+ * (alu= call= sweep= stos= movs= int=; 0 skips a workload; wait=1: wait for a byte on
+ * COM1 before the exit).  Each loop first runs a
  * short untimed warm-up, so that a simulator's one-time work for the loop's code
  * (translation, compilation) is not in the figure.
  *
@@ -86,12 +87,14 @@ void bad_trap(void)
 static u32 n_int;
 static int int_warm;
 
-/* The end: "bench: done", then wait for a byte on COM1 before leaving, so that the host can
- * read the simulator's CPU time for the last marker while the process is still there. */
+/* The end: "bench: done", then (wait=1) wait for a byte on COM1 before leaving, so that the
+ * host can read the simulator's CPU time for the last marker while the process is there. */
+static u32 wait_byte;
+
 static void finish(void)
 {
     puts("bench: done\n");
-    while (!(inb(COM1 + 5) & 0x01))           /* LSR.DR: a byte received */
+    while (wait_byte && !(inb(COM1 + 5) & 0x01))     /* LSR.DR: a byte received */
         ;
     tk_exit(0);
 }
@@ -161,6 +164,7 @@ void kmain(u32 magic, struct mb_info *mbi)
     u32 n_stos = cmdline_uint(mbi, "stos", 1);
     u32 n_movs = cmdline_uint(mbi, "movs", 1);
     n_int = cmdline_uint(mbi, "int", 10000);
+    wait_byte = cmdline_uint(mbi, "wait", 0);
     tables();
     paging_on();
     stos_loop(BUF_A, WORDS, 0 + 1);            /* touch and fill the buffers (untimed) */
