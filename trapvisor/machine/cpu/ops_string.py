@@ -34,6 +34,11 @@ REP_CHUNK = 4096
 # Runs of iterations over RAM as one bytes operation (string_bulk.py); off: element by
 # element only (the reference the tests compare the bulk path with).
 BULK = True
+# Chunks back to back in one call (stretch): OFF.  With it on, the recorded compare table
+# of tvos workload=mixed under trap-emulate on the strict CPU counted 9 fewer hidden #PF
+# (shadow fills) of 16,787 (tests/vmm/test_compare_recorded.py), so go_on_at misses
+# something the dispatch loop does between chunks under a monitor; not found yet.
+CHUNKS_AT_ONCE = False
 
 M = iced.Mnemonic
 K = iced.OpKind
@@ -170,7 +175,7 @@ def c_string(cpu, ins):
         code page, no control state), so when it holds now it holds at every boundary up
         to the budget's end: the chunks from here to there (or to ECX = 0) go at once if
         one run covers them, else as many whole chunks as one run covers."""
-        if bulk is None or not BULK or cpu.rep_break or not go_on_at(count):
+        if not CHUNKS_AT_ONCE or bulk is None or not BULK or cpu.rep_break or not go_on_at(count):
             return 0, None
         ecx = regs[1] & amask
         total = min(ecx, -(-(cpu.rep_end - count) // REP_CHUNK) * REP_CHUNK)
