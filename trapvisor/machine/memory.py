@@ -1,7 +1,13 @@
 """Guest physical memory.
 
-RAM is one ``bytearray``; the CPU's memory-access hot path indexes it
-directly.  Physical addresses at or above ``size`` belong to the MMIO bus
+RAM is one anonymous private ``mmap`` (``mmap(2)`` with MAP_ANONYMOUS):
+its pages read as zero and take host memory only once the guest (or a
+loader) touches them, so the simulator's resident memory follows what the
+guest uses, as a hardware-assisted hypervisor's does, instead of the whole
+guest size at start (a ``bytearray`` is zero-filled, every page touched).
+It supports what the CPU's hot paths use of a ``bytearray``: indexing,
+slice reads and same-length slice writes, the buffer protocol (``struct``,
+``memoryview`` casts).  Physical addresses at or above ``size`` belong to the MMIO bus
 (local APIC at 0xFEE00000, I/O APIC at 0xFEC00000) or to nothing.
 
 Self-modifying code: the CPU caches decoded instructions by physical address
@@ -13,6 +19,7 @@ written code page is dropped.
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 PAGE_SHIFT = 12
@@ -22,12 +29,18 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
 
+def anonymous_ram(size: int) -> mmap.mmap:
+    """Zeroed guest RAM whose pages are allocated by the host kernel on first touch."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                     prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
 class PhysicalMemory:
     def __init__(self, size: int):
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"memory size must be a positive multiple of 4 KiB, not {size}")
         self.size = size
-        self.ram = bytearray(size)
+        self.ram = anonymous_ram(size)
         # One byte per 4 KiB page: non-zero when the decode cache holds code from it.
         self.code_pages = bytearray(size >> PAGE_SHIFT)
         # Called with a page number when a page in ``code_pages`` is written.

@@ -147,9 +147,10 @@ enter_user:
     iret
 
     .data
-    .align 4
+    .balign 4096                  /* a page of its own, away from the code (main.c) */
 int_count:
     .long 0
+    .balign 4096
 
     .text
     .globl other_entry

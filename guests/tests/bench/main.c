@@ -7,7 +7,10 @@
  * the start of the second, and checks the result against a formula, so that
  * a wrong simulator cannot post a figure.  The loops (loops.S) have a fixed
  * instruction count per iteration; the counts come from the command line
- * (alu= call= sweep= stos= movs= int=; 0 skips a workload).
+ * (alu= call= sweep= stos= movs= int=; 0 skips a workload; wait=1: wait for a byte on
+ * COM1 before the exit).  Each loop first runs a
+ * short untimed warm-up, so that a simulator's one-time work for the loop's code
+ * (translation, compilation) is not in the figure.
  *
  *   alu    ALU loop (8 instructions an iteration)
  *   call   CALL/RET loop (5 instructions an iteration)
@@ -22,6 +25,7 @@
 #define BUF_B ((u32 *)0x01400000)      /* 20 MiB */
 #define WORDS (1u << 20)               /* 4 MiB */
 #define STRIDE 1021u                   /* sparse checksum: every 1021st word */
+#define WARM 1000u                     /* iterations of each untimed warm-up */
 
 struct tss {
     u32 link, esp0, ss0, esp1, ss1, esp2, ss2, cr3, eip, eflags;
@@ -35,8 +39,11 @@ static struct gate_desc idt[256];
 static struct tss tss;
 static u32 page_dir[1024] __attribute__((aligned(4096)));
 static u32 page_tables[8][1024] __attribute__((aligned(4096)));
-static u8 kernel_stack[8192] __attribute__((aligned(16)));
-static u8 user_stack[4096] __attribute__((aligned(16)));
+/* Stacks and the INT counter (loops.S) have pages of their own: a store into a page that
+ * holds code makes a simulator drop the code it decoded from that page (self-modifying
+ * code), and the INT loop would measure that instead of the round trip. */
+static u8 kernel_stack[8192] __attribute__((aligned(4096)));
+static u8 user_stack[4096] __attribute__((aligned(4096)));
 
 extern u32 alu_loop(u32 n);
 extern u32 call_loop(u32 n);
@@ -77,11 +84,31 @@ void bad_trap(void)
     tk_exit(3);
 }
 
+static u32 n_int;
+static int int_warm;
+
+/* The end: "bench: done", then (wait=1) wait for a byte on COM1 before leaving, so that the
+ * host can read the simulator's CPU time for the last marker while the process is there. */
+static u32 wait_byte;
+
+static void finish(void)
+{
+    puts("bench: done\n");
+    while (wait_byte && !(inb(COM1 + 5) & 0x01))     /* LSR.DR: a byte received */
+        ;
+    tk_exit(0);
+}
+
 void int_done(void)
 {
+    if (int_warm) {                            /* the warm-up round trips are done */
+        int_warm = 0;
+        int_count = 0;
+        begin("int");
+        enter_user((u32)user_int_loop, (u32)user_stack + sizeof user_stack, n_int);
+    }
     end("int", int_count);
-    puts("bench: done\n");
-    tk_exit(0);
+    finish();
 }
 
 static void paging_on(void)
@@ -136,40 +163,45 @@ void kmain(u32 magic, struct mb_info *mbi)
     u32 n_sweep = cmdline_uint(mbi, "sweep", 1);
     u32 n_stos = cmdline_uint(mbi, "stos", 1);
     u32 n_movs = cmdline_uint(mbi, "movs", 1);
-    u32 n_int = cmdline_uint(mbi, "int", 10000);
+    n_int = cmdline_uint(mbi, "int", 10000);
+    wait_byte = cmdline_uint(mbi, "wait", 0);
     tables();
     paging_on();
     stos_loop(BUF_A, WORDS, 0 + 1);            /* touch and fill the buffers (untimed) */
     stos_loop(BUF_B, WORDS, 1);
     puts("bench: ready\n");
     if (n_alu) {
+        alu_loop(WARM);
         begin("alu");
         end("alu", alu_loop(n_alu));
     }
     if (n_call) {
+        call_loop(WARM);
         begin("call");
         end("call", call_loop(n_call));
     }
     if (n_sweep) {
+        sweep_loop(BUF_A, WARM, 2);
         for (u32 i = 0; i < WORDS; i++)        /* zero (untimed) */
             BUF_A[i] = 0;
         begin("sweep");
         end("sweep", sweep_loop(BUF_A, WORDS, n_sweep));
     }
     if (n_stos) {
+        stos_loop(BUF_A, WARM, 2);
         begin("stos");
         stos_loop(BUF_A, WORDS, n_stos);
         end("stos", sparse_sum(BUF_A));
     }
     if (n_movs) {
+        movs_loop(BUF_B, BUF_A, WARM, 2);
         begin("movs");
         movs_loop(BUF_B, BUF_A, WORDS, n_movs);
         end("movs", sparse_sum(BUF_B));
     }
     if (n_int) {
-        begin("int");
-        enter_user((u32)user_int_loop, (u32)user_stack + sizeof user_stack, n_int);
+        int_warm = 1;
+        enter_user((u32)user_int_loop, (u32)user_stack + sizeof user_stack, WARM);
     }
-    puts("bench: done\n");
-    tk_exit(0);
+    finish();
 }

@@ -116,7 +116,14 @@ def long_rep(draw):
 @settings_(300)
 @given(long_rep())
 def test_long_rep_strings_match_unicorn(case):
-    O.check(case)
+    ref, ours = O.run_unicorn(case), O.run_ours(case)
+    diffs = O.compare(case, ref, ours)
+    # CMPS with both elements in the missing page: QEMU reads ES:EDI first (CR2 = EDI), we
+    # read DS:ESI first as Bochs does (CR2 = ESI); the SDM does not order the two reads.
+    if ref.fault == 14 and O.disassemble(case.code)[0].mnemonic in (iced.Mnemonic.CMPSB, iced.Mnemonic.CMPSW, iced.Mnemonic.CMPSD) and diffs and all(
+            d.startswith("CR2:") for d in diffs) and ours.cr2 >> 12 == ref.cr2 >> 12 == case.hole >> 12:
+        return
+    assert not diffs, "our CPU differs from unicorn:\n" + case.describe() + "\n  " + "\n  ".join(diffs)
 
 
 # ------------------------------------------------------ against the element loop

@@ -482,6 +482,9 @@ class CPU(MemoryAccess, Paging):
     # tests flip it per CPU to run both tiers.
     block_tier = os.environ.get("TRAPVISOR_NO_BLOCKGEN", "") in ("", "0")
     fault_index = 0    # set by a generated block function on a fault: the faulting instruction
+    # The count the running ``execute`` stops at (0 outside it): a REP string instruction
+    # runs its next chunk at once when the dispatch loop would (ops_string.go_on_at).
+    rep_end = 0
 
     def execute(self, budget: int) -> None:
         """The dispatch loop: run blocks until ``budget`` instructions have retired.
@@ -491,7 +494,7 @@ class CPU(MemoryAccess, Paging):
         with a generated function (block tier) runs it; the others run their
         closures and count towards getting one.
         """
-        end = self.icount + budget
+        end = self.rep_end = self.icount + budget
         # A block observer (--trace) must see every block: closures only then.
         observe = self.hooks.block_fetched
         ic = self.intercepts
@@ -607,6 +610,7 @@ class CPU(MemoryAccess, Paging):
                     return
                 self.raise_exception(fault.vector, fault.error_code)
                 end -= 1        # a delivery is a step of the budget (a fault loop ends too)
+                self.rep_end = end
                 if self.stop is not None or self.exit_code is not None:
                     return
                 quiet = False
@@ -791,6 +795,7 @@ class CPU(MemoryAccess, Paging):
         from .registry import JUMP
         from .translate import _raise_ud
         eip = self.eip
+        self.rep_end = 0            # one instruction: a REP does one chunk
         try:
             ins = self.translator.decode_one(eip)
             if ins.code == 0:   # iced Code.INVALID

@@ -6,6 +6,15 @@ the Operation sections of MOV/POP (segment register), LDS/LES/LFS/LGS/LSS,
 LAR, LSL, VERR, VERW in SDM Vol. 2.
 
 A descriptor is handled as the raw 64-bit integer read from the table.
+
+Caches.  Every use reads the descriptor's 8 bytes from its table again
+(``read_descriptor``, through the supervisor TLB fast path of ``sys_read``),
+so a store into a descriptor table, LGDT/LLDT/LTR, a mode change or a new
+paging mapping is seen at the next load with nothing to invalidate; what is
+cached is what is a pure function of those bits: the decoded base, limit and
+attributes (``decoded``), and, for MOV/POP to DS/ES/FS/GS/SS, the fact that
+the checks of SDM Vol. 3A §5.5-5.6 pass for (register, selector, CPL,
+descriptor) with the accessed bit already set (so the load writes nothing).
 """
 
 from __future__ import annotations
@@ -58,6 +67,25 @@ def d_is_data(d: int) -> bool:
     return bool((d >> 40) & DESC_S) and not d_type(d) & SEG_CODE
 
 
+# Raw descriptor -> (base, limit, attr | accessed): a pure function of the 64 bits.
+_DECODED: dict[int, tuple[int, int, int]] = {}
+# (register, selector, CPL, raw descriptor) of data-segment loads whose checks passed and
+# whose descriptor had its accessed bit set: the same load passes again, writing nothing;
+# likewise (-1, selector, CPL, descriptor) for the code segment of a far return or IRET
+# and (-2, selector, RPL, descriptor) for its outer stack segment.
+_LOAD_OK: set = set()
+_CACHE_MAX = 4096
+
+
+def decoded(d: int) -> tuple[int, int, int]:
+    t = _DECODED.get(d)
+    if t is None:
+        if len(_DECODED) >= _CACHE_MAX:
+            _DECODED.clear()
+        t = _DECODED[d] = (d_base(d), d_limit(d), d_attr(d) | 1)
+    return t
+
+
 def descriptor_address(cpu, sel: int) -> int | None:
     """Linear address of the descriptor for ``sel``, or None if outside its table."""
     index = sel & ~7
@@ -87,7 +115,8 @@ def set_accessed(cpu, sel: int, d: int) -> None:
 
 
 def load_cache(cpu, s: int, sel: int, d: int) -> None:
-    cpu.set_segment_cache(s, sel, d_base(d), d_limit(d), d_attr(d) | 1)
+    base, limit, attr = decoded(d)
+    cpu.set_segment_cache(s, sel, base, limit, attr)
 
 
 def load_null(cpu, s: int, sel: int) -> None:
@@ -101,10 +130,24 @@ def load_data_segment(cpu, s: int, sel: int) -> None:
         return
     rpl = sel & 3
     cpl = cpu.cpl
-    if s == SS:
-        if sel & ~3 == 0:
-            raise CpuFault(GP, 0)
+    if sel & ~3:
         d = read_descriptor(cpu, sel)
+        key = (s, sel, cpl, d)
+        if key in _LOAD_OK:          # the checks below passed for exactly this load
+            load_cache(cpu, s, sel, d)
+            return
+        _check_data_load(cpu, s, sel, d, rpl, cpl)
+        if (d >> 40) & 1:
+            _remember(key)
+        return
+    if s == SS:
+        raise CpuFault(GP, 0)
+    load_null(cpu, s, sel)
+
+
+def _check_data_load(cpu, s: int, sel: int, d: int, rpl: int, cpl: int) -> None:
+    """The checks and the load of a non-null selector into a data segment register."""
+    if s == SS:
         if rpl != cpl or d_dpl(d) != cpl or not d_is_data(d) or not d_type(d) & SEG_WRITABLE:
             raise CpuFault(GP, sel & 0xFFFC)
         if not d_present(d):
@@ -112,10 +155,6 @@ def load_data_segment(cpu, s: int, sel: int) -> None:
         set_accessed(cpu, sel, d)
         load_cache(cpu, SS, sel, d)
         return
-    if sel & ~3 == 0:
-        load_null(cpu, s, sel)
-        return
-    d = read_descriptor(cpu, sel)
     t = d_type(d)
     if not (d_is_data(d) or (d_is_code(d) and t & SEG_READABLE)):
         raise CpuFault(GP, sel & 0xFFFC)
@@ -147,7 +186,8 @@ def load_cs(cpu, sel: int, d: int, cpl: int) -> None:
     """Load CS with a checked descriptor; the selector's RPL becomes the new CPL."""
     set_accessed(cpu, sel, d)
     sel = (sel & ~3) | cpl
-    cpu.set_segment_cache(CS, sel, d_base(d), d_limit(d), d_attr(d) | 1)
+    base, limit, attr = decoded(d)
+    cpu.set_segment_cache(CS, sel, base, limit, attr)
     if cpl != cpu.cpl:
         cpu.set_cpl(cpl)
 
@@ -158,6 +198,9 @@ def check_return_cs(cpu, sel: int) -> int:
     if sel & ~3 == 0:
         raise CpuFault(GP, 0)
     d = read_descriptor(cpu, sel)
+    key = (-1, sel, cpu.cpl, d)
+    if key in _LOAD_OK:                  # these checks passed for exactly this return
+        return d
     rpl = sel & 3
     if not d_is_code(d) or rpl < cpu.cpl:
         raise CpuFault(GP, sel & 0xFFFC)
@@ -168,7 +211,14 @@ def check_return_cs(cpu, sel: int) -> int:
         raise CpuFault(GP, sel & 0xFFFC)
     if not d_present(d):
         raise CpuFault(NP, sel & 0xFFFC)
+    _remember(key)
     return d
+
+
+def _remember(key) -> None:
+    if len(_LOAD_OK) >= _CACHE_MAX:
+        _LOAD_OK.clear()
+    _LOAD_OK.add(key)
 
 
 def check_return_ss(cpu, sel: int, rpl: int, not_present: int) -> int:
@@ -178,10 +228,14 @@ def check_return_ss(cpu, sel: int, rpl: int, not_present: int) -> int:
     if sel & ~3 == 0:
         raise CpuFault(GP, 0)
     d = read_descriptor(cpu, sel)
+    key = (-2, sel, rpl, d)
+    if key in _LOAD_OK:                  # these checks passed for exactly this stack
+        return d
     if (sel & 3) != rpl or d_dpl(d) != rpl or not d_is_data(d) or not d_type(d) & SEG_WRITABLE:
         raise CpuFault(GP, sel & 0xFFFC)
     if not d_present(d):
         raise CpuFault(not_present, sel & 0xFFFC)
+    _remember(key)
     return d
 
 

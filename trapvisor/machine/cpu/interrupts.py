@@ -132,7 +132,7 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
         raise CpuFault(GP, (sel & 0xFFFC) | ext)
     if not D.d_present(d):
         raise CpuFault(NP, (sel & 0xFFFC) | ext)
-    if offset > D.d_limit(d):
+    if offset > D.decoded(d)[1]:
         raise CpuFault(GP, ext)
     conforming = D.d_type(d) & 4
     eflags = cpu.get_eflags() | (RF if push_rf else 0)
@@ -148,7 +148,8 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
             words.append(error_code)
         _push_frame(cpu, ssd, ss, esp, words, gate32, ext)
         D.set_accessed(cpu, ss, ssd)
-        cpu.set_segment_cache(SS, (ss & ~3) | new_cpl, D.d_base(ssd), D.d_limit(ssd), D.d_attr(ssd) | 1)
+        base, limit, attr = D.decoded(ssd)
+        cpu.set_segment_cache(SS, (ss & ~3) | new_cpl, base, limit, attr)
         cpu.regs[4] = cpu.new_esp
     else:
         words = [eflags, old_cs, old_eip]
@@ -179,8 +180,13 @@ def _push_frame(cpu, ssd, ss, esp, words, gate32, ext):
     ss32 = bool(D.d_attr(ssd) & 0x4000)
     mask = 0xFFFFFFFF if ss32 else 0xFFFF
     new = D.check_stack_room(ssd, ss, esp, size * len(words), ext)
-    ss_base = D.d_base(ssd)
+    ss_base = D.decoded(ssd)[0]
     p = new
+    n = size * len(words)
+    if new + n - 1 <= mask and cpu.sys_write_block((ss_base + new) & 0xFFFFFFFF, b"".join(
+            (w & ((1 << (8 * size)) - 1)).to_bytes(size, "little") for w in reversed(words))):
+        cpu.new_esp = new if ss32 else (esp & 0xFFFF0000) | new
+        return
     for w in reversed(words):
         cpu.sys_write(ss_base + p, size, w & ((1 << (8 * size)) - 1))
         p = (p + size) & mask
@@ -235,7 +241,7 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
     rpl = new_cs & 3
     if not size == 4:
         new_eip &= 0xFFFF
-    if new_eip > D.d_limit(d):
+    if new_eip > D.decoded(d)[1]:
         raise CpuFault(GP, 0)
     old_cpl = cpu.cpl
     if rpl > old_cpl:

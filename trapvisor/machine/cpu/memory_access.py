@@ -219,12 +219,54 @@ class MemoryAccess:
         else:
             self.wr8(s, off, v)
 
-    # Implicit supervisor-privilege accesses (descriptor tables, TSS): SDM Vol. 3A §4.6.1.
+    # Implicit supervisor-privilege accesses (descriptor tables, TSS, the frames of
+    # interrupt delivery): SDM Vol. 3A §4.6.1.  Fast path: an access inside one page,
+    # a hit in the supervisor TLB (or paging off), RAM (and, for a store, no decoded
+    # code); anything else goes through lin_read/lin_write, which walk and check.
     def sys_read(self, lin: int, size: int) -> int:
-        return self.lin_read(lin & 0xFFFFFFFF, size, user=False)
+        lin &= 0xFFFFFFFF
+        if (lin & 0xFFF) + size <= 0x1000:
+            if self.paging:
+                f = self._tlb[0].get(lin >> 12)
+                pa = -1 if f is None else f | (lin & 0xFFF)
+            else:
+                pa = lin
+            if 0 <= pa and pa + size <= self.ram_size:
+                return int.from_bytes(self.ram[pa:pa + size], "little")
+        return self.lin_read(lin, size, user=False)
 
     def sys_write(self, lin: int, size: int, v: int) -> None:
-        self.lin_write(lin & 0xFFFFFFFF, size, v, user=False)
+        lin &= 0xFFFFFFFF
+        if (lin & 0xFFF) + size <= 0x1000:
+            if self.paging:
+                f = self._tlb[1].get(lin >> 12)
+                pa = -1 if f is None else f | (lin & 0xFFF)
+            else:
+                pa = lin
+            if 0 <= pa and pa + size <= self.ram_size and not self.code_pages[pa >> 12]:
+                self.ram[pa:pa + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+                return
+        self.lin_write(lin, size, v, user=False)
+
+    def sys_write_block(self, lin: int, data: bytes) -> bool:
+        """Store ``data`` with supervisor privilege in one go if the fast path of sys_write
+        covers it (one page, a supervisor-TLB hit or paging off, RAM, no decoded code):
+        then no fault is possible and the result is that of the stores one by one.
+        Returns False, having done nothing, otherwise."""
+        n = len(data)
+        if (lin & 0xFFF) + n > 0x1000:
+            return False
+        if self.paging:
+            f = self._tlb[1].get(lin >> 12)
+            if f is None:
+                return False
+            pa = f | (lin & 0xFFF)
+        else:
+            pa = lin
+        if pa + n > self.ram_size or self.code_pages[pa >> 12]:
+            return False
+        self.ram[pa:pa + n] = data
+        return True
 
     # -------------------------------------------------------------- stack
     def push32(self, v: int) -> None:

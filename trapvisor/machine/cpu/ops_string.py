@@ -19,7 +19,7 @@ import iced_x86 as iced
 
 from . import flags as F
 from . import string_bulk
-from .constants import DF, ES
+from .constants import CS, DF, ES, IF, TF
 from .cpu import ExitFault
 from .exits import IoExit
 from .operands import MASK, SIGN, op_size
@@ -36,6 +36,11 @@ REP_CHUNK = 4096
 # Runs of iterations over RAM as one bytes operation (string_bulk.py); off: element by
 # element only (the reference the tests compare the bulk path with).
 BULK = True
+# Chunks back to back in one call (stretch): OFF.  With it on, the recorded compare table
+# of tvos workload=mixed under trap-emulate on the strict CPU counted 9 fewer hidden #PF
+# (shadow fills) of 16,787 (tests/vmm/test_compare_recorded.py), so go_on_at misses
+# something the dispatch loop does between chunks under a monitor; not found yet.
+CHUNKS_AT_ONCE = False
 
 M = iced.Mnemonic
 K = iced.OpKind
@@ -145,27 +150,79 @@ def c_string(cpu, ins):
     bulk = None if kind is None else string_bulk.make_bulk(
         cpu, kind, size, amask, src_seg, bool(rep) and conditional, repne and conditional)
 
+    def go_on_at(count: int) -> bool:
+        """At the end of a chunk: would the dispatch loop (CPU.execute) run this instruction
+        again at once, with nothing in between?  Then the next chunk runs here, exactly as
+        it would there: the count it would see (``count``) is inside the budget of the
+        current ``execute`` (``cpu.rep_end``; 0 outside it, so CPU.step does one chunk),
+        nothing ends the loop or single-steps, no interrupt is deliverable, no block
+        observer, and fetch_block would find this instruction's own block (none of its
+        code was overwritten)."""
+        if count >= cpu.rep_end or cpu.halted or cpu.exit_code is not None or cpu.stop is not None \
+                or cpu.inhibit_irq or cpu.resched or cpu.bp_exec or cpu.bp_data \
+                or cpu.hooks.block_fetched is not None:
+            return False
+        er = cpu.eflags_rest
+        if er & TF or (er & IF and cpu.intc is not None and cpu.intc.interrupt_pending()):
+            return False
+        base = cpu.base[CS]
+        lin = (base + ip) & 0xFFFFFFFF if base else ip
+        if cpu.paging:
+            f = cpu.tlb_r.get(lin >> 12)
+            if f is None:
+                return False
+            lin = f | (lin & 0xFFF)
+        blk = cpu.cache.get(lin)
+        return blk is not None and blk.eip == ip and blk.cs32 == cpu.cs32
+
+    def stretch(count: int):
+        """At a chunk boundary: (how many more iterations to run in this call, the run
+        that covers them); 0: none, return to the dispatch loop.  The dispatch loop would run chunk after chunk while
+        ``go_on_at`` holds, and a run in bulk changes nothing it looks at (no device, no
+        code page, no control state), so when it holds now it holds at every boundary up
+        to the budget's end: the chunks from here to there (or to ECX = 0) go at once if
+        one run covers them, else as many whole chunks as one run covers."""
+        if not CHUNKS_AT_ONCE or bulk is None or not BULK or cpu.rep_break or not go_on_at(count):
+            return 0, None
+        ecx = regs[1] & amask
+        total = min(ecx, -(-(cpu.rep_end - count) // REP_CHUNK) * REP_CHUNK)
+        run = bulk.coverage(total)
+        n = run[0]
+        return (total if n >= total else n - n % REP_CHUNK), run
+
     def string_rep():
         left = REP_CHUNK
+        done = 0
+        start = cpu.icount
+        known = None          # the run stretch() found, performed by the next bulk() call
         try:
             while regs[1] & amask:
                 if bulk is not None and BULK and not cpu.rep_break:
                     # A run of iterations at once (string_bulk.py); none possible: one element.
-                    done, ended = bulk(min(regs[1] & amask, left))
-                    if done:
-                        left -= done
+                    n, ended = bulk(min(regs[1] & amask, left), known)
+                    known = None
+                    if n:
+                        left -= n
+                        done += n
                         if ended:
                             break
                         if not left and regs[1] & amask:
+                            left, known = stretch(start + done)
+                            if left:
+                                continue
                             cpu.eip = ip
                             return
                         continue
                 go_on = one()
                 regs[1] = (regs[1] & ~amask & 0xFFFFFFFF) | ((regs[1] - 1) & amask)
                 left -= 1
+                done += 1
                 if conditional and not go_on:
                     break
                 if not left and regs[1] & amask:
+                    left, known = stretch(start + done)
+                    if left:
+                        continue
                     cpu.eip = ip          # interrupted between iterations: run it again
                     return
                 if cpu.rep_break and regs[1] & amask:
@@ -174,8 +231,8 @@ def c_string(cpu, ins):
             cpu.eip = nxt
         finally:
             # The dispatch loop retires the instruction once; the other iterations here.
-            if left < REP_CHUNK - 1:
-                cpu.icount += REP_CHUNK - 1 - left
+            if done > 1:
+                cpu.icount += done - 1
     return string_rep, JUMP
 
 

@@ -73,41 +73,73 @@ def seg_window(cpu, s: int, size: int, write: bool):
     return cpu.base[s], lo, hi
 
 
-def _span(cpu, s: int, off: int, size: int, down: bool, amask: int, write: bool, n: int):
-    """(iterations, linear address of the first element) that one run can cover from ``off``."""
+def _extent(cpu, s: int, off: int, size: int, down: bool, amask: int, write: bool, n: int):
+    """One operand's run from offset ``off``: (iterations, physical address of the first
+    element), or (0, 0) when not even the first element can go in bulk.
+
+    A run uses TLB hits only: the first element's page missing from the TLB gives (0, 0),
+    and the element path then walks the page tables itself, so that walks (their
+    accessed/dirty updates, their #PF) come in the element order, source before
+    destination, never ahead of an earlier element's store.  The run goes on through
+    following pages while they are TLB hits that continue the same physical range, in RAM
+    and, for a store, holding no decoded code; an element that would straddle a page ends
+    it (the element path takes that one)."""
     w = seg_window(cpu, s, size, write)
     if w is None:
         return 0, 0
     base, lo, hi = w
     if off < lo or off > hi or off + size - 1 > amask:
         return 0, 0
+    if down:
+        n = min(n, (off - lo) // size + 1)
+    else:
+        n = min(n, (min(hi, amask - size + 1) - off) // size + 1)
     lin = (base + off) & M32
     po = lin & 0xFFF
     if po + size > PAGE:
         return 0, 0
+    paging = cpu.paging
+    tlb = (cpu.tlb_w if write else cpu.tlb_r) if paging else None
+    if paging:
+        frame = tlb.get(lin >> 12)
+        if frame is None:
+            return 0, 0
+    else:
+        frame = lin & ~0xFFF
+    ram_size = cpu.ram_size
+    code = cpu.code_pages
+    if frame + PAGE > ram_size or (write and code[frame >> 12]):
+        return 0, 0
+    pa = frame | po
+    # Elements in the first page, and whether the page boundary falls between two elements.
     if down:
-        n = min(n, (off - lo) // size + 1, po // size + 1)
+        got, aligned = po // size + 1, po % size == 0
     else:
-        n = min(n, (min(hi, amask - size + 1) - off) // size + 1, (PAGE - po) // size)
-    return n, lin
-
-
-def _ram_range(cpu, lin: int, write: bool, size: int, n: int, down: bool):
-    """Translate the run's page (faults as the first element would) and give its physical
-    byte range (lo, hi), or None when it is not plain RAM (MMIO, a code page for a store)."""
-    if cpu.paging:
-        pa = cpu.translate_lin(lin, write)
-    else:
-        pa = lin
-    if down:
-        lo, hi = pa - (n - 1) * size, pa + size
-    else:
-        lo, hi = pa, pa + n * size
-    if hi > cpu.ram_size:
-        return None
-    if write and cpu.code_pages[pa >> 12]:
-        return None
-    return lo, hi
+        got, aligned = (PAGE - po) // size, (PAGE - po) % size == 0
+    if got >= n or not aligned:
+        return min(n, got), pa
+    # The usual case first, with the page loop in C: every page the run needs is there.
+    need = -(-((n - got) * size) // PAGE)
+    p_lo = (lin >> 12) - need if down else (lin >> 12) + 1
+    f_lo = frame - need * PAGE if down else frame + PAGE
+    p_hi, f_hi = p_lo + need, f_lo + need * PAGE
+    if p_lo >= 0 and p_hi <= 0x100000 and f_lo >= 0 and f_hi <= ram_size \
+            and (not paging or list(map(tlb.get, range(p_lo, p_hi))) == list(range(f_lo, f_hi, PAGE))) \
+            and not (write and any(code[f_lo >> 12:f_hi >> 12])):
+        return n, pa
+    page, f = lin >> 12, frame
+    while got < n:
+        page = (page - 1 if down else page + 1) & 0xFFFFF
+        f = f - PAGE if down else f + PAGE
+        if paging:
+            if tlb.get(page) != f:
+                break
+        elif f != page << 12:
+            break
+        if f < 0 or f + PAGE > ram_size or (write and code[f >> 12]):
+            break
+        got += PAGE // size
+    return min(n, got), pa
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -165,7 +197,8 @@ def _copy(ram, s_lo: int, d_lo: int, length: int, size: int, down: bool) -> None
 def make_bulk(cpu, kind: int, size: int, amask: int, src_seg, repe: bool, repne: bool):
     """The bulk runner of one REP string instruction: ``bulk(limit)`` performs up to
     ``limit`` iterations as one run and returns (iterations, ended by the condition), or
-    (0, False) when no run is possible from here (the caller does one element)."""
+    (0, False) when no run is possible from here (the caller does one element);
+    ``bulk.coverage(count)`` looks without doing anything."""
     regs = cpu.regs
     mask = (1 << (8 * size)) - 1
     sign = 1 << (8 * size - 1)
@@ -174,26 +207,38 @@ def make_bulk(cpu, kind: int, size: int, amask: int, src_seg, repe: bool, repne:
     uses_dst = kind != LODS
     dst_write = kind in (MOVS, STOS)
 
-    def bulk(limit: int):
-        down = bool(cpu.eflags_rest & DF)
+    def extents(limit: int, down: bool):
         n = limit
+        sp = dp = 0
         if uses_src:
-            n, slin = _span(cpu, src_seg, regs[6] & amask, size, down, amask, False, n)
+            n, sp = _extent(cpu, src_seg, regs[6] & amask, size, down, amask, False, n)
             if not n:
-                return 0, False
+                return 0, 0, 0
         if uses_dst:
-            n, dlin = _span(cpu, ES, regs[7] & amask, size, down, amask, dst_write, n)
-            if not n:
-                return 0, False
-        # Translations in the order of the first iteration's accesses: source, destination.
-        if uses_src:
-            sr = _ram_range(cpu, slin, False, size, n, down)
-            if sr is None:
-                return 0, False
-        if uses_dst:
-            dr = _ram_range(cpu, dlin, dst_write, size, n, down)
-            if dr is None:
-                return 0, False
+            n, dp = _extent(cpu, ES, regs[7] & amask, size, down, amask, dst_write, n)
+        return n, sp, dp
+
+    def coverage(count: int):
+        """The run from here for the next ``count`` iterations: (iterations it covers, its
+        source and destination addresses).  No element path in it, so no fault, I/O or
+        store into code; ``bulk(n, it)`` right after performs it."""
+        return extents(count, bool(cpu.eflags_rest & DF))
+
+    def bulk(limit: int, known=None):
+        down = bool(cpu.eflags_rest & DF)
+        if known is not None and limit <= known[0]:
+            n, sp, dp = limit, known[1], known[2]      # coverage() just found this run
+        else:
+            n, sp, dp = extents(limit, down)
+        if not n:
+            return 0, False
+        length = n * size
+        if down:
+            sr = (sp - length + size, sp + size)
+            dr = (dp - length + size, dp + size)
+        else:
+            sr = (sp, sp + length)
+            dr = (dp, dp + length)
         ram = cpu.ram
         stopped = False
         if kind == STOS:
@@ -248,4 +293,5 @@ def make_bulk(cpu, kind: int, size: int, amask: int, src_seg, repe: bool, repne:
         regs[1] = (regs[1] & keep) | ((regs[1] - n) & amask)
         return n, stopped
 
+    bulk.coverage = coverage
     return bulk
