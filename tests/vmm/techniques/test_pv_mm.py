@@ -171,6 +171,7 @@ def test_hostile_hypercalls_are_refused_and_the_hypervisor_is_intact():
     assert call(m, 99) == -abi.ENOSYS
     # Nothing of the hypervisor changed, and every reference count still adds up.
     assert m.hole.snapshot() == hole
+    assert m.hole.check(m.frames) == []
     assert ft.check() == []
 
 

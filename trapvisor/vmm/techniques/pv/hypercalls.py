@@ -68,6 +68,7 @@ class Hypercalls:
         g, dom = self.dom.guest, self.dom
         if ptr == 0:
             dom.traps.clear()
+            dom.update_fast_trap()
             return 0
         new = {}
         for i in range(257):
@@ -81,11 +82,12 @@ class Hypercalls:
         else:
             return -E2BIG
         dom.traps.update(new)
+        dom.update_fast_trap()
         return 0
 
     def stack_switch(self, ss, esp, *_):
         self.dom.check_stack_selector(ss)
-        self.dom.kernel_ss, self.dom.kernel_sp = ss & 0xFFFF, esp
+        self.dom.set_kernel_stack(ss & 0xFFFF, esp)
         return 0
 
     def set_callbacks(self, event_cs, event_eip, failsafe_cs, failsafe_eip, *_):

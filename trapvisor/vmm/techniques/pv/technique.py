@@ -44,7 +44,7 @@ from .abi import (
     HYPERVISOR_GDT_VIRT, VI_CR2, VIRQ_TIMER,
 )
 from .console import ConsoleBackend
-from .domain import HypervisorHole, build_domain, is_pv_kernel, write_start_info
+from .domain import IDT_VIRT, TSS_VIRT, HypervisorHole, build_domain, is_pv_kernel, write_start_info
 from .events import EventChannels
 from .guestmem import GuestFault, GuestMemory
 from .hypercalls import Hypercalls
@@ -58,6 +58,8 @@ IF, IOPL_MASK, TF, NT, RF, VM_FLAG = 1 << 9, 3 << 12, 1 << 8, 1 << 14, 1 << 16, 
 # EFLAGS bits an IRET at ring 1 may set (status, TF, DF, AC, ID); IF and IOPL are virtual.
 IRET_FLAGS = 0x0CD5 | TF | (1 << 18) | (1 << 21)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+FAST_TRAP_VECTOR = 0x80
+ALL_BUT_FAST_TRAP = frozenset(range(256)) - {FAST_TRAP_VECTOR}
 MAX_IDLE_EXITS = 10_000
 
 
@@ -73,7 +75,10 @@ class Pv(Monitor):
     honours = frozenset({"trace_file"})
     uses_host = True
     time_sliced = False
-    strict_cpu = True
+    # A PV kernel still runs the unprivileged sensitive instructions its port keeps
+    # (PUSHF in cpu_read_flags, segment-register reads in the probe); on the strict
+    # CPU they fault at ring 1, so pv presents the standard CPU only.
+    strict_cpu = False
 
     @classmethod
     def guest_kernel(cls, kernel: str) -> str:
@@ -111,9 +116,10 @@ class Pv(Monitor):
         self.singleshot = None
         self.in_run = False
         self.start_icount = self.host.icount
+        self.start_deliveries = self.host.deliveries
+        self.fast_trap = None            # (cs, eip) of the INT 0x80 gate in the host IDT
         self.hole = HypervisorHole(self.mem, self.alloc, self.alloc.partitions)
         shared_info = self.alloc.alloc_frame()
-        self.hole.frames.add(shared_info)
         self.layout = lay = build_domain(self.mem, self.alloc, self.partition, options.kernel,
                                          options.cmdline)
         self.frames = FrameTable(self.mem, lay.first_mfn, lay.nr_pages, shared_mfns=(shared_info >> 12,),
@@ -146,7 +152,11 @@ class Pv(Monitor):
         host.set_cr4(0)
         host.set_cr3(l2 << 12)
         host.gdtr = (HYPERVISOR_GDT_VIRT, 0xFFFF)
-        host.idtr = (HYPERVISOR_GDT_VIRT, 0)     # never read: every event exits
+        # The host IDT holds one gate at most, the fast system-call trap; the TSS gives
+        # its ring-1 stack (stack_switch).  Every other event exits.
+        host.idtr = (IDT_VIRT, 0x7FF)
+        host.tr, host.tr_base, host.tr_limit, host.tr_attr = 0, TSS_VIRT, 0x67, 0x8B
+        host.ldtr, host.ldt_base, host.ldt_limit = 0, 0, 0
         ic = host.intercepts
         ic.clear()
         ic.exception_bitmap = ALL_EXCEPTIONS
@@ -195,7 +205,8 @@ class Pv(Monitor):
         return self.host.icount - self.start_icount + self.io_instructions
 
     def steps(self) -> int:
-        return self.instructions() + self.deliveries
+        # The hypervisor's bounces and upcalls, and the host CPU's own deliveries (fast traps).
+        return self.instructions() + self.deliveries + self.host.deliveries - self.start_deliveries
 
     def charge(self, kind: str, reason: str, cycles: int) -> None:
         self.extra_cycles += cycles
@@ -214,6 +225,31 @@ class Pv(Monitor):
             self.host.request_exit()
 
     # -- services the hypercalls use ----------------------------------------------------------
+    def set_kernel_stack(self, ss: int, esp: int) -> None:
+        self.kernel_ss, self.kernel_sp = ss, esp
+        tss = self.hole.tss
+        self.mem.write_u32(tss + 12, esp)           # ESP1, SS1 (SDM Vol. 3A §7.2.1)
+        self.mem.write_u32(tss + 16, ss)
+
+    def update_fast_trap(self) -> None:
+        """Xen's fast trap (x86-32 set_fast_trap): INT 0x80 goes straight from ring 3 to
+        the guest's handler through a DPL-3 trap gate of the host IDT, without the
+        hypervisor -- if the guest's entry allows it: DPL 3, and no event masking on
+        entry (no gate can clear the event mask; an interrupt gate's IF is the host's)."""
+        idt = self.hole.idt
+        self.mem.write(idt + 8 * FAST_TRAP_VECTOR, bytes(8))
+        entry = self.traps.get(FAST_TRAP_VECTOR)
+        ic = self.host.intercepts
+        if entry is None or entry[0] & 3 != 3 or entry[0] & 4 or entry[1] & 3 != 1:
+            self.fast_trap = None
+            ic.software_interrupt_exiting = True
+            return
+        flags, cs, eip = entry
+        gate = (eip & 0xFFFF) | (cs & 0xFFFF) << 16 | (0xEF00 | (eip >> 16) << 16) << 32
+        self.mem.write(idt + 8 * FAST_TRAP_VECTOR, gate.to_bytes(8, "little"))
+        self.fast_trap = (cs, eip)
+        ic.software_interrupt_exiting = ALL_BUT_FAST_TRAP
+
     def new_baseptr(self, mfn: int) -> None:
         self.frames.get_page_and_type(mfn, L2)
         old = self.host.cr3 >> 12
@@ -503,7 +539,12 @@ class Pv(Monitor):
         hc = sum(v for k, v in self.counts.items() if k.startswith("hypercall"))
         bounces = sum(v for k, v in self.counts.items() if k.startswith("bounce"))
         upcalls = sum(v for k, v in self.counts.items() if k.startswith("upcall"))
+        fast = self.host.deliveries - self.start_deliveries
+        if fast:
+            self.log.counts[("fast trap", "INT 0x80")] = fast   # delivered by the host CPU itself
+            r.cycles += fast * self.costs.native_event
         r.notes.append(f"pv: {hc:,} hypercalls, {bounces:,} bounced exceptions, {upcalls:,} event upcalls, "
+                       f"{fast:,} fast system-call traps, "
                        f"{self.counts['validated pt update']:,} validated page-table updates, "
                        f"{self.frames.validations:,} table validations, {self.counts['refused']:,} refused, "
                        f"{self.counts['io port']:,} port accesses")
