@@ -26,7 +26,7 @@ from .abi import (
     FLAT_RING3_CS, FLAT_RING3_DS, HYPERCALL_SLOT, HYPERCALL_VECTOR, HYPERVISOR_GDT_VIRT,
     HYPERVISOR_iret, MACH2PHYS_VIRT_START, MAX_GUEST_CMDLINE, SI_CMD_LINE, SI_CONSOLE_EVTCHN,
     SI_CONSOLE_MFN, SI_MFN_LIST, SI_MOD_LEN, SI_MOD_START, SI_NR_PAGES, SI_NR_PT_FRAMES, SI_PT_BASE,
-    SI_SHARED_INFO, SI_STORE_EVTCHN, SI_STORE_MFN, START_INFO_MAGIC, XEN_ELFNOTE_ENTRY,
+    SI_BLK_EVTCHN, SI_BLK_MFN, SI_BLK_SECTORS, SI_SHARED_INFO, SI_STORE_EVTCHN, SI_STORE_MFN, START_INFO_MAGIC, XEN_ELFNOTE_ENTRY,
     XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_HYPERCALL_PAGE,
 )
 from .mm import PAGE, PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US
@@ -120,6 +120,7 @@ def build_domain(mem, alloc, partition, path: str, cmdline: str) -> BootLayout:
     mfn_list = take(4 * nr_pages)
     start_info = take(PAGE)
     console = take(PAGE)
+    blk_ring = take(PAGE)
     nr_l1 = (nr_pages + 1023) // 1024
     pt_base = take(PAGE * (1 + nr_l1))
     stack = take(PAGE)
@@ -153,13 +154,13 @@ def build_domain(mem, alloc, partition, path: str, cmdline: str) -> BootLayout:
         page[n * HYPERCALL_SLOT:n * HYPERCALL_SLOT + len(stub)] = stub
     mem.write(base + hc_va, bytes(page))
     return BootLayout(nr_pages=nr_pages, first_mfn=first_mfn, entry=entry, mfn_list=mfn_list,
-                      start_info=start_info, console=console, pt_base=pt_base, nr_pt_frames=1 + nr_l1,
+                      start_info=start_info, console=console, blk_ring=blk_ring, pt_base=pt_base, nr_pt_frames=1 + nr_l1,
                       stack_top=stack + PAGE, boot_end=boot_end, kernel_end=kernel_end,
                       hypercall_page=hc_va, guest_os=notes.get(XEN_ELFNOTE_GUEST_OS, b"").rstrip(b"\0"))
 
 
 def write_start_info(mem, base: int, lay: BootLayout, *, shared_info_ma: int, console_evtchn: int,
-                     cmdline: str) -> None:
+                     cmdline: str, blk_evtchn: int = 0, blk_sectors: int = 0) -> None:
     si = base + lay.start_info
     mem.write(si, START_INFO_MAGIC.ljust(32, b"\0"))
     mem.write_u32(si + SI_NR_PAGES, lay.nr_pages)
@@ -175,6 +176,10 @@ def write_start_info(mem, base: int, lay: BootLayout, *, shared_info_ma: int, co
     mem.write_u32(si + SI_MOD_LEN, 0)
     raw = cmdline.encode("latin-1", "replace")[:MAX_GUEST_CMDLINE - 1]
     mem.write(si + SI_CMD_LINE, raw + b"\0")
+    # trapvisor's extension in place of xenstore: the block device, when there is a disk.
+    mem.write_u32(si + SI_BLK_MFN, lay.first_mfn + lay.blk_ring // PAGE if blk_evtchn else 0)
+    mem.write_u32(si + SI_BLK_EVTCHN, blk_evtchn)
+    mem.write_u32(si + SI_BLK_SECTORS, blk_sectors)
 
 
 class HypervisorHole:

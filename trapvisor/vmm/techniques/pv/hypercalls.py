@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ....machine.cpu import MachineStop
 from .abi import (
-    CONSOLEIO_write, E2BIG, EFAULT, EINVAL, ENOSYS, EPERM, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_virq,
+    DOMID_SELF, CONSOLEIO_write, E2BIG, EFAULT, EINVAL, ENOSYS, EPERM, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_virq,
     EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FIRST_RESERVED_GDT_ENTRY, FIRST_RESERVED_GDT_PAGE,
     HYPERVISOR_VIRT_START, MMU_UPDATE, MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR,
     MMUEXT_OP, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_SET_LDT, MMUEXT_TLB_FLUSH_ALL,
@@ -26,7 +26,9 @@ from .abi import (
     XEN_MAJOR, XEN_MINOR, XENVER_capabilities, XENVER_extraversion, XENVER_get_features,
     XENVER_pagesize, XENVER_platform_parameters, XENVER_version,
 )
+from .abi import GNTST_bad_domain, GNTTABOP_query_size, GNTTABOP_setup_table, MAX_GRANT_FRAMES
 from .events import EventError
+from .grants import GrantError
 from .guestmem import GuestFault
 from .mm import L1, L2, PAGE, SEGDESC, MmError
 from .segments import DescriptorError, check_descriptor
@@ -46,6 +48,7 @@ class Hypercalls:
             14: self.update_va_mapping, 15: self.set_timer_op, 17: self.xen_version,
             18: self.console_io, 23: self.iret, 24: self.vcpu_op, 26: self.mmuext_op,
             29: self.sched_op, 32: self.event_channel_op, 33: self.physdev_op,
+            20: self.grant_table_op,
         }
 
     def call(self, nr: int, a: list[int]):
@@ -280,6 +283,33 @@ class Hypercalls:
             return 0
         if cmd == EVTCHNOP_alloc_unbound:
             return -EPERM               # one domain: nobody to talk to but the backends
+        return -ENOSYS
+
+    def grant_table_op(self, cmd, uop, count, *_):
+        """GNTTABOP_setup_table and _query_size for this domain (DOMID_SELF); the
+        backend's side of a grant is grants.GrantTable.use."""
+        g, grants = self.dom.guest, self.dom.grants
+        if count != 1:
+            return -EINVAL
+        if cmd == GNTTABOP_setup_table:
+            dom = int.from_bytes(g.read(uop, 2), "little")
+            nr = g.u32(uop + 4)
+            frame_list = g.u32(uop + 12)
+            if dom != DOMID_SELF:
+                g.write(uop + 8, (GNTST_bad_domain & 0xFFFF).to_bytes(2, "little"))
+                return 0
+            try:
+                mfns = grants.setup(nr)
+            except GrantError as e:
+                g.write(uop + 8, (e.status & 0xFFFF).to_bytes(2, "little"))
+                return 0
+            g.write(frame_list, b"".join(m.to_bytes(4, "little") for m in mfns))
+            g.write(uop + 8, (0).to_bytes(2, "little"))
+            return 0
+        if cmd == GNTTABOP_query_size:
+            g.write(uop + 4, len(grants.table).to_bytes(4, "little") + MAX_GRANT_FRAMES.to_bytes(4, "little")
+                    + (0).to_bytes(2, "little"))
+            return 0
         return -ENOSYS
 
     def console_io(self, cmd, count, buf, *_):

@@ -27,6 +27,7 @@ from collections import Counter
 
 from ....events import EventLog, Event
 from ....machine.cpu import MachineStop
+from ....machine.devices.ata_pio import AtaPio
 from ....machine.cpu.constants import CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CS, EXCEPTION_NAMES, SS
 from ....machine.cpu.cpu import CpuFault
 from ....machine.cpu.descriptors import (
@@ -46,6 +47,8 @@ from .abi import (
 from .console import ConsoleBackend
 from .domain import IDT_VIRT, TSS_VIRT, HypervisorHole, build_domain, is_pv_kernel, write_start_info
 from .events import EventChannels
+from .blkif import BlockBackend
+from .grants import GrantTable
 from .guestmem import GuestFault, GuestMemory
 from .hypercalls import Hypercalls
 from .mm import L2, PAGE, SEGDESC, FrameTable, MmError
@@ -72,7 +75,7 @@ class Pv(Monitor):
     name = "pv"
     summary = ("paravirtualization after Xen: a ported kernel at ring 1 calls the hypervisor "
                "(hypercalls, validated page tables, event channels)")
-    honours = frozenset({"trace_file"})
+    honours = frozenset({"trace_file", "disk"})
     uses_host = True
     time_sliced = False
     # A PV kernel still runs the unprivileged sensitive instructions its port keeps
@@ -95,7 +98,7 @@ class Pv(Monitor):
             host = Host([options.memory_bytes], strict=options.strict)
         self.alloc, self.host, self.mem = host.allocator, host.cpu, host.memory
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, strict=options.strict)
+                          serial_out=options.serial_out, strict=options.strict, disk=options.disk)
         self.sink = vm.console.write if options.serial_out is None else vm._tee(options.serial_out)
         vm.instructions = self.instructions
         self.partition = vm.partition
@@ -127,8 +130,18 @@ class Pv(Monitor):
         self.events = EventChannels(self.mem, shared_info)
         self.console = ConsoleBackend(self.mem, self.base + lay.console, self.sink)
         console_port = self.events.bind_backend("console", self.console.notified)
+        self.grants = GrantTable(self.mem, self.alloc, self.frames)
+        self.blk = None
+        blk_port, sectors = 0, 0
+        disk = next((d for _, d in vm.devices if isinstance(d, AtaPio)), None)
+        if disk is not None and disk.present:
+            self.blk = BlockBackend(self.mem, self.base + lay.blk_ring, disk, self.grants,
+                                    lambda: self.events.set_pending(blk_port))
+            blk_port = self.events.bind_backend("block", self.blk.notified)
+            sectors = disk.sectors
         write_start_info(self.mem, self.base, lay, shared_info_ma=shared_info,
-                         console_evtchn=console_port, cmdline=options.cmdline)
+                         console_evtchn=console_port, cmdline=options.cmdline,
+                         blk_evtchn=blk_port, blk_sectors=sectors)
         self.guest = GuestMemory(self.mem, self.host)
         self.hypercalls = Hypercalls(self)
         self.dispatcher = Dispatcher({
@@ -548,6 +561,9 @@ class Pv(Monitor):
                        f"{self.counts['validated pt update']:,} validated page-table updates, "
                        f"{self.frames.validations:,} table validations, {self.counts['refused']:,} refused, "
                        f"{self.counts['io port']:,} port accesses")
+        if self.blk is not None:
+            r.notes.append(f"blkif: {self.blk.requests:,} requests, {self.blk.sectors:,} sectors, "
+                           f"{self.blk.errors:,} refused or failed, {self.grants.uses:,} grant uses")
         r.notes.extend(f"refused: {x}" for x in self.refusals[:20])
         r.exits = self.dispatcher.statistics()
         r.steps = self.steps()
