@@ -16,11 +16,11 @@ from __future__ import annotations
 from ....machine.cpu import MachineStop
 from .abi import (
     DOMID_SELF, CONSOLEIO_write, E2BIG, EFAULT, EINVAL, ENOSYS, EPERM, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_virq,
-    EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FIRST_RESERVED_GDT_ENTRY, FIRST_RESERVED_GDT_PAGE,
+    EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FIRST_RESERVED_GDT_ENTRY,
     HYPERVISOR_VIRT_START, MMU_UPDATE, MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR,
     MMUEXT_OP, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_SET_LDT, MMUEXT_TLB_FLUSH_ALL,
     MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, PHYSDEVOP_set_iopl, SCHEDOP_block, SCHEDOP_shutdown,
-    SCHEDOP_yield, SHUTDOWN_NAMES, TI_DPL_MASK, TRAP_INFO, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG,
+    SCHEDOP_yield, SHUTDOWN_NAMES, TRAP_INFO, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG,
     UVMF_TLB_FLUSH, VCPUOP_is_up, VCPUOP_set_periodic_timer, VCPUOP_set_singleshot_timer,
     VCPUOP_stop_periodic_timer, VCPUOP_stop_singleshot_timer, XEN_CAPABILITIES, XEN_EXTRAVERSION,
     XEN_MAJOR, XEN_MINOR, XENVER_capabilities, XENVER_extraversion, XENVER_get_features,
@@ -349,10 +349,3 @@ class Hypercalls:
             return 0
         return -ENOSYS
 
-
-def gdt_frames_ok(n: int) -> bool:
-    return n <= FIRST_RESERVED_GDT_PAGE
-
-
-def trap_dpl(flags: int) -> int:
-    return flags & TI_DPL_MASK
