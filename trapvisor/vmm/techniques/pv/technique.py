@@ -77,7 +77,7 @@ class Pv(Monitor):
                "(hypercalls, validated page tables, event channels)")
     honours = frozenset({"trace_file", "disk"})
     uses_host = True
-    time_sliced = False
+    time_sliced = True
     # A PV kernel still runs the unprivileged sensitive instructions its port keeps
     # (PUSHF in cpu_read_flags, segment-register reads in the probe); on the strict
     # CPU they fault at ring 1, so pv presents the standard CPU only.
@@ -118,10 +118,15 @@ class Pv(Monitor):
         self.periodic = None
         self.singleshot = None
         self.in_run = False
-        self.start_icount = self.host.icount
-        self.start_deliveries = self.host.deliveries
+        # The host CPU's counts are shared by the VMs on it: this VM's are those of its
+        # earlier slices plus the current one's.
+        self.direct_done = self.fast_done = 0
+        self.slice_icount, self.slice_deliveries = self.host.icount, self.host.deliveries
+        self.on_host = True
+        self.saved = None
         self.fast_trap = None            # (cs, eip) of the INT 0x80 gate in the host IDT
-        self.hole = HypervisorHole(self.mem, self.alloc, self.alloc.partitions)
+        # Its own M2P (only its frames are named) and GDT area: a domain sees no other's.
+        self.hole = HypervisorHole(self.mem, self.alloc, [vm.partition])
         shared_info = self.alloc.alloc_frame()
         self.layout = lay = build_domain(self.mem, self.alloc, self.partition, options.kernel,
                                          options.cmdline)
@@ -214,12 +219,63 @@ class Pv(Monitor):
             raise DescriptorError(22, f"stack selector {ss:#x} has RPL 0")
 
     # -- accounting ------------------------------------------------------------------------
+    def direct(self) -> int:
+        return self.direct_done + (self.host.icount - self.slice_icount if self.on_host else 0)
+
+    def fast_traps(self) -> int:
+        return self.fast_done + (self.host.deliveries - self.slice_deliveries if self.on_host else 0)
+
     def instructions(self) -> int:
-        return self.host.icount - self.start_icount + self.io_instructions
+        return self.direct() + self.io_instructions
 
     def steps(self) -> int:
         # The hypervisor's bounces and upcalls, and the host CPU's own deliveries (fast traps).
-        return self.instructions() + self.deliveries + self.host.deliveries - self.start_deliveries
+        return self.instructions() + self.deliveries + self.fast_traps()
+
+    # -- world switch (several VMs on one host CPU: vmm/scheduler.py) ------------------
+    STATE = ("eip", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr", "tr_base", "tr_limit", "tr_attr",
+             "ldtr", "ldt_base", "ldt_limit")
+
+    def leave(self) -> None:
+        """Take the domain off the host CPU: everything of the CPU that is its."""
+        if not self.on_host:
+            return
+        h = self.host
+        ic = h.intercepts
+        self.saved = ({k: getattr(h, k) for k in self.STATE}, list(h.regs), h.get_eflags(), h.cpl,
+                      [(h.sel[s], h.base[s], h.limit[s], h.attr[s]) for s in range(6)],
+                      ic.software_interrupt_exiting)
+        self.direct_done += h.icount - self.slice_icount
+        self.fast_done += h.deliveries - self.slice_deliveries
+        self.on_host = False
+
+    def enter(self) -> None:
+        if self.on_host:
+            return
+        h = self.host
+        state, regs, eflags, cpl, segs, sie = self.saved
+        ic = h.intercepts
+        ic.clear()
+        ic.exception_bitmap = ALL_EXCEPTIONS
+        ic.software_interrupt_exiting = sie
+        ic.external_interrupt_exiting = True
+        ic.io_exiting = True
+        h.stop = None
+        h.halted = False
+        h.set_cr0(state["cr0"])
+        h.set_cr4(state["cr4"])
+        h.set_cr3(state["cr3"])          # flushes the TLB
+        h.flush_tlb(keep_global=False)
+        for k in self.STATE:
+            if k not in ("cr0", "cr3", "cr4"):
+                setattr(h, k, state[k])
+        h.regs[:] = regs
+        h.set_cpl(cpl)
+        for s, (sel, base, limit, attr) in enumerate(segs):
+            h.set_segment_cache(s, sel, base, limit, attr)
+        h.set_eflags(eflags)
+        self.slice_icount, self.slice_deliveries = h.icount, h.deliveries
+        self.on_host = True
 
     def charge(self, kind: str, reason: str, cycles: int) -> None:
         self.extra_cycles += cycles
@@ -544,7 +600,7 @@ class Pv(Monitor):
     def result(self) -> TechniqueResult:
         vm, reason = self.vm, self.stop_reason
         n = self.instructions()
-        direct = n - self.io_instructions
+        direct = self.direct()
         r = TechniqueResult(self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
                             reason.reason if reason else None, reason.detail if reason else "",
                             n, direct, direct * self.costs.direct_instruction + self.extra_cycles,
@@ -552,7 +608,7 @@ class Pv(Monitor):
         hc = sum(v for k, v in self.counts.items() if k.startswith("hypercall"))
         bounces = sum(v for k, v in self.counts.items() if k.startswith("bounce"))
         upcalls = sum(v for k, v in self.counts.items() if k.startswith("upcall"))
-        fast = self.host.deliveries - self.start_deliveries
+        fast = self.fast_traps()
         if fast:
             self.log.counts[("fast trap", "INT 0x80")] = fast   # delivered by the host CPU itself
             r.cycles += fast * self.costs.native_event
