@@ -64,6 +64,7 @@ ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 FAST_TRAP_VECTOR = 0x80
 ALL_BUT_FAST_TRAP = frozenset(range(256)) - {FAST_TRAP_VECTOR}
 MAX_IDLE_EXITS = 10_000
+TIME_CHECK_EVERY = 200_000     # instructions per host run when a wall-time limit is set
 
 
 class DomainCrash(Exception):
@@ -82,6 +83,7 @@ class Pv(Monitor):
     # (PUSHF in cpu_read_flags, segment-register reads in the probe); on the strict
     # CPU they fault at ring 1, so pv presents the standard CPU only.
     strict_cpu = False
+    paravirtual = True
 
     @classmethod
     def guest_kernel(cls, kernel: str) -> str:
@@ -108,6 +110,7 @@ class Pv(Monitor):
         self.extra_cycles = 0
         self.deliveries = 0
         self.io_instructions = 0
+        self.int_instructions = 0
         self.refusals: list[str] = []
         self.stop_reason: MachineStop | None = None
         self.traps: dict[int, tuple] = {}
@@ -220,7 +223,10 @@ class Pv(Monitor):
 
     # -- accounting ------------------------------------------------------------------------
     def direct(self) -> int:
-        return self.direct_done + (self.host.icount - self.slice_icount if self.on_host else 0)
+        # INT n that exited (hypercalls, bounced software interrupts) were executed by the
+        # host CPU, which trapped on them as hardware traps to ring 0: they count too.
+        return self.direct_done + (self.host.icount - self.slice_icount if self.on_host else 0) \
+            + self.int_instructions
 
     def fast_traps(self) -> int:
         return self.fast_done + (self.host.deliveries - self.slice_deliveries if self.on_host else 0)
@@ -442,6 +448,8 @@ class Pv(Monitor):
             except GuestFault:
                 opcode = 0xCD
             host.eip = (host.eip + (2 if opcode == 0xCD else 1)) & 0xFFFFFFFF
+        if exit.kind == "software":
+            self.int_instructions += 1
         if exit.kind == "software" and vector == HYPERCALL_VECTOR:
             return self.hypercall()
         if exit.kind == "software":
@@ -576,6 +584,8 @@ class Pv(Monitor):
                     self.bounce(0, None, (4, *self.event_callback), "event", upcall=True)
                     continue
                 budget = end - total
+                if self.deadline is not None:
+                    budget = min(budget, TIME_CHECK_EVERY)   # the time limit is checked between runs
                 due = clock.next_deadline()
                 if due < clock.NEVER:
                     budget = min(budget, clock.instructions_until(due))
