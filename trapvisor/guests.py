@@ -355,12 +355,26 @@ def build_guest(name: str) -> pathlib.Path:
     return final
 
 
+# guest:linux is not built from guests/: it is Debian's i386 kernel with a busybox
+# initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
+LINUX_GUEST = "linux"
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial"
+
+
+def linux_guest():
+    """The kernel and initramfs of guest:linux (fetched and written on first use)."""
+    from .linux.assets import prepare_linux_i386
+    return prepare_linux_i386()
+
+
 def resolve_kernel(spec: str) -> pathlib.Path:
     """``guest:NAME`` -> the built guest; anything else is a kernel file path."""
     if spec.startswith("guest:"):
         name = spec[len("guest:"):]
         if not name:
             raise GuestBuildError("empty guest name in 'guest:' (try guest:tvos)")
+        if name == LINUX_GUEST:
+            return linux_guest().kernel
         return build_guest(name)
     path = pathlib.Path(spec)
     if not path.is_file():
@@ -389,7 +403,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(p)
         elif len(args) >= 2 and args[0] == "build":
             for n in args[1:]:
-                print(build_guest(n))
+                if n == LINUX_GUEST:
+                    a = linux_guest()
+                    print(a.kernel)
+                    print(a.initrd)
+                else:
+                    print(build_guest(n))
         elif len(args) == 2 and args[0] == "path":
             print(resolve_kernel(args[1] if ":" in args[1] else "guest:" + args[1]))
         else:

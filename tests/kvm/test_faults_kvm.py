@@ -59,7 +59,7 @@ def test_triple_fault_dumps_registers(kvm_host, tmp_path):
     res = run_kvm(write_kernel(tmp_path, code), memory_bytes=MEM, serial_out=lambda b: None, max_seconds=30)
     assert res.problem and res.exit_status == 4
     assert "triple fault" in res.stop_reason or "KVM could not run" in res.stop_reason
-    assert any(line.startswith("RIP=") for line in res.detail)
+    assert any(line.startswith("RIP=") for line in res.dump)
     assert fds() <= before
 
 
@@ -72,7 +72,7 @@ def test_emulation_failure_is_decoded(kvm_host, tmp_path):
     assert res.problem
     assert "`ldmxcsr 0x7000`" in res.stop_reason and "0x100021" in res.stop_reason
     assert "software" in res.stop_reason
-    assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.detail)
+    assert any("KVM_EXIT_INTERNAL_ERROR" in line for line in res.dump)
 
 
 def test_int3_raises_bp_as_on_the_simulated_pc(kvm_host, tmp_path):

@@ -68,7 +68,7 @@ def test_ring3_guest(kvm_host):
     assert res.problem and res.exit_status == 4
     assert "`iret`" in res.stop_reason and "at guest address 0x" in res.stop_reason
     assert "ring 3" in res.stop_reason and "software" in res.stop_reason
-    assert any(line.startswith("RIP=") for line in res.detail)
+    assert any(line.startswith("RIP=") for line in res.dump)
     assert out == sim_out[:len(out)]          # identical up to the point it stopped
 
 

@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_fetch_linux(args) -> int:
-    from ..kvm.linux_assets import prepare_linux
+    from ..linux.assets import prepare_linux
     assets = prepare_linux()
     print(f"kernel: {assets.kernel} ({assets.kernel_package})")
     print(f"initrd: {assets.initrd}")
@@ -40,11 +40,11 @@ def cmd_fetch_linux(args) -> int:
 
 def cmd_demo_linux(args) -> int:
     from ..kvm.hostinfo import probe_kvm
-    from ..kvm.linux_assets import prepare_linux
+    from ..linux.assets import prepare_linux
     from ..kvm.runner import require_ram_fits, require_usable_kvm
     from .console import SerialSpec
     from .run import run_kvm_on_console
-    from .summaries import report_kvm_run
+    from .summaries import report_run
     host = probe_kvm()
     require_usable_kvm(host)
     require_ram_fits(args.memory)
@@ -57,4 +57,4 @@ def cmd_demo_linux(args) -> int:
     res = run_kvm_on_console(SerialSpec("stdio"), args.trace, str(assets.kernel), memory_bytes=args.memory,
                              initrd=str(assets.initrd), cmdline=f"{DEMO_CMDLINE} {args.append}".strip(),
                              stop_after_output=stop)
-    return report_kvm_run(res)
+    return report_run(res)

@@ -33,10 +33,10 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..events import EXIT, INJECT, Event, EventLog
+from ..machine.run_result import RunResult
 from . import exits, ioctls
 from .diagnose import explain_emulation_failure, register_dump
 from .entry_state import apply_cpu_entry, cpu_entry_from
@@ -52,22 +52,6 @@ MAX_SMP = 254                 # xAPIC IDs 0..254 (0xFF is the broadcast ID)
 BP_VECTOR = 3                 # #BP (Intel SDM Vol. 3A Table 6-1)
 MF_VECTOR = 16                # #MF, x87 floating-point error
 FSW_ES = 1 << 7               # x87 status word: error summary (SDM Vol. 1 8.1.3)
-
-
-@dataclass
-class RunResult:
-    """What a KVM run ended with.  ``exit_status`` is what ``trapvisor run`` exits with."""
-    exit_code: int | None                 # the guest's isa-debug-exit code, if it wrote one
-    stop_reason: str                      # why the VM stopped, in words
-    problem: bool = False                 # the guest died (fault, KVM error) rather than asked to stop
-    detail: list = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-    summary: list = field(default_factory=list)
-    events: EventLog | None = None
-    output: bytes = b""
-    exit_status: int = 0
-    host: KvmHostInfo | None = None
 
 
 class KvmMachine:
@@ -120,6 +104,10 @@ class KvmMachine:
         self.round = 0
         self._timer_wake = threading.Event()
         self.userspace_timer_signal = False      # SIGALRM to the BSP (vcpu_loop.py), set by run()
+        # A host debugger (trapvisor/debug/kvm_target.py): called on a vCPU's thread with its
+        # KVM_EXIT_DEBUG, or with a software KVM's failure to emulate an INT3 (True: it was the
+        # debugger's); None: such an exit stops the VM as unexpected.
+        self.on_debug = None
         try:
             self.system = KvmSystem()
             limit = self.system.check_extension(ioctls.KVM_CAP_MAX_VCPUS) or self.system.check_extension(
@@ -371,6 +359,8 @@ class KvmMachine:
                 or ex.suberror != ioctls.KVM_INTERNAL_ERROR_EMULATION):
             return False
         op = ex.insn_bytes[:1]
+        if op == b"\xcc" and self.on_debug is not None and self.on_debug(vcpu, ex):
+            return True          # a host debugger's INT3 (trapvisor/debug): the machine pauses for it
         if op == b"\xcc":
             self._advance(vcpu, 1)
             vcpu.inject_exception(BP_VECTOR)
@@ -429,18 +419,10 @@ class KvmMachine:
     # -- the end ----------------------------------------------------------------------
     def _result(self, seconds: float, interrupted: bool) -> RunResult:
         stop = self.stop or Outcome(STOP, stop_reason="stopped")
-        if interrupted:
-            status = 130
-        elif self.exit_code is not None:
-            status = self.exit_code
-        elif stop.problem:
-            status = 4
-        elif stop.stop_reason == "time limit":
-            status = 3
-        else:
-            status = 0
-        res = RunResult(self.exit_code, stop.stop_reason, stop.problem, list(stop.detail.get("lines", [])),
-                        seconds, interrupted, [], self.events, bytes(self.output), status, self.host)
+        lines = list(stop.detail.get("lines", []))
+        res = RunResult(self.exit_code, stop.stop_reason, lines[0] if lines else "", problem=stop.problem,
+                        seconds=seconds, interrupted=interrupted, dump=lines, events=self.events,
+                        output=bytes(self.output), backend=self.host)
         res.summary = self.summary(res)
         return res
 

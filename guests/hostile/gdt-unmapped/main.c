@@ -6,11 +6,11 @@
  * the load, and delivering it needs the GDT again (#PF, #DF, shutdown).
  *
  * Under trap-and-emulate the host loads segments from the monitor's shadow
- * copy of the GDT.  On the standard CPU the load runs directly at ring 1,
- * so it succeeds from the (now stale) copy; the OUT then traps, and the
- * monitor, reading the guest's descriptor for DS, finds it unmapped: it
- * must carry on with its copy, not fail.  On the strict CPU the load
- * traps and is emulated: the guest gets the real machine's behaviour.
+ * copy of the GDT.  On the standard CPU the load runs directly at ring 1, so
+ * the monitor must rebuild that copy when the guest's mapping of its GDT
+ * changes (here at the INVLPG), or the load succeeds from a stale copy and
+ * the line below is printed.  On the strict CPU the load traps and is
+ * emulated.  Either way the guest must get the real machine's behaviour.
  */
 #include "hk.h"
 

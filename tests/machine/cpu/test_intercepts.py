@@ -158,3 +158,29 @@ def test_request_exit_preempts_a_cpu_without_a_clock():
     cpu.request_exit()
     assert isinstance(cpu.run(1000), Preempted)
     assert isinstance(cpu.run(1000), BudgetExhausted)
+
+
+# ------------------------------------------------------------- sensitive-instruction exiting
+def test_sensitive_exiting_stops_a_listed_class_before_it_executes_on_both_tiers():
+    """PUSHF, SGDT and MOV from a segment register exit when their class is listed; the
+    instruction is not executed (ESP unchanged), EIP stays at it, and unlisted sensitive
+    instructions run as on the bare CPU.  A loop runs both tiers (closures, then generated)."""
+    from trapvisor.machine.cpu.exits import SensitiveExit
+    # loop: mov eax, ds ; dec ecx ; jnz loop ; pushfd ; hlt
+    code = bytes.fromhex("8cd8 49 75fb 9c f4")
+    cpu, start = cpu_with(code), CODE
+    cpu.regs[1] = 200
+    cpu.set_sensitive_exiting({"PUSHF"})
+    esp = cpu.regs[4]
+    e = cpu.run(10_000)
+    assert isinstance(e, SensitiveExit) and e.name == "PUSHF" and e.mnemonic == "pushfd" and e.length == 1
+    assert cpu.eip == start + 5 and cpu.regs[4] == esp and cpu.regs[1] == 0
+    # Now the segment-register MOV exits too, on its first execution.
+    cpu.eip, cpu.regs[1] = start, 5
+    cpu.set_sensitive_exiting({"PUSHF", "MOV"})
+    e = cpu.run(10_000)
+    assert isinstance(e, SensitiveExit) and e.name == "MOV" and cpu.eip == start and cpu.regs[1] == 5
+    # Cleared: the bare machine again.
+    cpu.set_sensitive_exiting(())
+    cpu.run(10_000)
+    assert cpu.halted and cpu.regs[4] == esp - 4

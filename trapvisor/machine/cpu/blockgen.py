@@ -184,11 +184,15 @@ def _generate(cpu, blk, dead, allow_loop: bool = True):
     n = blk.n
     g.loop = allow_loop and blk.fallthrough is None and _self_target(blk)
     term = None
-    # An auditor wraps the closures of sensitive instructions: those must run as closures.
-    audited = getattr(cpu, "auditor", None) is not None
+    # An auditor wraps the closures of sensitive instructions, and sensitive-instruction
+    # exiting replaces them: those must run as closures.
+    audited = getattr(cpu, "auditor", None) is not None or bool(cpu.intercepts.sensitive_exiting)
     for i, ins in enumerate(blk.ilist):
         g.i = i
         last = i == n - 1
+        if g.stored:
+            g.stored = False
+            g.end_if_code_modified()
         fn = FORMS.get(ins.mnemonic)
         res = None
         if fn is not None and (ins.code == iced.Code.INVALID or ins.has_rep_prefix

@@ -23,7 +23,7 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from .blockgen_flags import Prod
-from .cpu import FLAT
+from .cpu import CODE_MODIFIED, FLAT
 from .operands import GPR, K, MASK, SEGREG, Unsupported, imm_value
 
 REG = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
@@ -60,6 +60,8 @@ class Gen:
         self.need_cfin = False             # the body reads the live-in CF
         self.fault_points: list[tuple[int, Prod]] = []
         self.has_fallback = False
+        self.stored = False                # the instruction just generated may store to memory
+        self.code_check = None             # (index, body line) of the last boundary check
         self.fallback_idx: list[int] = []  # instructions run by their closure
         self.env: dict = {}
         self.loop = False                  # the block jumps back to its own start
@@ -196,6 +198,7 @@ class Gen:
 
     def store(self, size: int, seg: int, a: str, v: str) -> None:
         """Write v (already in range) at a; a must be a name or a constant."""
+        self.stored = True
         self.fault_point()
         lim = self.wlim[seg]
         if lim < 0 or (a.startswith("0x") and int(a, 16) > lim):
@@ -266,16 +269,35 @@ class Gen:
             self.L(f"regs[{r}] = {REG[r]}")
         self.dirty.clear()
 
+    def end_if_code_modified(self) -> None:
+        """At the boundary before instruction i, after one that stored: if the store hit
+        this block's page (``CPU.invalidate_code_page``), leave with the i instructions
+        before it retired, so that the dispatch loop decodes the new bytes.  The
+        registers are stored here since the handler skips that at a fallback's index."""
+        self.fault_point()
+        regs = "; ".join(f"regs[{r}] = {REG[r]}" for r in range(8))
+        self.L(f"if cpu.code_modified: {regs}; raise {self.const('CODE_MODIFIED', CODE_MODIFIED)}")
+        self.code_check = (self.i, len(self.body) - 1)
+
     def fallback(self, i: int, fn, last: bool) -> None:
         self.has_fallback = True
+        self.stored = True          # a closure may store anywhere
         self.fallback_idx.append(i)
         self.sync()
         if self.live.kind not in ("in", "fb"):     # else cpu.lf already holds them
-            self.L(f"cpu.lf = {self.live.mat()}")
+            m = self.live.mat()
+            self.L(f"cpu.lf = {m}")
+            if self.code_check is not None and self.code_check[0] == i:
+                # The boundary check before this instruction leaves with the flags in
+                # cpu.lf as well, since the handler takes them from there at this index.
+                j = self.code_check[1]
+                self.body[j] = self.body[j].replace("; raise ", f"; cpu.lf = {m}; raise ")
         # From here cpu.lf is the closure's: when it faults it leaves them exact
         # (a REP CMPS/SCAS that faults on element k keeps the flags of element
         # k-1), so the handler must not put the earlier producer's flags back.
         self.live = Prod(self, "cpu")
+        if self.fault_points and self.fault_points[-1][0] == i:
+            self.fault_points[-1] = (i, self.live)      # the boundary check's, see above
         self.fault_point()
         name = self.const(f"op{i}", fn)
         # The closure sees the exact count (IN/OUT/RDTSC read the clock); a REP string

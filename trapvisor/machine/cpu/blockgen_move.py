@@ -15,11 +15,12 @@ import iced_x86 as iced
 from .blockgen_emit import REG, form, gpr
 from .constants import DF
 from .operands import GPR, K, MASK, SIGN, Unsupported, op_size
+from .ops_move import HINT_NOPS
 
 Mn = iced.Mnemonic
 
 
-@form(Mn.NOP)
+@form(*HINT_NOPS)
 def g_nop(g, ins, i):
     return None
 

@@ -58,6 +58,12 @@ class MemoryAccess:
             for n, lo, hi, write_only in self.bp_data:
                 if lin <= hi and last >= lo and (write or not write_only):
                     self.bp_hits |= 1 << n
+        if self.dbg_watch and self.dbg_hit is None:   # the host debugger's (CPU.debug_step)
+            last = lin + size - 1
+            for lo, hi, kind in self.dbg_watch:
+                if lin <= hi and last >= lo and (kind == "access" or (kind == "write") == write):
+                    self.dbg_hit = (max(lin, lo), kind)
+                    break
         return lin
 
     # ------------------------------------------------- physical memory access

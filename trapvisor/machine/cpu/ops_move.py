@@ -263,7 +263,17 @@ def c_cmovcc(cpu, ins):
 
 
 # --------------------------------------------------------------- NOP, XLAT
-@handles(M.NOP, M.PAUSE, M.FNOP if hasattr(M, "FNOP") else M.NOP)
+# The hint NOPs: the whole 0F 18-0F 1F opcode block executes as NOP on P6-family
+# and later processors, whatever its ModR/M byte or prefixes, and never touches its
+# memory operand (SDM Vol. 2B, NOP, and Vol. 2 Appendix A, opcode map, "0F 18-0F 1F
+# reserved NOP").  iced-x86 names the encodings later processors gave a meaning
+# (prefetch hints, CET, CLDEMOTE); on this CPU every one of them is a NOP.
+HINT_NOPS = tuple(getattr(M, n) for n in (
+    "NOP", "RESERVEDNOP", "PREFETCHNTA", "PREFETCHT0", "PREFETCHT1", "PREFETCHT2",
+    "PREFETCHIT0", "PREFETCHIT1", "CLDEMOTE", "ENDBR32", "ENDBR64", "RDSSPD") if hasattr(M, n))
+
+
+@handles(M.PAUSE, M.FNOP if hasattr(M, "FNOP") else M.NOP, *HINT_NOPS)
 def c_nop(cpu, ins):
     def nop():
         pass

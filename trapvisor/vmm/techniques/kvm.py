@@ -61,7 +61,7 @@ class Kvm(Monitor):
                       disk=o.disk, serial_out=out, serial_in=lambda: b"",
                       max_seconds=o.max_seconds or DEFAULT_SECONDS)
         label = kvm_label() or "kvm"
-        detail = "; ".join(str(d) for d in (res.detail or []))[:400]
+        detail = "; ".join(str(d) for d in (res.dump or [res.detail]))[:400]
         stop = None if res.exit_code is not None and not res.problem else res.stop_reason
         r = TechniqueResult(label, "host", console.getvalue(), res.exit_code, stop, detail,
                             0, 0, None, res.seconds, res.events or EventLog())
