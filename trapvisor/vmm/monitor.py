@@ -100,6 +100,7 @@ class Monitor:
     time_sliced: ClassVar[bool] = True        # can run as one VM of `trapvisor vms`
     uses_host: ClassVar[bool] = False         # runs the guest on a simulated host CPU
     strict_cpu: ClassVar[bool] = True         # can present the strict CPU variant (--cpu strict)
+    paravirtual: ClassVar[bool] = False       # runs only kernels ported to it (guest_kernel picks them)
 
     def __init__(self, options: RunOptions, host: Host | None = None):
         self.options = options

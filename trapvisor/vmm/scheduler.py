@@ -69,6 +69,8 @@ class Scheduler:
         if not cls.time_sliced:
             raise UserError(f"technique {technique} cannot be time-sliced with other VMs "
                             f"(it runs a guest to its end in one go)")
+        if strict and not cls.strict_cpu:
+            raise UserError(f"technique {technique} cannot present the strict CPU: give --cpu standard")
         costs = costs or CostModel.default()
         self.slice = slice_instructions
         # One host machine for every VM: host memory and one host CPU with no devices.
@@ -82,7 +84,7 @@ class Scheduler:
         self.vms: list[Monitor] = []
         for i, spec in enumerate(specs):
             out = serial_out(i) if serial_out is not None else None
-            m = cls(RunOptions(spec.kernel, cmdline=spec.cmdline, memory_bytes=spec.memory_bytes,
+            m = cls(RunOptions(cls.guest_kernel(spec.kernel), cmdline=spec.cmdline, memory_bytes=spec.memory_bytes,
                                costs=costs, strict=strict, serial_out=out, name=f"vm{i}",
                                max_seconds=max_seconds),
                     self.host_machine)

@@ -1,7 +1,8 @@
 /* cpuops_xen.S: the assembly half of the paravirtual CPU-ops layer.
  * As cpuops_native.S, except that the kernel's data selector has RPL 1,
- * trap return is the iret hypercall (which restores the event mask from
- * the saved EFLAGS.IF), and events enter through xen_event_entry. */
+ * trap return unmasks events itself when the saved EFLAGS.IF says so (the
+ * iret hypercall only when an event is pending), and events enter through
+ * xen_event_entry. */
 #define KDATA_SEL_PV 0x11
 #define HYPERVISOR_iret 23
 
@@ -38,6 +39,7 @@ cpu_switch_context:
 
     .globl cpu_trap_entry
 cpu_trap_entry:
+    movb $1, xen_shared_page + 1    /* vcpu_info[0].evtchn_upcall_mask: as an interrupt gate */
     SAVE_FRAME
     pushl %esp
     call trap
@@ -50,7 +52,17 @@ cpu_trap_return:
     popl %es
     popl %ds
     addl $8, %esp
-    jmp hypercall_page + HYPERVISOR_iret * 32
+    /* Leaving with events enabled (saved IF = 1): unmask, and if something is
+     * pending let the iret hypercall deliver it; otherwise the hardware's IRET
+     * does (ring 1 to 1 or to 3).  An event arriving between the unmask and
+     * the IRET is delivered here, on top of this frame, and returns here. */
+    testl $0x200, 8(%esp)
+    jz 1f
+    movb $0, xen_shared_page + 1
+    testb $1, xen_shared_page + 0
+    jnz 2f
+1:  iret
+2:  jmp hypercall_page + HYPERVISOR_iret * 32
 
 /* The event callback (set_callbacks): a frame like an interrupt's. */
     .globl xen_event_entry

@@ -91,7 +91,7 @@ static const u32 *p2m;
 static u32 cur_cr3, vcr0 = CR0_PE | CR0_ET, vcr4;
 static u32 viopl, hyp_iopl;       /* the kernel's IOPL; the one it holds from the hypervisor */
 struct cpu_virtual_state cpu_virtual;
-static u8 shared_page[PGSIZE] __attribute__((aligned(PGSIZE)));
+u8 xen_shared_page[PGSIZE] __attribute__((aligned(PGSIZE)));   /* cpuops_xen.S masks events in it */
 static struct segdesc gdt_page[PGSIZE / 8] __attribute__((aligned(PGSIZE)));
 static struct trap_info trap_table[257];
 
@@ -137,8 +137,8 @@ void xen_start(struct start_info *si)
     p2m = (const u32 *)si->mfn_list;
     cur_cr3 = si->pt_base;
     /* shared_info: a hypervisor page, mapped over a page of our own. */
-    update_va((u32)shared_page, si->shared_info | PG_P | PG_W);
-    shared = (volatile struct shared_info *)shared_page;
+    update_va((u32)xen_shared_page, si->shared_info | PG_P | PG_W);
+    shared = (volatile struct shared_info *)xen_shared_page;
     cons = (volatile struct xencons_interface *)ma_to_pa(si->console_mfn << PGSHIFT);
     cons_port = si->console_evtchn;
     check(hypercall(__HYPERVISOR_set_callbacks, KCODE_SEL, (u32)xen_event_entry,
@@ -352,6 +352,10 @@ void cpu_load_idt(const struct gatedesc *idt, u16 limit)
         u8 dpl = (g->type_attr >> 5) & 3;
         trap_table[n].vector = (u8)v;
         trap_table[n].flags = (dpl < KERNEL_RPL ? KERNEL_RPL : dpl) | ((g->type_attr & 0xf) == 0xe ? 4 : 0);
+        /* The system call goes straight from ring 3 to us (the hypervisor's fast
+         * trap), which no gate can do while masking events: cpu_trap_entry masks. */
+        if (v == T_SYSCALL)
+            trap_table[n].flags &= ~4;
         trap_table[n].cs = KCODE_SEL;
         trap_table[n].address = (u32)g->off_lo | (u32)g->off_hi << 16;
         n++;

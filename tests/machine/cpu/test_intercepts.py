@@ -131,6 +131,16 @@ def test_software_interrupt_exit_carries_the_int_instruction():
     assert ex == ExceptionExit(0x80, None, "software", CODE + 1)
 
 
+def test_software_interrupt_exiting_by_vector_lets_the_others_use_the_idt():
+    cpu = cpu_with(b"\xcd\x80\xcd\x82")
+    cpu.idtr = (0, 0)                            # no gates: INT 0x80 through the IDT faults
+    cpu.intercepts.software_interrupt_exiting = frozenset({0x82})
+    cpu.intercepts.exception_bitmap = 1 << 13
+    assert cpu.run(10) == ExceptionExit(13, 0x80 * 8 + 2)
+    cpu.eip = CODE + 2
+    assert cpu.run(10) == ExceptionExit(0x82, None, "software", CODE + 2)
+
+
 def test_exception_bitmap_takes_only_its_vectors():
     cpu = cpu_with(b"\x0f\x0b")                  # ud2
     cpu.intercepts.exception_bitmap = 1 << 6

@@ -16,7 +16,7 @@ WORKLOADS = ["probe", "syscall iterations=200", "ctxswitch iterations=50", "pgfa
              "ptemod iterations=50", "forkwait iterations=5", "divzero iterations=20",
              "crwrite iterations=200", "io iterations=100", "selftest", "protect",
              "mixed iterations=1", "compute iterations=2"]
-ALLOWED = ("hypercall:", "bounce:", "upcall:", "io:")
+ALLOWED = ("hypercall:", "bounce:", "upcall:", "io:", "fast trap:")
 
 
 def pv(cmdline: str):
@@ -38,11 +38,26 @@ def test_workload_output_and_exit_code_match_native(workload):
     assert para.direct == para.instructions - sum(n for k, n in kinds.items() if k.startswith("io:"))
 
 
-def test_system_calls_are_bounced_and_returned_through_iret():
+def test_system_calls_take_the_fast_trap_and_never_enter_the_hypervisor():
     r = pv("workload=syscall iterations=100")
     kinds = r.traps_by_reason()
-    assert kinds["bounce:INT 0x80"] >= 100
-    assert kinds["hypercall:iret"] >= kinds["bounce:INT 0x80"]
+    assert kinds["fast trap:INT 0x80"] >= 100
+    assert "bounce:INT 0x80" not in kinds
+    assert kinds.get("hypercall:iret", 0) < 10     # returns are the hardware's IRET
+
+
+def test_without_a_fast_trap_entry_system_calls_are_bounced_through_the_hypervisor():
+    from trapvisor.vmm.techniques.pv.technique import Pv
+    m = Pv.build(str(build_guest("tvos-pv")), cmdline="workload=syscall iterations=50")
+    while 0x80 not in m.traps:                    # until trap_init has registered it
+        assert not m.run_slice(m.steps() + 1_000, 10_000_000)
+    flags, cs, eip = m.traps[0x80]
+    m.traps[0x80] = (flags | 4, cs, eip)          # "mask events on entry": not fast-trappable
+    m.update_fast_trap()
+    assert m.fast_trap is None and m.host.intercepts.software_interrupt_exiting is True
+    r = m.run(100_000_000)
+    assert r.exit_code == 1
+    assert r.traps_by_reason().get("bounce:INT 0x80", 0) >= 40
 
 
 def test_the_timer_arrives_as_event_upcalls_and_preempts_processes():

@@ -70,6 +70,7 @@ def test_random_hypercalls_never_hurt_the_hypervisor(data):
         if isinstance(r, int):
             assert r <= 0 or nr in (abi.HYPERVISOR_xen_version, abi.HYPERVISOR_vcpu_op)
     assert m.hole.snapshot() == hole
+    assert m.hole.check(m.frames) == []
     assert m.frames.check() == []
     owned = m.frames.frames
     for mfn, f in owned.items():

@@ -171,6 +171,7 @@ def test_hostile_hypercalls_are_refused_and_the_hypervisor_is_intact():
     assert call(m, 99) == -abi.ENOSYS
     # Nothing of the hypervisor changed, and every reference count still adds up.
     assert m.hole.snapshot() == hole
+    assert m.hole.check(m.frames) == []
     assert ft.check() == []
 
 
@@ -179,3 +180,18 @@ def test_after_a_full_run_every_reference_count_adds_up():
     r = m.run(200_000_000)
     assert r.exit_code == 1 and r.stop_reason == "shutdown"
     assert m.frames.check() == []
+
+
+def test_the_console_backend_takes_at_most_a_ring_from_a_runaway_producer():
+    from trapvisor.vmm.techniques.pv.console import ConsoleBackend
+    mem = PhysicalMemory(2 * 4096)
+    out = []
+    cons = ConsoleBackend(mem, 4096, out.append)
+    mem.write(4096 + abi.CONS_OUT, b"ab")
+    mem.write_u32(4096 + abi.CONS_OUT_PROD, 2)
+    cons.notified()
+    assert out == [b"ab"]
+    mem.write_u32(4096 + abi.CONS_OUT_PROD, 0x7FFFFFFF)     # far more than the ring holds
+    cons.notified()
+    assert len(out[1]) == abi.CONS_OUT_SIZE
+    assert mem.read_u32(4096 + abi.CONS_OUT_CONS) == 0x7FFFFFFF

@@ -26,7 +26,8 @@ from __future__ import annotations
 CONTROLS = (
     ("exception_bitmap", "bit v set: exception v exits instead of being delivered",
      "exception bitmap (§24.6.3)"),
-    ("software_interrupt_exiting", "INT n, INT3, INTO exit before the IDT is read", "none"),
+    ("software_interrupt_exiting", "False: none; True: INT n, INT3, INTO exit before the IDT is "
+     "read; a set: the INT n of those vectors (the others use the IDT)", "none"),
     ("external_interrupt_exiting", "an external interrupt exits instead of being delivered",
      "external-interrupt exiting, pin-based bit 0 (§24.6.1)"),
     ("io_exiting", "None: no I/O exits; True: every IN/OUT/INS/OUTS exits; a set: those ports",
@@ -123,7 +124,8 @@ class InterceptControls:
         if kind == "exception":
             return bool(self.exception_bitmap >> vector & 1)
         if kind == "software":
-            return self.software_interrupt_exiting
+            sie = self.software_interrupt_exiting
+            return sie if sie is True or sie is False else vector in sie
         return self.external_interrupt_exiting
 
     def exits_on_port(self, port: int) -> bool:

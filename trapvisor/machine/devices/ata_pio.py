@@ -171,6 +171,29 @@ class AtaPio:
             except OSError:
                 pass
 
+    # -- the image's sectors, for a front end other than the registers ------------------
+    def read_sectors(self, lba: int, count: int) -> bytes | None:
+        """``count`` sectors from ``lba`` (the pv technique's block backend); None if
+        outside the image or unreadable."""
+        if self.fd is None or lba < 0 or count < 0 or lba + count > self.sectors:
+            return None
+        try:
+            return os.pread(self.fd, count * SECTOR_SIZE, lba * SECTOR_SIZE).ljust(count * SECTOR_SIZE, b"\0")
+        except OSError:
+            return None
+
+    def write_sectors(self, lba: int, data: bytes) -> bool:
+        count = len(data) // SECTOR_SIZE
+        if self.fd is None or self.read_only or len(data) % SECTOR_SIZE or lba < 0 \
+                or lba + count > self.sectors:
+            return False
+        try:
+            os.pwrite(self.fd, data, lba * SECTOR_SIZE)
+        except OSError:
+            return False
+        self.sectors_written += count
+        return True
+
     # -- interrupt line ----------------------------------------------------------------
     def _update_line(self) -> None:
         level = self.intrq and not self.control & CONTROL_NIEN

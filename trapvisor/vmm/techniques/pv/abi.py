@@ -173,7 +173,7 @@ SI_MOD_START = 72
 SI_MOD_LEN = 76
 SI_CMD_LINE = 80
 MAX_GUEST_CMDLINE = 1024
-START_INFO_SIZE = SI_CMD_LINE + MAX_GUEST_CMDLINE + 8
+START_INFO_SIZE = 1124
 
 # -- io/console.h: struct xencons_interface
 CONS_IN = 0                           # char in[1024]
@@ -192,3 +192,39 @@ XEN_ELFNOTE_VIRT_BASE = 3
 XEN_ELFNOTE_GUEST_OS = 6
 XEN_ELFNOTE_XEN_VERSION = 5
 XEN_ELFNOTE_LOADER = 8
+
+# -- grant tables (grant_table.h, version 1)
+GNTTABOP_map_grant_ref = 0
+GNTTABOP_setup_table = 2
+GNTTABOP_query_size = 6
+GTF_permit_access = 1
+GTF_readonly = 1 << 2
+GTF_reading = 1 << 3
+GTF_writing = 1 << 4
+GNTST_okay = 0
+GNTST_general_error = -1
+GNTST_bad_domain = -2
+GNTST_bad_gntref = -4
+GNTST_permission_denied = -8
+GNTST_bad_page = -9
+MAX_GRANT_FRAMES = 4
+GRANT_ENTRY = 8                          # struct grant_entry_v1 { u16 flags; domid_t domid; u32 frame; }
+DOMID_BACKEND = 0                        # the monitor's backends act as domain 0
+
+# -- io/blkif.h over io/ring.h (x86-32 layout: 64-bit fields 4-aligned)
+BLKIF_OP_READ = 0
+BLKIF_OP_WRITE = 1
+BLKIF_MAX_SEGMENTS_PER_REQUEST = 11
+BLKIF_RSP_OKAY = 0
+BLKIF_RSP_ERROR = -1
+BLKIF_RSP_EOPNOTSUPP = -2
+RING_HEADER = 64                          # req_prod, req_event, rsp_prod, rsp_event, pad
+BLKIF_REQUEST_SIZE = 108                  # op u8, nr_segments u8, handle u16, id u64, sector u64, seg[11]
+BLKIF_RING_SIZE = 32                      # entries: the power of two that fits a page
+SECTOR = 512
+
+# -- trapvisor's start_info extension (in place of xenstore, after nr_p2m_frames):
+# the block device's ring page, its event channel and its size in sectors.
+SI_BLK_MFN = 1112
+SI_BLK_EVTCHN = 1116
+SI_BLK_SECTORS = 1120

@@ -22,11 +22,11 @@ import struct
 from ....errors import UserError
 from ....machine.loader.elf import parse_elf32
 from .abi import (
-    CONS_OUT_SIZE, FIRST_RESERVED_GDT_ENTRY, FIRST_RESERVED_GDT_PAGE, FLAT_RING1_CS, FLAT_RING1_DS,
+    FIRST_RESERVED_GDT_ENTRY, FIRST_RESERVED_GDT_PAGE, FLAT_RING1_CS, FLAT_RING1_DS,
     FLAT_RING3_CS, FLAT_RING3_DS, HYPERCALL_SLOT, HYPERCALL_VECTOR, HYPERVISOR_GDT_VIRT,
     HYPERVISOR_iret, MACH2PHYS_VIRT_START, MAX_GUEST_CMDLINE, SI_CMD_LINE, SI_CONSOLE_EVTCHN,
     SI_CONSOLE_MFN, SI_MFN_LIST, SI_MOD_LEN, SI_MOD_START, SI_NR_PAGES, SI_NR_PT_FRAMES, SI_PT_BASE,
-    SI_SHARED_INFO, SI_STORE_EVTCHN, SI_STORE_MFN, START_INFO_MAGIC, XEN_ELFNOTE_ENTRY,
+    SI_BLK_EVTCHN, SI_BLK_MFN, SI_BLK_SECTORS, SI_SHARED_INFO, SI_STORE_EVTCHN, SI_STORE_MFN, START_INFO_MAGIC, XEN_ELFNOTE_ENTRY,
     XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_HYPERCALL_PAGE,
 )
 from .mm import PAGE, PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US
@@ -34,6 +34,9 @@ from .segments import flat
 
 INVALID_M2P = 0xFFFFFFFF
 GDT_AREA_PAGES = 16            # a full 64 KiB GDT: the guest's 14 frames, then the hypervisor's
+IDT_PAGE, TSS_PAGE = 16, 17    # after the GDT area, in the same page table
+IDT_VIRT = HYPERVISOR_GDT_VIRT + IDT_PAGE * 4096
+TSS_VIRT = HYPERVISOR_GDT_VIRT + TSS_PAGE * 4096
 HYPERVISOR_PDE = PTE_P | PTE_RW | PTE_A | PTE_D   # supervisor: the guest's segments stop below
 
 
@@ -117,6 +120,7 @@ def build_domain(mem, alloc, partition, path: str, cmdline: str) -> BootLayout:
     mfn_list = take(4 * nr_pages)
     start_info = take(PAGE)
     console = take(PAGE)
+    blk_ring = take(PAGE)
     nr_l1 = (nr_pages + 1023) // 1024
     pt_base = take(PAGE * (1 + nr_l1))
     stack = take(PAGE)
@@ -150,13 +154,13 @@ def build_domain(mem, alloc, partition, path: str, cmdline: str) -> BootLayout:
         page[n * HYPERCALL_SLOT:n * HYPERCALL_SLOT + len(stub)] = stub
     mem.write(base + hc_va, bytes(page))
     return BootLayout(nr_pages=nr_pages, first_mfn=first_mfn, entry=entry, mfn_list=mfn_list,
-                      start_info=start_info, console=console, pt_base=pt_base, nr_pt_frames=1 + nr_l1,
+                      start_info=start_info, console=console, blk_ring=blk_ring, pt_base=pt_base, nr_pt_frames=1 + nr_l1,
                       stack_top=stack + PAGE, boot_end=boot_end, kernel_end=kernel_end,
                       hypercall_page=hc_va, guest_os=notes.get(XEN_ELFNOTE_GUEST_OS, b"").rstrip(b"\0"))
 
 
 def write_start_info(mem, base: int, lay: BootLayout, *, shared_info_ma: int, console_evtchn: int,
-                     cmdline: str) -> None:
+                     cmdline: str, blk_evtchn: int = 0, blk_sectors: int = 0) -> None:
     si = base + lay.start_info
     mem.write(si, START_INFO_MAGIC.ljust(32, b"\0"))
     mem.write_u32(si + SI_NR_PAGES, lay.nr_pages)
@@ -172,6 +176,10 @@ def write_start_info(mem, base: int, lay: BootLayout, *, shared_info_ma: int, co
     mem.write_u32(si + SI_MOD_LEN, 0)
     raw = cmdline.encode("latin-1", "replace")[:MAX_GUEST_CMDLINE - 1]
     mem.write(si + SI_CMD_LINE, raw + b"\0")
+    # trapvisor's extension in place of xenstore: the block device, when there is a disk.
+    mem.write_u32(si + SI_BLK_MFN, lay.first_mfn + lay.blk_ring // PAGE if blk_evtchn else 0)
+    mem.write_u32(si + SI_BLK_EVTCHN, blk_evtchn)
+    mem.write_u32(si + SI_BLK_SECTORS, blk_sectors)
 
 
 class HypervisorHole:
@@ -187,8 +195,10 @@ class HypervisorHole:
                 m2p[p.base // PAGE + i] = i
         raw = struct.pack(f"<{host_frames}I", *m2p)
         self.m2p_l1 = alloc.alloc_frame()
+        self.m2p_frames = []
         for i in range(0, len(raw), PAGE):
             f = alloc.alloc_frame()
+            self.m2p_frames.append(f)
             mem.write(f, raw[i:i + PAGE])
             mem.write_u32(self.m2p_l1 + 4 * (i // PAGE), f | PTE_P | PTE_A)     # read-only
         # GDT area: the guest's frames (set_gdt), then the hypervisor's reserved page.
@@ -201,9 +211,17 @@ class HypervisorHole:
                        (FLAT_RING3_CS, flat(3, True)), (FLAT_RING3_DS, flat(3, False))):
             index = (sel >> 3) - FIRST_RESERVED_GDT_ENTRY
             mem.write(self.reserved + 8 * index, (d | 1 << 40).to_bytes(8, "little"))
+        # The host CPU's IDT and TSS: used only by the fast system-call trap (technique.py).
+        self.idt = alloc.alloc_frame()
+        self.tss = alloc.alloc_frame()
+        self.map_gdt_page(IDT_PAGE, self.idt)
+        self.map_gdt_page(TSS_PAGE, self.tss)
+        mem.write_u16(self.tss + 0x66, 0xFFFF)     # I/O map base past the limit: no bitmap
         self.l2_slots = {MACH2PHYS_VIRT_START >> 22: self.m2p_l1 | HYPERVISOR_PDE & ~PTE_RW | PTE_P,
                          HYPERVISOR_GDT_VIRT >> 22: self.gdt_l1 | HYPERVISOR_PDE}
-        self.frames = {self.m2p_l1, self.gdt_l1, self.zero_frame, self.reserved}
+        # Frames whose bytes never change once built (the shared_info page is added
+        # by the technique: its contents are the guest's to change).
+        self.frames = {self.m2p_l1, self.zero_frame, self.reserved, *self.m2p_frames}
 
     def map_gdt_page(self, i: int, machine_frame: int) -> None:
         """The CPU writes accessed bits through this mapping: writable, supervisor (the
@@ -211,5 +229,22 @@ class HypervisorHole:
         self.mem.write_u32(self.gdt_l1 + 4 * i, machine_frame | PTE_P | PTE_RW | PTE_A | PTE_D)
 
     def snapshot(self) -> bytes:
-        """Every byte of the hole's frames (tests: a hostile guest changed nothing)."""
+        """Every byte of the hole's fixed frames (tests: a hostile guest changed nothing)."""
         return b"".join(bytes(self.mem.ram[f:f + PAGE]) for f in sorted(self.frames))
+
+    def check(self, frames) -> list[str]:
+        """The hole's guest-derived parts hold only what validation allows: the GDT area
+        maps descriptor pages of the domain or the hypervisor's own frames; the IDT holds
+        at most the fast-trap gate (DPL 3, a ring-1 selector)."""
+        problems = []
+        own = {self.zero_frame, self.reserved, self.idt, self.tss}
+        for i in range(GDT_AREA_PAGES + 2):
+            e = self.mem.read_u32(self.gdt_l1 + 4 * i)
+            f = frames.frames.get(e >> 12)
+            if e & ~0xFFF not in own and (f is None or f.type != "segdesc" or not f.type_count):
+                problems.append(f"GDT area page {i} maps {e:#x}, not a descriptor page")
+        for v in range(256):
+            g = int.from_bytes(self.mem.ram[self.idt + 8 * v:self.idt + 8 * v + 8], "little")
+            if g and (v != 0x80 or (g >> 45) & 3 != 3 or (g >> 16) & 3 != 1):
+                problems.append(f"host IDT vector {v:#x} holds {g:#018x}")
+        return problems

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 from ....machine.cpu import MachineStop
 from .abi import (
-    CONSOLEIO_write, E2BIG, EFAULT, EINVAL, ENOSYS, EPERM, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_virq,
-    EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FIRST_RESERVED_GDT_ENTRY, FIRST_RESERVED_GDT_PAGE,
+    DOMID_SELF, CONSOLEIO_write, E2BIG, EFAULT, EINVAL, ENOSYS, EPERM, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_virq,
+    EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FIRST_RESERVED_GDT_ENTRY,
     HYPERVISOR_VIRT_START, MMU_UPDATE, MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR,
     MMUEXT_OP, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_SET_LDT, MMUEXT_TLB_FLUSH_ALL,
     MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, PHYSDEVOP_set_iopl, SCHEDOP_block, SCHEDOP_shutdown,
-    SCHEDOP_yield, SHUTDOWN_NAMES, TI_DPL_MASK, TRAP_INFO, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG,
+    SCHEDOP_yield, SHUTDOWN_NAMES, TRAP_INFO, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG,
     UVMF_TLB_FLUSH, VCPUOP_is_up, VCPUOP_set_periodic_timer, VCPUOP_set_singleshot_timer,
     VCPUOP_stop_periodic_timer, VCPUOP_stop_singleshot_timer, XEN_CAPABILITIES, XEN_EXTRAVERSION,
     XEN_MAJOR, XEN_MINOR, XENVER_capabilities, XENVER_extraversion, XENVER_get_features,
     XENVER_pagesize, XENVER_platform_parameters, XENVER_version,
 )
+from .abi import GNTST_bad_domain, GNTTABOP_query_size, GNTTABOP_setup_table, MAX_GRANT_FRAMES
 from .events import EventError
+from .grants import GrantError
 from .guestmem import GuestFault
 from .mm import L1, L2, PAGE, SEGDESC, MmError
 from .segments import DescriptorError, check_descriptor
@@ -46,6 +48,7 @@ class Hypercalls:
             14: self.update_va_mapping, 15: self.set_timer_op, 17: self.xen_version,
             18: self.console_io, 23: self.iret, 24: self.vcpu_op, 26: self.mmuext_op,
             29: self.sched_op, 32: self.event_channel_op, 33: self.physdev_op,
+            20: self.grant_table_op,
         }
 
     def call(self, nr: int, a: list[int]):
@@ -68,6 +71,7 @@ class Hypercalls:
         g, dom = self.dom.guest, self.dom
         if ptr == 0:
             dom.traps.clear()
+            dom.update_fast_trap()
             return 0
         new = {}
         for i in range(257):
@@ -81,11 +85,12 @@ class Hypercalls:
         else:
             return -E2BIG
         dom.traps.update(new)
+        dom.update_fast_trap()
         return 0
 
     def stack_switch(self, ss, esp, *_):
         self.dom.check_stack_selector(ss)
-        self.dom.kernel_ss, self.dom.kernel_sp = ss & 0xFFFF, esp
+        self.dom.set_kernel_stack(ss & 0xFFFF, esp)
         return 0
 
     def set_callbacks(self, event_cs, event_eip, failsafe_cs, failsafe_eip, *_):
@@ -280,6 +285,33 @@ class Hypercalls:
             return -EPERM               # one domain: nobody to talk to but the backends
         return -ENOSYS
 
+    def grant_table_op(self, cmd, uop, count, *_):
+        """GNTTABOP_setup_table and _query_size for this domain (DOMID_SELF); the
+        backend's side of a grant is grants.GrantTable.use."""
+        g, grants = self.dom.guest, self.dom.grants
+        if count != 1:
+            return -EINVAL
+        if cmd == GNTTABOP_setup_table:
+            dom = int.from_bytes(g.read(uop, 2), "little")
+            nr = g.u32(uop + 4)
+            frame_list = g.u32(uop + 12)
+            if dom != DOMID_SELF:
+                g.write(uop + 8, (GNTST_bad_domain & 0xFFFF).to_bytes(2, "little"))
+                return 0
+            try:
+                mfns = grants.setup(nr)
+            except GrantError as e:
+                g.write(uop + 8, (e.status & 0xFFFF).to_bytes(2, "little"))
+                return 0
+            g.write(frame_list, b"".join(m.to_bytes(4, "little") for m in mfns))
+            g.write(uop + 8, (0).to_bytes(2, "little"))
+            return 0
+        if cmd == GNTTABOP_query_size:
+            g.write(uop + 4, len(grants.table).to_bytes(4, "little") + MAX_GRANT_FRAMES.to_bytes(4, "little")
+                    + (0).to_bytes(2, "little"))
+            return 0
+        return -ENOSYS
+
     def console_io(self, cmd, count, buf, *_):
         if cmd != CONSOLEIO_write:
             return -ENOSYS
@@ -317,10 +349,3 @@ class Hypercalls:
             return 0
         return -ENOSYS
 
-
-def gdt_frames_ok(n: int) -> bool:
-    return n <= FIRST_RESERVED_GDT_PAGE
-
-
-def trap_dpl(flags: int) -> int:
-    return flags & TI_DPL_MASK

@@ -75,6 +75,11 @@ class FrameTable:
         self.on_type_lost = on_type_lost or (lambda mfn: None)
         self.validations = 0
 
+    def add_shared(self, mfn: int) -> None:
+        """A hypervisor frame the domain may map (a grant-table frame)."""
+        self.frames.setdefault(mfn, Frame())
+        self.shared = self.shared | {mfn}
+
     # -- ownership and counts ----------------------------------------------------
     def owns(self, mfn: int) -> bool:
         return mfn in self.frames

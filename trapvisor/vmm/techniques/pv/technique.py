@@ -27,6 +27,7 @@ from collections import Counter
 
 from ....events import EventLog, Event
 from ....machine.cpu import MachineStop
+from ....machine.devices.ata_pio import AtaPio
 from ....machine.cpu.constants import CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CS, EXCEPTION_NAMES, SS
 from ....machine.cpu.cpu import CpuFault
 from ....machine.cpu.descriptors import (
@@ -44,8 +45,10 @@ from .abi import (
     HYPERVISOR_GDT_VIRT, VI_CR2, VIRQ_TIMER,
 )
 from .console import ConsoleBackend
-from .domain import HypervisorHole, build_domain, is_pv_kernel, write_start_info
+from .domain import IDT_VIRT, TSS_VIRT, HypervisorHole, build_domain, is_pv_kernel, write_start_info
 from .events import EventChannels
+from .blkif import BlockBackend
+from .grants import GrantTable
 from .guestmem import GuestFault, GuestMemory
 from .hypercalls import Hypercalls
 from .mm import L2, PAGE, SEGDESC, FrameTable, MmError
@@ -58,7 +61,10 @@ IF, IOPL_MASK, TF, NT, RF, VM_FLAG = 1 << 9, 3 << 12, 1 << 8, 1 << 14, 1 << 16, 
 # EFLAGS bits an IRET at ring 1 may set (status, TF, DF, AC, ID); IF and IOPL are virtual.
 IRET_FLAGS = 0x0CD5 | TF | (1 << 18) | (1 << 21)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+FAST_TRAP_VECTOR = 0x80
+ALL_BUT_FAST_TRAP = frozenset(range(256)) - {FAST_TRAP_VECTOR}
 MAX_IDLE_EXITS = 10_000
+TIME_CHECK_EVERY = 200_000     # instructions per host run when a wall-time limit is set
 
 
 class DomainCrash(Exception):
@@ -70,10 +76,14 @@ class Pv(Monitor):
     name = "pv"
     summary = ("paravirtualization after Xen: a ported kernel at ring 1 calls the hypervisor "
                "(hypercalls, validated page tables, event channels)")
-    honours = frozenset({"trace_file"})
+    honours = frozenset({"trace_file", "disk"})
     uses_host = True
-    time_sliced = False
-    strict_cpu = True
+    time_sliced = True
+    # A PV kernel still runs the unprivileged sensitive instructions its port keeps
+    # (PUSHF in cpu_read_flags, segment-register reads in the probe); on the strict
+    # CPU they fault at ring 1, so pv presents the standard CPU only.
+    strict_cpu = False
+    paravirtual = True
 
     @classmethod
     def guest_kernel(cls, kernel: str) -> str:
@@ -90,7 +100,7 @@ class Pv(Monitor):
             host = Host([options.memory_bytes], strict=options.strict)
         self.alloc, self.host, self.mem = host.allocator, host.cpu, host.memory
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, strict=options.strict)
+                          serial_out=options.serial_out, strict=options.strict, disk=options.disk)
         self.sink = vm.console.write if options.serial_out is None else vm._tee(options.serial_out)
         vm.instructions = self.instructions
         self.partition = vm.partition
@@ -100,6 +110,7 @@ class Pv(Monitor):
         self.extra_cycles = 0
         self.deliveries = 0
         self.io_instructions = 0
+        self.int_instructions = 0
         self.refusals: list[str] = []
         self.stop_reason: MachineStop | None = None
         self.traps: dict[int, tuple] = {}
@@ -110,10 +121,16 @@ class Pv(Monitor):
         self.periodic = None
         self.singleshot = None
         self.in_run = False
-        self.start_icount = self.host.icount
-        self.hole = HypervisorHole(self.mem, self.alloc, self.alloc.partitions)
+        # The host CPU's counts are shared by the VMs on it: this VM's are those of its
+        # earlier slices plus the current one's.
+        self.direct_done = self.fast_done = 0
+        self.slice_icount, self.slice_deliveries = self.host.icount, self.host.deliveries
+        self.on_host = True
+        self.saved = None
+        self.fast_trap = None            # (cs, eip) of the INT 0x80 gate in the host IDT
+        # Its own M2P (only its frames are named) and GDT area: a domain sees no other's.
+        self.hole = HypervisorHole(self.mem, self.alloc, [vm.partition])
         shared_info = self.alloc.alloc_frame()
-        self.hole.frames.add(shared_info)
         self.layout = lay = build_domain(self.mem, self.alloc, self.partition, options.kernel,
                                          options.cmdline)
         self.frames = FrameTable(self.mem, lay.first_mfn, lay.nr_pages, shared_mfns=(shared_info >> 12,),
@@ -121,8 +138,18 @@ class Pv(Monitor):
         self.events = EventChannels(self.mem, shared_info)
         self.console = ConsoleBackend(self.mem, self.base + lay.console, self.sink)
         console_port = self.events.bind_backend("console", self.console.notified)
+        self.grants = GrantTable(self.mem, self.alloc, self.frames)
+        self.blk = None
+        blk_port, sectors = 0, 0
+        disk = next((d for _, d in vm.devices if isinstance(d, AtaPio)), None)
+        if disk is not None and disk.present:
+            self.blk = BlockBackend(self.mem, self.base + lay.blk_ring, disk, self.grants,
+                                    lambda: self.events.set_pending(blk_port))
+            blk_port = self.events.bind_backend("block", self.blk.notified)
+            sectors = disk.sectors
         write_start_info(self.mem, self.base, lay, shared_info_ma=shared_info,
-                         console_evtchn=console_port, cmdline=options.cmdline)
+                         console_evtchn=console_port, cmdline=options.cmdline,
+                         blk_evtchn=blk_port, blk_sectors=sectors)
         self.guest = GuestMemory(self.mem, self.host)
         self.hypercalls = Hypercalls(self)
         self.dispatcher = Dispatcher({
@@ -146,7 +173,11 @@ class Pv(Monitor):
         host.set_cr4(0)
         host.set_cr3(l2 << 12)
         host.gdtr = (HYPERVISOR_GDT_VIRT, 0xFFFF)
-        host.idtr = (HYPERVISOR_GDT_VIRT, 0)     # never read: every event exits
+        # The host IDT holds one gate at most, the fast system-call trap; the TSS gives
+        # its ring-1 stack (stack_switch).  Every other event exits.
+        host.idtr = (IDT_VIRT, 0x7FF)
+        host.tr, host.tr_base, host.tr_limit, host.tr_attr = 0, TSS_VIRT, 0x67, 0x8B
+        host.ldtr, host.ldt_base, host.ldt_limit = 0, 0, 0
         ic = host.intercepts
         ic.clear()
         ic.exception_bitmap = ALL_EXCEPTIONS
@@ -191,11 +222,66 @@ class Pv(Monitor):
             raise DescriptorError(22, f"stack selector {ss:#x} has RPL 0")
 
     # -- accounting ------------------------------------------------------------------------
+    def direct(self) -> int:
+        # INT n that exited (hypercalls, bounced software interrupts) were executed by the
+        # host CPU, which trapped on them as hardware traps to ring 0: they count too.
+        return self.direct_done + (self.host.icount - self.slice_icount if self.on_host else 0) \
+            + self.int_instructions
+
+    def fast_traps(self) -> int:
+        return self.fast_done + (self.host.deliveries - self.slice_deliveries if self.on_host else 0)
+
     def instructions(self) -> int:
-        return self.host.icount - self.start_icount + self.io_instructions
+        return self.direct() + self.io_instructions
 
     def steps(self) -> int:
-        return self.instructions() + self.deliveries
+        # The hypervisor's bounces and upcalls, and the host CPU's own deliveries (fast traps).
+        return self.instructions() + self.deliveries + self.fast_traps()
+
+    # -- world switch (several VMs on one host CPU: vmm/scheduler.py) ------------------
+    STATE = ("eip", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr", "tr_base", "tr_limit", "tr_attr",
+             "ldtr", "ldt_base", "ldt_limit")
+
+    def leave(self) -> None:
+        """Take the domain off the host CPU: everything of the CPU that is its."""
+        if not self.on_host:
+            return
+        h = self.host
+        ic = h.intercepts
+        self.saved = ({k: getattr(h, k) for k in self.STATE}, list(h.regs), h.get_eflags(), h.cpl,
+                      [(h.sel[s], h.base[s], h.limit[s], h.attr[s]) for s in range(6)],
+                      ic.software_interrupt_exiting)
+        self.direct_done += h.icount - self.slice_icount
+        self.fast_done += h.deliveries - self.slice_deliveries
+        self.on_host = False
+
+    def enter(self) -> None:
+        if self.on_host:
+            return
+        h = self.host
+        state, regs, eflags, cpl, segs, sie = self.saved
+        ic = h.intercepts
+        ic.clear()
+        ic.exception_bitmap = ALL_EXCEPTIONS
+        ic.software_interrupt_exiting = sie
+        ic.external_interrupt_exiting = True
+        ic.io_exiting = True
+        h.stop = None
+        h.halted = False
+        h.set_cr0(state["cr0"])
+        h.set_cr4(state["cr4"])
+        h.set_cr3(state["cr3"])          # flushes the TLB
+        h.flush_tlb(keep_global=False)
+        for k in self.STATE:
+            if k not in ("cr0", "cr3", "cr4"):
+                setattr(h, k, state[k])
+        h.regs[:] = regs
+        h.set_cpl(cpl)
+        for s, (sel, base, limit, attr) in enumerate(segs):
+            h.set_segment_cache(s, sel, base, limit, attr)
+        h.set_eflags(eflags)
+        self.slice_icount, self.slice_deliveries = h.icount, h.deliveries
+        self.on_host = True
 
     def charge(self, kind: str, reason: str, cycles: int) -> None:
         self.extra_cycles += cycles
@@ -214,6 +300,31 @@ class Pv(Monitor):
             self.host.request_exit()
 
     # -- services the hypercalls use ----------------------------------------------------------
+    def set_kernel_stack(self, ss: int, esp: int) -> None:
+        self.kernel_ss, self.kernel_sp = ss, esp
+        tss = self.hole.tss
+        self.mem.write_u32(tss + 12, esp)           # ESP1, SS1 (SDM Vol. 3A §7.2.1)
+        self.mem.write_u32(tss + 16, ss)
+
+    def update_fast_trap(self) -> None:
+        """Xen's fast trap (x86-32 set_fast_trap): INT 0x80 goes straight from ring 3 to
+        the guest's handler through a DPL-3 trap gate of the host IDT, without the
+        hypervisor -- if the guest's entry allows it: DPL 3, and no event masking on
+        entry (no gate can clear the event mask; an interrupt gate's IF is the host's)."""
+        idt = self.hole.idt
+        self.mem.write(idt + 8 * FAST_TRAP_VECTOR, bytes(8))
+        entry = self.traps.get(FAST_TRAP_VECTOR)
+        ic = self.host.intercepts
+        if entry is None or entry[0] & 3 != 3 or entry[0] & 4 or entry[1] & 3 != 1:
+            self.fast_trap = None
+            ic.software_interrupt_exiting = True
+            return
+        flags, cs, eip = entry
+        gate = (eip & 0xFFFF) | (cs & 0xFFFF) << 16 | (0xEF00 | (eip >> 16) << 16) << 32
+        self.mem.write(idt + 8 * FAST_TRAP_VECTOR, gate.to_bytes(8, "little"))
+        self.fast_trap = (cs, eip)
+        ic.software_interrupt_exiting = ALL_BUT_FAST_TRAP
+
     def new_baseptr(self, mfn: int) -> None:
         self.frames.get_page_and_type(mfn, L2)
         old = self.host.cr3 >> 12
@@ -337,6 +448,8 @@ class Pv(Monitor):
             except GuestFault:
                 opcode = 0xCD
             host.eip = (host.eip + (2 if opcode == 0xCD else 1)) & 0xFFFFFFFF
+        if exit.kind == "software":
+            self.int_instructions += 1
         if exit.kind == "software" and vector == HYPERCALL_VECTOR:
             return self.hypercall()
         if exit.kind == "software":
@@ -471,6 +584,8 @@ class Pv(Monitor):
                     self.bounce(0, None, (4, *self.event_callback), "event", upcall=True)
                     continue
                 budget = end - total
+                if self.deadline is not None:
+                    budget = min(budget, TIME_CHECK_EVERY)   # the time limit is checked between runs
                 due = clock.next_deadline()
                 if due < clock.NEVER:
                     budget = min(budget, clock.instructions_until(due))
@@ -495,7 +610,7 @@ class Pv(Monitor):
     def result(self) -> TechniqueResult:
         vm, reason = self.vm, self.stop_reason
         n = self.instructions()
-        direct = n - self.io_instructions
+        direct = self.direct()
         r = TechniqueResult(self.name, "strict" if self.strict else "standard", vm.output, vm.exit_code,
                             reason.reason if reason else None, reason.detail if reason else "",
                             n, direct, direct * self.costs.direct_instruction + self.extra_cycles,
@@ -503,10 +618,19 @@ class Pv(Monitor):
         hc = sum(v for k, v in self.counts.items() if k.startswith("hypercall"))
         bounces = sum(v for k, v in self.counts.items() if k.startswith("bounce"))
         upcalls = sum(v for k, v in self.counts.items() if k.startswith("upcall"))
+        fast = self.fast_traps()
+        if fast:
+            # Delivered by the host CPU itself, as INT 0x80 is on the bare machine: it costs
+            # what it costs there (native runs charge software interrupts nothing extra).
+            self.log.counts[("fast trap", "INT 0x80")] = fast
         r.notes.append(f"pv: {hc:,} hypercalls, {bounces:,} bounced exceptions, {upcalls:,} event upcalls, "
+                       f"{fast:,} fast system-call traps, "
                        f"{self.counts['validated pt update']:,} validated page-table updates, "
                        f"{self.frames.validations:,} table validations, {self.counts['refused']:,} refused, "
                        f"{self.counts['io port']:,} port accesses")
+        if self.blk is not None:
+            r.notes.append(f"blkif: {self.blk.requests:,} requests, {self.blk.sectors:,} sectors, "
+                           f"{self.blk.errors:,} refused or failed, {self.grants.uses:,} grant uses")
         r.notes.extend(f"refused: {x}" for x in self.refusals[:20])
         r.exits = self.dispatcher.statistics()
         r.steps = self.steps()
