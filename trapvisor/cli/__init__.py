@@ -12,6 +12,7 @@ done by the layers below):
                           programs trapvisor needs (``host.py``)
   demo                    the main job on the bundled default guest (``demo.py``)
   demo-linux, fetch-linux Debian's kernel under /dev/kvm (``demo_linux.py``)
+  kut [TEST...]           kvm-unit-tests on trapvisor and QEMU, one table (``kut.py``)
   theory ...              the Popek-Goldberg theory as executable code
                           (``theory.py``, ``theory_run.py``, ``theory_docs.py``)
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import compare, demo, demo_linux, host, run, vms
+from . import compare, demo, demo_linux, host, kut, run, vms
 from .options import Parser
 
 
@@ -41,6 +42,7 @@ def build_parser() -> Parser:
     host.add_parsers(sub)
     demo.add_parser(sub)
     demo_linux.add_parsers(sub)
+    kut.add_parser(sub)
     try:
         from .theory import add_theory_parser
         add_theory_parser(sub)
