@@ -93,9 +93,11 @@ class CpuModel:
                 | self.stepping)
 
 
-PC = CpuModel("pc", "TrapvisorCPU", family=6, model=3, stepping=3, brand="trapvisor virtual CPU",
+INTEL_VENDOR = "GenuineIntel"
+
+PC = CpuModel("pc", INTEL_VENDOR, family=6, model=3, stepping=3, brand="trapvisor virtual CPU",
               features=PC_FEATURES, max_leaf=1, max_extended_leaf=0)
-PC64 = CpuModel("pc64", "TrapvisorCPU", family=6, model=3, stepping=3, brand="trapvisor virtual CPU",
+PC64 = CpuModel("pc64", INTEL_VENDOR, family=6, model=3, stepping=3, brand="trapvisor virtual CPU",
                 features=PC_FEATURES | X86_64_FEATURES, max_leaf=0xB, max_extended_leaf=0x8000_0008)
 MODELS = {m.name: m for m in (PC, PC64)}
 

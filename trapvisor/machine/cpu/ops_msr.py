@@ -16,7 +16,7 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from .constants import (
-    CR0_PE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
+    CR0_PE, CR4_PCE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
     MSR_IA32_SYSENTER_EIP, MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, RF, SS, VM,
 )
 from .cpu import CpuFault
@@ -99,6 +99,19 @@ def c_rdtsc(cpu, ins):
     return rdtsc, NORMAL
 
 
+@handles(M.RDPMC)
+def c_rdpmc(cpu, ins):
+    """RDPMC (SDM Vol. 2B RDPMC): #GP(0) at CPL > 0 unless CR4.PCE is set, and #GP(0) for an
+    ECX that names no counter.  The model has no performance counters (CPUID leaf 0AH, the
+    architectural PMU, is beyond its maximum leaf, and the P6 PerfCtr MSRs are #GP), so every
+    index is invalid and RDPMC always faults once the privilege check passes."""
+    def rdpmc():
+        if cpu.cpl > 0 and not cpu.cr4 & CR4_PCE:
+            raise CpuFault(GP, 0)
+        raise CpuFault(GP, 0)          # no counter: ECX is never a valid index
+    return rdpmc, NORMAL
+
+
 # CPUID.1:EDX feature bits we implement (SDM Vol. 2 CPUID, Table 3-11).
 CPUID_EDX = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) \
     | (1 << 11) | (1 << 13) | (1 << 15)   # VME DE PSE TSC MSR CX8 APIC SEP PGE CMOV
@@ -111,8 +124,8 @@ def c_cpuid(cpu, ins):
     def cpuid():
         leaf = regs[0]
         if leaf == 0:
-            # Vendor "TrapvisorCPU" in EBX, EDX, ECX.
-            v = b"TrapvisorCPU"
+            # Vendor "GenuineIntel" in EBX, EDX, ECX (cpuid_model.INTEL_VENDOR).
+            v = b"GenuineIntel"
             regs[0] = 1
             regs[3] = int.from_bytes(v[0:4], "little")
             regs[2] = int.from_bytes(v[4:8], "little")
