@@ -91,3 +91,36 @@ def test_the_repositorys_known_failures_list_is_well_formed_and_names_real_tests
     names = {t.name for t in kut.load_tests()}
     known = kut.load_known_failures(DEFAULT_KNOWN)
     assert known and all(test in names for test, _ in known)
+
+
+def test_the_docs_page_carries_totals_known_failures_and_every_row():
+    rows = [kut.Row("eventinj", "NMI", "PASS", "PASS"), kut.Row("eventinj", kut.EXIT_ROW, "PASS", "PASS"),
+            kut.Row("realmode", kut.EXIT_ROW, "PASS", "stopped: real mode")]
+    page = kut.render_doc(rows, {("realmode", "*"): "no real mode"}, "trapvisor kut --write-docs X")
+    assert "| now | 1 | 1 | 1 |" in page
+    assert "| realmode | * | no real mode |" in page
+    assert "| realmode | PASS | stopped: real mode |" in page
+    assert "| eventinj | NMI | PASS | PASS |" in page
+
+
+@pytest.mark.parametrize("args,message", [
+    (("kut", "nonesuch"), "no kvm-unit-test named 'nonesuch'"),
+    (("kut", "--timeout", "-3"), "bad time limit"),
+    (("kut", "--known", "/nonexistent.toml"), "known-failures list"),
+])
+def test_bad_kut_options_are_one_line_and_status_2(args, message):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "trapvisor", *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr
+    assert len([line for line in p.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_list_names_every_test_with_its_options():
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "trapvisor", "kut", "--list"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0
+    assert any(line.startswith("smptest3 ") and "-smp 3" in line for line in p.stdout.splitlines())
+    assert any(line.startswith("sieve ") and "slow" in line for line in p.stdout.splitlines())
