@@ -384,8 +384,7 @@ def render_doc(rows: list[Row], known: dict, command: str) -> str:
         f"| now | {tot['subtests']} | {tot['qemu_pass']} | {tot['ours_pass']} |",
         "",
         f"Subtests both pass: {tot['both_pass']}.  QEMU passes and trapvisor does not: "
-        f"{tot['regressions']}, {len(bad)} of them outside the known-failures list.  (The before row",
-        "counts more subtests because a row that only one machine reached counts once per name.)",
+        f"{tot['regressions']}, {len(bad)} of them outside the known-failures list.",
         "",
         "## Whole tests (exit status: PASS = 1 all passed, FAIL = 3, SKIP = 77)",
         "",
