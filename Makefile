@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 # those that other packages only link into (Bochs's VGA BIOS is a link into vgabios, which
 # bochs does not pull in when seabios satisfies its dependency).  trapvisor/hosttools.py says
 # which program or file comes from which; tests/test_hosttools.py checks this list against it.
-APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios
+APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios gdb apt dpkg
 
-.PHONY: demo demo-linux test fuzz setup apt guests clean bench kut
+.PHONY: demo demo-linux test fuzz setup apt guests linux-guest clean bench kut
 
 # Checked on every run (dpkg -s is quick), so a package removed since the last run is reinstalled.
 setup: apt $(STAMP)
@@ -46,7 +46,15 @@ demo: guests
 demo-linux: setup
 	$(VENV)/bin/trapvisor demo-linux
 
-test: guests
+# guest:linux on the simulated PC: Debian's i386 686 kernel and busybox-static:i386, fetched
+# with apt-get download (dpkg must list the i386 architecture) into build/linux/i386.
+linux-guest: setup
+	@dpkg --print-foreign-architectures | grep -qx i386 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "adding the i386 architecture to dpkg (for apt-get download of guest:linux)"; \
+	  $$SUDO dpkg --add-architecture i386 && $$SUDO apt-get update -qq; }
+	$(PY) -m trapvisor.guests build linux
+
+test: guests linux-guest
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
 # The property tests with fresh random examples (make test replays fixed ones),

@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from trapvisor.kvm import docs_figures  # noqa: E402
 from trapvisor.kvm.boot_linux import effective_cmdline  # noqa: E402
 from trapvisor.kvm.hostinfo import probe_kvm  # noqa: E402
-from trapvisor.kvm.linux_assets import prepare_linux  # noqa: E402
+from trapvisor.linux.assets import prepare_linux  # noqa: E402
 from trapvisor.kvm.runner import run_kvm  # noqa: E402
 
 CMDLINE = "console=ttyS0 earlyprintk=serial,ttyS0,115200"

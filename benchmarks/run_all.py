@@ -7,6 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = [
     ["mips.py"],
+    ["vs_qemu.py"],
     ["techniques.py", "--scale", "0.5"],
     ["scheduler.py"],
     ["kvm_exit_roundtrip.py"],

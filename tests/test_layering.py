@@ -5,12 +5,12 @@ from its own part or from parts of a lower rank::
 
     8  __main__                      python -m trapvisor
     7  cli                           argument parsing, commands, terminal output
-    6  report                        comparison tables, HTML, divergences
+    6  report, debug                 comparison tables, HTML, divergences; the gdb stub
     5  vmm                           the monitor and its techniques
     4  kvm                           the /dev/kvm backend
     3  machine                       the simulated PC: CPU, devices, board, loaders
     2  guests                        builds the bundled guests (uses hosttools)
-    1  events, hosttools             the shared event format; host programs and files
+    1  events, hosttools, linux      the shared event format; host programs and files; Debian Linux assets
     0  errors, the package itself    UserError; trapvisor/__init__.py
 
 ``vmm`` sits above ``kvm`` because the ``kvm`` technique drives the KVM
@@ -40,18 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RANKS = {
     "trapvisor": 0, "errors": 0,
-    "events": 1, "hosttools": 1,
+    "events": 1, "hosttools": 1, "linux": 1,
     "guests": 2,
     "machine": 3,
     "kvm": 4,
     "vmm": 5,
     "report": 6,
+    "debug": 6,
     "cli": 7,
     "__main__": 8,
 }
 THEORY = "theory"
 BRIDGE_MAX_RANK = RANKS["machine"]
-QUIET_PARTS = ("machine", "vmm", "kvm")
+QUIET_PARTS = ("machine", "vmm", "kvm", "debug")
 TERMINAL_STREAMS = ("stdout", "stderr", "__stdout__", "__stderr__")
 
 

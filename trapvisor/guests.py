@@ -170,6 +170,22 @@ def get_guest(name: str) -> GuestInfo:
     return _info(*manifests[name])
 
 
+def paravirt_variant(kernel) -> pathlib.Path | None:
+    """The paravirtual build of the bundled guest that ``kernel`` is a build of
+    (its manifest's ``paravirt = "NAME"``), built if needed; None for any other file."""
+    path = pathlib.Path(kernel).resolve()
+    try:
+        path.relative_to(build_dir().resolve())
+    except ValueError:
+        return None
+    name = path.parent.name.rsplit("-", 1)[0]
+    manifests = _manifests()
+    if name not in manifests or path.stem != name:
+        return None
+    variant = manifests[name][1].get("paravirt")
+    return build_guest(variant) if variant else None
+
+
 # ---------------------------------------------------------------- tools
 
 _tool_versions: dict[str, str] = {}
@@ -339,12 +355,26 @@ def build_guest(name: str) -> pathlib.Path:
     return final
 
 
+# guest:linux is not built from guests/: it is Debian's i386 kernel with a busybox
+# initramfs, fetched with apt-get (linux/assets.py) into build/linux/i386.
+LINUX_GUEST = "linux"
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial"
+
+
+def linux_guest():
+    """The kernel and initramfs of guest:linux (fetched and written on first use)."""
+    from .linux.assets import prepare_linux_i386
+    return prepare_linux_i386()
+
+
 def resolve_kernel(spec: str) -> pathlib.Path:
     """``guest:NAME`` -> the built guest; anything else is a kernel file path."""
     if spec.startswith("guest:"):
         name = spec[len("guest:"):]
         if not name:
             raise GuestBuildError("empty guest name in 'guest:' (try guest:tvos)")
+        if name == LINUX_GUEST:
+            return linux_guest().kernel
         return build_guest(name)
     path = pathlib.Path(spec)
     if not path.is_file():
@@ -373,7 +403,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(p)
         elif len(args) >= 2 and args[0] == "build":
             for n in args[1:]:
-                print(build_guest(n))
+                if n == LINUX_GUEST:
+                    a = linux_guest()
+                    print(a.kernel)
+                    print(a.initrd)
+                else:
+                    print(build_guest(n))
         elif len(args) == 2 and args[0] == "path":
             print(resolve_kernel(args[1] if ":" in args[1] else "guest:" + args[1]))
         else:

@@ -79,10 +79,13 @@ REQUIREMENTS = (
                 _qemu_file("multiboot_dma.bin")),
     Requirement("linuxboot_dma.bin", "qemu-system-data", "QEMU's Linux loader ROM",
                 _qemu_file("linuxboot_dma.bin")),
+    Requirement("apt-get", "apt", "fetches Debian's kernel and busybox for guest:linux"),
+    Requirement("dpkg-deb", "dpkg", "unpacks the kernel and busybox packages of guest:linux"),
     Requirement("bochs", "bochs", "the tie-breaker where QEMU differs from Intel"),
     Requirement("BIOS-bochs-latest", "bochsbios", "Bochs's PC BIOS", (BOCHS_BIOS,)),
     Requirement("VGABIOS-lgpl-latest", "vgabios", "Bochs's VGA BIOS (its bochsrc names it)",
                 (BOCHS_VGABIOS,)),
+    Requirement("gdb", "gdb", "the debugger the gdb stub is tested with (trapvisor run --gdb)"),
 )
 
 BY_NAME = {r.name: r for r in REQUIREMENTS}
@@ -91,6 +94,7 @@ BY_NAME = {r.name: r for r in REQUIREMENTS}
 GUEST_BUILD = ("gcc", "as", "ld", "objcopy")
 QEMU = ("qemu-system-i386", "bios-256k.bin", "multiboot_dma.bin", "linuxboot_dma.bin")
 BOCHS = ("bochs", "BIOS-bochs-latest", "VGABIOS-lgpl-latest")
+LINUX_GUEST = ("apt-get", "dpkg-deb")
 
 
 def packages() -> list[str]:

@@ -67,7 +67,7 @@ def test_cpuid_vendor_family_and_leaves_are_the_simulated_pcs(kvm_host, guest):
     sim = leaves(b"".join(out).decode())
     got = leaves(kvm_run(kernel))
     assert set(got) == set(sim) == {(0, 0), (1, 0)}          # the pc model stops at leaf 1
-    assert got[(0, 0)] == sim[(0, 0)]                        # max leaf and "TrapvisorCPU"
+    assert got[(0, 0)] == sim[(0, 0)]                        # max leaf and "GenuineIntel"
     assert got[(1, 0)][:2] == sim[(1, 0)][:2]                # signature; APIC ID 0, one per package
     if kvm_host.hardware_assisted:
         assert got == sim
@@ -138,7 +138,7 @@ def test_each_vcpu_is_given_its_own_table(kvm_host, guest):
         for vcpu in m.vcpus:
             table = {(e.function, e.index): e for e in vcpu.get_cpuid()}
             assert table[(1, 0)].ebx >> 24 == vcpu.index
-            assert table[(0, 0)].ebx == int.from_bytes(b"Trap", "little")
+            assert table[(0, 0)].ebx == int.from_bytes(b"Genu", "little")
         assert [v.index for v in m.vcpus] == cm.Topology.for_cpus(3).apic_ids() == [0, 1, 2]
     finally:
         m.close()

@@ -1,7 +1,7 @@
 """The newc cpio writer."""
 import stat
 
-from trapvisor.kvm.initramfs import CpioEntry, busybox_initramfs, newc_archive, newc_entry, parse_newc
+from trapvisor.linux.initramfs import CpioEntry, busybox_initramfs, newc_archive, newc_entry, parse_newc
 
 
 def test_newc_header_layout():

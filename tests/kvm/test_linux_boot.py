@@ -17,7 +17,7 @@ import re
 import pytest
 
 from trapvisor.kvm.hostinfo import probe_kvm
-from trapvisor.kvm.linux_assets import prepare_linux
+from trapvisor.linux.assets import prepare_linux
 from trapvisor.kvm.runner import run_kvm
 
 CMDLINE = "console=ttyS0 earlyprintk=serial,ttyS0,115200"

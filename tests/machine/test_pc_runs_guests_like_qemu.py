@@ -22,6 +22,7 @@ CASES = [
     ("paging-timer", None),
     ("ring3", None),
     ("aout", None),
+    ("bench", "alu=1000 call=1000 sweep=2 stos=3 movs=2 int=100"),
     ("tvos", "workload=probe"),
     ("tvos", "workload=selftest"),
     ("tvos", "workload=compute iterations=1"),

@@ -14,8 +14,8 @@ for every technique and both CPU variants:
   wrote (the checks of tests/vmm/test_resource_control.py);
 * on the strict CPU every technique gives the bare strict PC's console
   output, exit status, stop reason and instruction count; on the standard
-  CPU emulation does (trap-and-emulate is not a correct monitor there: the
-  x86 holes).
+  CPU emulation and binary translation do (trap-and-emulate is not a correct
+  monitor there: the x86 holes).
 
 `make test` replays a fixed set (derandomized, tests/conftest.py); `make
 fuzz` draws fresh ones, more of them (TRAPVISOR_FUZZ=1).
@@ -38,7 +38,7 @@ from .test_resource_control import check_host_cpu, check_monitor_region
 LIMIT = 20_000
 MEMORY = 8 << 20
 EXAMPLES = 25 * (4 if os.environ.get("TRAPVISOR_FUZZ", "") not in ("", "0") else 1)
-TECHNIQUES = [n for n, c in registered().items() if c.time_sliced and n != "native"]
+TECHNIQUES = [n for n, c in registered().items() if c.time_sliced and n != "native"] + ["bt"]
 
 # Instructions whose behaviour depends on privilege, descriptors or the monitor.
 SNIPPETS = [bytes.fromhex(h) for h in (
@@ -98,6 +98,21 @@ def contained_trap_emulate(module_path, strict):
     return r
 
 
+def contained_bt(module_path, strict):
+    from trapvisor.vmm.techniques.bt import BinaryTranslation
+    from .techniques.test_bt_containment import check_bt_host_cpu, check_translation_cache
+    bt = BinaryTranslation.build(str(build_guest("fuzz")), modules=(module_path,), memory_bytes=MEMORY,
+                                 strict=strict)
+    before = bytes(bt.alloc.host.ram[:MONITOR_REGION])
+    r = bt.run(LIMIT)
+    check_translation_cache(bt, before)
+    check_bt_host_cpu(bt)
+    return r
+
+
+CONTAINED = {"trap-emulate": contained_trap_emulate, "bt": contained_bt}
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(module=modules(), strict=st.booleans())
 # Found by the fuzzer: a jump outside RAM, where the interpreter decoded open bus as #UD
@@ -110,8 +125,8 @@ def test_random_kernels_are_contained_and_equivalent(module, strict):
         f.write(module)
         f.flush()
         bare = run("native", f.name, strict)
-        # trap-emulate with the containment checks; the others through the registry
-        results = {t: contained_trap_emulate(f.name, strict) if t == "trap-emulate" else run(t, f.name, strict)
+        # trap-emulate and bt with the containment checks; the others through the registry
+        results = {t: CONTAINED[t](f.name, strict) if t in CONTAINED else run(t, f.name, strict)
                    for t in TECHNIQUES}
     for name, r in [("native", bare), *results.items()]:
         assert r.steps <= LIMIT + 1000, f"{name}: {r.steps} steps past the limit"

@@ -15,7 +15,8 @@ and strict CPU) and ``emulate`` with an instruction limit, and:
 (b) no byte outside the VM's partition changes: the host memory holds a
     random-pattern partition *before* the VM's and a second, real VM (the
     ``hello`` kernel) *after* it; both are byte-identical after the run and
-    the second VM then runs normally.  In the monitor region only the shadow
+    the second VM then runs normally (under ``vtx``/``vtx-noept`` too: the
+    checks of tests/vmm/test_vtx.py, ``check_vtx_containment``).  In the monitor region only the shadow
     GDT and the used part of the shadow page-table pool may change: the
     shadow GDT must hold no DPL-0 segment and none reaching the monitor
     window, and every shadow mapping must point into the VM's partition (or
@@ -95,6 +96,10 @@ CASES = [
     Case("idt-outside", stops=("triple fault",)),
     Case("idt-outside", "final=2", stops=("triple fault",)),
     Case("map-monitor"),
+    # EIP wrapping from 0xFFFFFFFF to 0, code in the monitor's window of linear space.
+    Case("wrap"),
+    # The guest's time-stamp counter: its own instructions, whatever ran them.
+    Case("tsc"),
     # The GDT page unmapped and invalidated: the shadow GDT is rebuilt at the INVLPG,
     # so on the standard CPU too the MOV DS faults as on the bare PC.
     Case("gdt-unmapped", stops=("triple fault",)),
@@ -118,7 +123,8 @@ CASES = [
     # Deliveries that retire nothing still reach the limit.
     Case("fault-loop", limit=SPIN_LIMIT, stops=("instruction limit",), qemu=False),
 ]
-CONFIGS = [("trap-emulate", False), ("trap-emulate", True), ("emulate", False)]
+CONFIGS = [("trap-emulate", False), ("trap-emulate", True), ("emulate", False), ("vtx", False),
+           ("vtx-noept", False)]
 
 # Words a kernel prints only when an attack got somewhere.
 BREACH = re.compile(r"KEPT|ELSEWHERE|NOT in the kernel|DIFFERS|FAILED|NOT changed|NOT woken|"
@@ -288,6 +294,15 @@ def run_case(case: Case, technique: str, strict: bool, neighbours: Neighbours):
         check_host_cpu(te)
         check_monitor_region(te, before)
         partition = te.vm.partition
+    elif technique.startswith("vtx"):
+        from tests.vmm.test_vtx import check_vtx_containment
+        from trapvisor.vmm.monitor import get
+        m = get(technique).build(kernel, cmdline=case.cmdline, memory_bytes=MEMORY, costs=costs,
+                                 strict=strict)
+        before = bytes(m.alloc.host.ram[:MONITOR_REGION])
+        result = m.run(case.limit)
+        check_vtx_containment(m, before)
+        partition = m.vm.partition
     else:
         result = Emulate.build(kernel, cmdline=case.cmdline, memory_bytes=MEMORY,
                                costs=costs).run(case.limit)
@@ -300,7 +315,7 @@ def run_case(case: Case, technique: str, strict: bool, neighbours: Neighbours):
 
 
 @pytest.mark.parametrize("technique,strict", CONFIGS,
-                         ids=["trap-emulate", "trap-emulate-strict", "emulate"])
+                         ids=["trap-emulate", "trap-emulate-strict", "emulate", "vtx", "vtx-noept"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_guest_is_contained(case, technique, strict, neighbours):
     r = run_case(case, technique, strict, neighbours)

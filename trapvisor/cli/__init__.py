@@ -7,11 +7,13 @@ done by the layers below):
                           or on KVM (``run.py``)
   compare KERNEL          natively and under each technique, one table (``compare.py``)
   vms 'KERNEL [ARGS]'...  several VMs time-sliced on one host CPU (``vms.py``)
+  vmcs dump KERNEL        simulated VT-x: a guest's VMCS field by field (``vmcs.py``)
   guests, techniques,     the bundled guests, the registered techniques,
   info, doctor            what /dev/kvm is here, the host
                           programs trapvisor needs (``host.py``)
   demo                    the main job on the bundled default guest (``demo.py``)
   demo-linux, fetch-linux Debian's kernel under /dev/kvm (``demo_linux.py``)
+  bt show KERNEL --at A   a unit of guest code and its binary translation (``bt.py``)
   kut [TEST...]           kvm-unit-tests on trapvisor and QEMU, one table (``kut.py``)
   theory ...              the Popek-Goldberg theory as executable code
                           (``theory.py``, ``theory_run.py``, ``theory_docs.py``)
@@ -28,7 +30,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import compare, demo, demo_linux, host, kut, run, vms
+from . import bt, compare, demo, demo_linux, host, kut, run, vmcs, vms
 from .options import Parser
 
 
@@ -39,6 +41,8 @@ def build_parser() -> Parser:
     run.add_parser(sub)
     compare.add_parser(sub)
     vms.add_parser(sub)
+    vmcs.add_parser(sub)
+    bt.add_parser(sub)
     host.add_parsers(sub)
     demo.add_parser(sub)
     demo_linux.add_parsers(sub)

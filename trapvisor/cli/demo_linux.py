@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_fetch_linux(args) -> int:
-    from ..kvm.linux_assets import prepare_linux
+    from ..linux.assets import prepare_linux
     assets = prepare_linux()
     print(f"kernel: {assets.kernel} ({assets.kernel_package})")
     print(f"initrd: {assets.initrd}")
@@ -40,7 +40,7 @@ def cmd_fetch_linux(args) -> int:
 
 def cmd_demo_linux(args) -> int:
     from ..kvm.hostinfo import probe_kvm
-    from ..kvm.linux_assets import prepare_linux
+    from ..linux.assets import prepare_linux
     from ..kvm.runner import require_ram_fits, require_usable_kvm
     from .console import SerialSpec
     from .run import run_kvm_on_console

@@ -11,6 +11,7 @@ guest is built or a machine exists.
 from __future__ import annotations
 
 from . import options as o
+from . import run_debug
 from .console import RawTerminal, SerialSpec, open_serial, serial_spec
 from .summaries import report_run, report_technique_run
 
@@ -28,7 +29,8 @@ def smp_count(text: str) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="boot a kernel on the simulated PC (or on KVM)")
-    p.add_argument("kernel", type=o.kernel, help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME")
+    p.add_argument("kernel", type=o.kernel, nargs="?", default=None,
+                   help="kernel file (Multiboot ELF/a.out, ELF32, bzImage) or guest:NAME (none with --restore)")
     p.add_argument("--memory", "-m", type=o.memory_size, default="128M", help="guest RAM (default 128M)")
     p.add_argument("--append", default="", help="kernel command line")
     p.add_argument("--module", action="append", default=[], type=o.readable_file("module"),
@@ -62,9 +64,11 @@ def add_parser(sub) -> None:
                    help="trap-emulate: shadow address spaces kept across CR3 loads "
                         "(default 8; 1 rebuilds the shadow on every context switch)")
     p.add_argument("--linux-entry", choices=("auto", "bzimage", "vmlinux"), default=None,
-                   help="Linux under --accel kvm: enter the bzImage (it decompresses itself) or a vmlinux "
-                        "trapvisor decompressed on the host; auto (default) = vmlinux on software KVM")
+                   help="Linux: enter the bzImage (it decompresses itself) or a vmlinux trapvisor "
+                        "decompressed on the host; auto (default) = vmlinux on the simulated PC and "
+                        "software KVM")
     p.add_argument("--quiet", "-q", action="store_true", help="no end-of-run summary")
+    run_debug.add_options(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -103,6 +107,7 @@ def technique_options(args, kernel: str, **extra):
     from ..vmm.monitor import RunOptions
     return RunOptions(kernel, cmdline=args.append, memory_bytes=args.memory, strict=args.cpu == "strict",
                       shadow_cache=args.shadow_cache, modules=tuple(args.module), disk=args.disk,
+                      initrd=args.initrd,
                       max_seconds=args.max_seconds, **extra)
 
 
@@ -124,7 +129,7 @@ def check_run(args) -> None:
     if args.accel == "kvm":
         check_kvm_run(args, given)
     else:
-        _refuse_any(given, ("--initrd", "--stop-after-output", "--linux-entry"), "needs --accel kvm")
+        _refuse_any(given, ("--stop-after-output",), "needs --accel kvm")
         _refuse_any(given, ("--smp",), "the simulated PC has one CPU; more need --accel kvm")
         _refuse_any(given, ("--cpu host",), "needs --accel kvm (the simulated PC's CPU is its own)")
         if args.technique != "native":
@@ -138,9 +143,29 @@ def check_run(args) -> None:
 
 # -- the three paths ------------------------------------------------------------------------
 
+def linux_guest_defaults(args) -> None:
+    """guest:linux: its initramfs and console command line unless --initrd/--append say otherwise."""
+    from ..guests import LINUX_CMDLINE, LINUX_GUEST, linux_guest
+    if args.kernel == f"guest:{LINUX_GUEST}" and args.accel != "kvm":
+        if args.initrd is None:
+            args.initrd = str(linux_guest().initrd)
+        if not args.append:
+            args.append = LINUX_CMDLINE
+
+
 def cmd_run(args) -> int:
+    if args.kernel is None and args.restore is None:
+        o.refuse("run", "give a kernel (a file or guest:NAME), or --restore FILE")
+    debugging = run_debug.debug_path(args)
+    if debugging:
+        run_debug.check_debug_run(args)
+    if args.restore is not None:
+        return run_debug.run_debugged(args, None)
     check_run(args)
+    linux_guest_defaults(args)
     kernel = o.resolve_kernel(args.kernel)
+    if debugging:
+        return run_debug.run_debugged(args, kernel)
     if args.accel == "kvm":
         return run_on_kvm(args, kernel)
     if args.technique != "native":
@@ -154,12 +179,19 @@ def run_on_pc(args, kernel: str) -> int:
     try:
         pc = PC(args.memory, serial_out=serial.out, serial_in=serial.input, disk=args.disk,
                 strict=args.cpu == "strict")
-        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load)
+        pc.load_kernel(kernel, cmdline=args.append, modules=args.module, raw_load=args.raw_load,
+                       initrd=args.initrd, linux_entry=sim_linux_entry(args.linux_entry))
         with o.optional_output(args.trace, "trace file") as trace:
             result = pc.run(args.max_instructions, max_seconds=args.max_seconds, trace_file=trace)
     finally:
         serial.close()
     return report_run(result, quiet=args.quiet)
+
+
+def sim_linux_entry(choice: str | None) -> str:
+    """--linux-entry on the simulated PC: auto is vmlinux (the guest's decompressor would
+    take minutes at emulation speed)."""
+    return "vmlinux" if choice in (None, "auto") else choice
 
 
 def run_under_technique(args, kernel: str) -> int:
@@ -168,9 +200,12 @@ def run_under_technique(args, kernel: str) -> int:
     serial = open_serial(args.serial)
     try:
         with o.optional_output(args.trace, "trace file") as trace:
-            opts = technique_options(args, kernel, serial_out=serial.out, trace_file=trace,
-                                     costs=args.costs or CostModel.default())
-            r = get(args.technique)(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
+            cls = get(args.technique)
+            typed = serial.input if "serial_in" in cls.honours else None
+            opts = technique_options(args, cls.guest_kernel(str(kernel)), serial_out=serial.out,
+                                     trace_file=trace, costs=args.costs or CostModel.default(),
+                                     serial_in=typed)
+            r = cls(opts).run(args.max_instructions or DEFAULT_TECHNIQUE_LIMIT)
     finally:
         serial.close()
     return report_technique_run(r, quiet=args.quiet)

@@ -3,6 +3,6 @@
 Modules: ``ioctls`` (ABI from the uapi headers), ``hostinfo`` (what /dev/kvm
 is), ``vm``/``vcpu``/``guestmem`` (the objects), ``cpuid`` (what the guest
 sees), ``exits`` (typed exits and the one handler), ``entry_state`` (initial
-registers), ``boot_linux``/``initramfs``/``linux_assets`` (Linux), ``runner``
+registers), ``boot_linux`` (Linux; its packages and initramfs: ``trapvisor.linux``), ``runner``
 (the exit loop and ``run --accel kvm``), ``diagnose`` (why a guest stopped).
 """

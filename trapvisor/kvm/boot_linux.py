@@ -29,8 +29,6 @@ Two entry points, same page tables and zero page:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import struct
 from dataclasses import dataclass, field
@@ -38,52 +36,29 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from .entry_state import CpuEntry, Segment
 
-# -- setup header (boot.rst, "The real-mode kernel header") --------------------
-HDR_SETUP_SECTS = 0x1F1
-HDR_BOOT_FLAG = 0x1FE
-HDR_JUMP = 0x200
-HDR_MAGIC = 0x202          # "HdrS"
-HDR_VERSION = 0x206
-HDR_TYPE_OF_LOADER = 0x210
-HDR_LOADFLAGS = 0x211
-HDR_CODE32_START = 0x214
-HDR_RAMDISK_IMAGE = 0x218
-HDR_RAMDISK_SIZE = 0x21C
-HDR_HEAP_END_PTR = 0x224
-HDR_CMD_LINE_PTR = 0x228
-HDR_INITRD_ADDR_MAX = 0x22C
-HDR_KERNEL_ALIGNMENT = 0x230
-HDR_RELOCATABLE = 0x234
-HDR_XLOADFLAGS = 0x236
-HDR_CMDLINE_SIZE = 0x238
-HDR_PAYLOAD_OFFSET = 0x248
-HDR_PAYLOAD_LENGTH = 0x24C
-HDR_PREF_ADDRESS = 0x258
-HDR_INIT_SIZE = 0x260
-
-LOADED_HIGH = 0x01
-CAN_USE_HEAP = 0x80
-XLF_KERNEL_64 = 0x01
-MIN_PROTOCOL = 0x0206       # cmdline_size and the 64-bit fields we read need >= 2.06 (payload: 2.08)
-
-# -- boot_params (bootparam.h) -------------------------------------------------------
-BP_ACPI_RSDP_ADDR = 0x070          # protocol 2.14+: where the ACPI RSDP is
-BP_EXT_RAMDISK_IMAGE = 0x0C0
-BP_EXT_RAMDISK_SIZE = 0x0C4
-BP_EXT_CMD_LINE_PTR = 0x0C8
-BP_E820_ENTRIES = 0x1E8
-BP_E820_TABLE = 0x2D0
-E820_MAX_ENTRIES_ZEROPAGE = 128
+# The boot protocol's header, payload, zero page and initrd placement are shared with the
+# simulated PC's 32-bit entry (machine/loader/bzimage.py, linux_payload.py).
+from ..machine.loader.bzimage import (  # noqa: E402,F401  (re-exported for the KVM tests)
+    BP_ACPI_RSDP_ADDR, BP_E820_ENTRIES, BP_E820_TABLE, BP_EXT_CMD_LINE_PTR, BP_EXT_RAMDISK_IMAGE,
+    BP_EXT_RAMDISK_SIZE, CAN_USE_HEAP, CMDLINE_ADDR, DEFAULT_LOAD_ADDR, E820_MAX_ENTRIES_ZEROPAGE,
+    HDR_BOOT_FLAG, HDR_CMD_LINE_PTR, HDR_CMDLINE_SIZE, HDR_CODE32_START, HDR_HEAP_END_PTR,
+    HDR_INIT_SIZE, HDR_INITRD_ADDR_MAX, HDR_JUMP, HDR_KERNEL_ALIGNMENT, HDR_LOADFLAGS, HDR_MAGIC,
+    HDR_PAYLOAD_LENGTH, HDR_PAYLOAD_OFFSET, HDR_PREF_ADDRESS, HDR_RAMDISK_IMAGE, HDR_RAMDISK_SIZE,
+    HDR_RELOCATABLE, HDR_SETUP_SECTS, HDR_TYPE_OF_LOADER, HDR_VERSION, HDR_XLOADFLAGS, LOADED_HIGH,
+    MIN_PROTOCOL, XLF_KERNEL_64, ZERO_PAGE_ADDR, SetupHeader, check_fits as _check_fits, is_bzimage,
+    parse_setup_header, place_initrd, write_zero_page,
+)
+from ..machine.loader.linux_payload import (  # noqa: E402,F401
+    LZ4_LEGACY_BLOCK, LZ4_LEGACY_MAGIC, decompress_payload, lz4_block_python, lz4_legacy_decompress,
+    payload_format,
+)
 
 # -- where trapvisor puts things (low memory, below the EBDA at 0x9FC00) --------------
 BOOT_GDT_ADDR = 0x500
-ZERO_PAGE_ADDR = 0x7000
 BOOT_STACK_TOP = 0x8FF0
 PML4_ADDR = 0x9000
 PDPT_ADDR = 0xA000
 PD_ADDR = 0xB000            # four page directories, 0xB000-0xEFFF: 4 GiB of 2 MiB pages
-CMDLINE_ADDR = 0x20000
-DEFAULT_LOAD_ADDR = 0x100_0000   # 16 MiB: Debian's CONFIG_PHYSICAL_START
 
 BOOT_CS, BOOT_DS = 0x10, 0x18
 CR0_PE, CR0_ET, CR0_NE, CR0_PG = 1, 0x10, 0x20, 1 << 31
@@ -109,29 +84,6 @@ ALWAYS_CMDLINE = ["reboot=k"]
 
 
 @dataclass
-class SetupHeader:
-    setup_sects: int
-    version: int
-    loadflags: int
-    code32_start: int
-    initrd_addr_max: int
-    kernel_alignment: int
-    relocatable: bool
-    xloadflags: int
-    cmdline_size: int
-    payload_offset: int
-    payload_length: int
-    pref_address: int
-    init_size: int
-    raw: bytes          # the header bytes to copy into the zero page
-
-    @property
-    def pm_offset(self) -> int:
-        """File offset of the protected-mode kernel (boot.rst: (setup_sects+1)*512)."""
-        return ((self.setup_sects or 4) + 1) * 512
-
-
-@dataclass
 class LinuxBoot:
     entry: CpuEntry
     cmdline: str
@@ -139,154 +91,6 @@ class LinuxBoot:
     initrd_range: tuple[int, int] | None
     mode: str
     notes: list[str] = field(default_factory=list)
-
-
-def is_bzimage(data: bytes) -> bool:
-    return len(data) > 0x210 and data[HDR_MAGIC:HDR_MAGIC + 4] == b"HdrS"
-
-
-def parse_setup_header(data: bytes, name: str = "kernel") -> SetupHeader:
-    if not is_bzimage(data):
-        raise UserError(f"{name} is not a Linux bzImage (no 'HdrS' at 0x202)")
-    u8 = lambda o: data[o]                                     # noqa: E731
-    u16 = lambda o: struct.unpack_from("<H", data, o)[0]       # noqa: E731
-    u32 = lambda o: struct.unpack_from("<I", data, o)[0]       # noqa: E731
-    version = u16(HDR_VERSION)
-    if version < MIN_PROTOCOL:
-        raise UserError(f"{name}: boot protocol {version >> 8}.{version & 0xFF:02d} is too old "
-                        f"(trapvisor needs 2.06 or later)")
-    end = HDR_JUMP + 2 + u8(HDR_JUMP + 1)      # the header ends where the jump at 0x200 lands
-    return SetupHeader(
-        setup_sects=u8(HDR_SETUP_SECTS), version=version, loadflags=u8(HDR_LOADFLAGS),
-        code32_start=u32(HDR_CODE32_START), initrd_addr_max=u32(HDR_INITRD_ADDR_MAX),
-        kernel_alignment=u32(HDR_KERNEL_ALIGNMENT), relocatable=bool(u8(HDR_RELOCATABLE)),
-        xloadflags=u16(HDR_XLOADFLAGS) if version >= 0x020C else 0,
-        cmdline_size=u32(HDR_CMDLINE_SIZE),
-        payload_offset=u32(HDR_PAYLOAD_OFFSET) if version >= 0x0208 else 0,
-        payload_length=u32(HDR_PAYLOAD_LENGTH) if version >= 0x0208 else 0,
-        pref_address=struct.unpack_from("<Q", data, HDR_PREF_ADDRESS)[0] if version >= 0x020A else DEFAULT_LOAD_ADDR,
-        init_size=u32(HDR_INIT_SIZE) if version >= 0x020A else 0,
-        raw=bytes(data[HDR_SETUP_SECTS:end]))
-
-
-# -- the compressed payload -------------------------------------------------------------
-LZ4_LEGACY_MAGIC = 0x184C2102
-LZ4_LEGACY_BLOCK = 8 << 20
-
-
-def payload_format(payload: bytes) -> str:
-    if payload[:4] == struct.pack("<I", LZ4_LEGACY_MAGIC):
-        return "lz4"
-    if payload[:2] == b"\x1f\x8b":
-        return "gzip"
-    if payload[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if payload[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
-    return "unknown"
-
-
-def _liblz4():
-    name = ctypes.util.find_library("lz4") or "liblz4.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
-        return None
-    fn = lib.LZ4_decompress_safe
-    fn.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def lz4_block_python(src: bytes, limit: int) -> bytes:
-    """The LZ4 block format (lz4 Block_format.md), decoded in Python: slow, but no library."""
-    out = bytearray()
-    i, n = 0, len(src)
-    while i < n:
-        token = src[i]
-        i += 1
-        lit = token >> 4
-        if lit == 15:
-            while True:
-                b = src[i]
-                i += 1
-                lit += b
-                if b != 255:
-                    break
-        out += src[i:i + lit]
-        i += lit
-        if i >= n:
-            break
-        offset = src[i] | (src[i + 1] << 8)
-        i += 2
-        mlen = token & 15
-        if mlen == 15:
-            while True:
-                b = src[i]
-                i += 1
-                mlen += b
-                if b != 255:
-                    break
-        mlen += 4
-        start = len(out) - offset
-        if offset >= mlen:
-            out += out[start:start + mlen]
-        else:                       # overlapping copy: the pattern repeats
-            chunk = out[start:]
-            reps = -(-mlen // len(chunk))
-            out += (chunk * reps)[:mlen]
-        if len(out) > limit:
-            raise ValueError("LZ4 block larger than its limit")
-    return bytes(out)
-
-
-def lz4_legacy_decompress(payload: bytes) -> bytes:
-    """The LZ4 legacy frame the kernel's 'lz4 -l' makes: magic, then (u32 size, block)*.
-
-    The kernel build appends the uncompressed length (4 bytes) after the
-    stream; a block header that would run past the end is that trailer.
-    """
-    fast = _liblz4()
-    out = []
-    off = 4
-    buf = ctypes.create_string_buffer(LZ4_LEGACY_BLOCK) if fast else None
-    while off + 4 <= len(payload):
-        size = struct.unpack_from("<I", payload, off)[0]
-        if size == LZ4_LEGACY_MAGIC:
-            off += 4
-            continue
-        if off + 4 + size > len(payload):
-            break
-        block = payload[off + 4: off + 4 + size]
-        off += 4 + size
-        if fast:
-            n = fast(block, buf, size, LZ4_LEGACY_BLOCK)
-            if n < 0:
-                raise UserError("the bzImage's LZ4 payload is corrupt")
-            out.append(buf.raw[:n])
-        else:
-            out.append(lz4_block_python(block, LZ4_LEGACY_BLOCK))
-    return b"".join(out)
-
-
-def decompress_payload(data: bytes, hdr: SetupHeader) -> bytes:
-    """The vmlinux ELF inside a bzImage (protocol 2.08+: payload_offset/length)."""
-    if not hdr.payload_offset:
-        raise UserError("this bzImage predates boot protocol 2.08: no payload to decompress",
-                        hint="use --linux-entry bzimage")
-    start = hdr.pm_offset + hdr.payload_offset
-    payload = data[start:start + hdr.payload_length]
-    fmt = payload_format(payload)
-    if fmt == "lz4":
-        return lz4_legacy_decompress(payload)
-    if fmt == "gzip":
-        import zlib
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
-    if fmt == "xz":
-        import lzma
-        return lzma.LZMADecompressor().decompress(payload)
-    raise UserError(f"cannot decompress a {fmt} kernel payload on the host",
-                    hint="use --linux-entry bzimage (the kernel decompresses itself)")
 
 
 def elf64_segments(elf: bytes) -> tuple[int, list[tuple[int, bytes, int]]]:
@@ -320,28 +124,6 @@ def boot_gdt(memory) -> tuple[int, int]:
     gdt = struct.pack("<4Q", 0, 0, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
     memory.write(BOOT_GDT_ADDR, gdt)
     return BOOT_GDT_ADDR, len(gdt) - 1
-
-
-def write_zero_page(memory, hdr: SetupHeader, *, cmdline_addr: int, initrd: tuple[int, int] | None,
-                    e820: list[tuple[int, int, int]], rsdp: int = 0) -> int:
-    zp = bytearray(4096)
-    zp[HDR_SETUP_SECTS:HDR_SETUP_SECTS + len(hdr.raw)] = hdr.raw
-    zp[HDR_TYPE_OF_LOADER] = 0xFF                     # "undefined" boot loader (boot.rst)
-    zp[HDR_LOADFLAGS] = hdr.loadflags | LOADED_HIGH | CAN_USE_HEAP
-    struct.pack_into("<H", zp, HDR_HEAP_END_PTR, 0xFE00 - 0x200)
-    struct.pack_into("<I", zp, HDR_CMD_LINE_PTR, cmdline_addr)
-    if initrd:
-        addr, size = initrd
-        struct.pack_into("<II", zp, HDR_RAMDISK_IMAGE, addr & 0xFFFFFFFF, size & 0xFFFFFFFF)
-        struct.pack_into("<II", zp, BP_EXT_RAMDISK_IMAGE, addr >> 32, size >> 32)
-    if rsdp and hdr.version >= 0x020E:
-        struct.pack_into("<Q", zp, BP_ACPI_RSDP_ADDR, rsdp)
-    entries = e820[:E820_MAX_ENTRIES_ZEROPAGE]
-    zp[BP_E820_ENTRIES] = len(entries)
-    for i, (base, length, kind) in enumerate(entries):
-        struct.pack_into("<QQI", zp, BP_E820_TABLE + 20 * i, base, length, kind)
-    memory.write(ZERO_PAGE_ADDR, bytes(zp))
-    return ZERO_PAGE_ADDR
 
 
 def long_mode_entry(rip: int, zero_page: int, gdt: tuple[int, int], cr3: int) -> CpuEntry:
@@ -429,20 +211,3 @@ def load_linux(memory, path, *, initrd=None, cmdline: str = "", software_kvm: bo
     cr3 = identity_page_tables(memory)
     gdt = boot_gdt(memory)
     return LinuxBoot(long_mode_entry(rip, zp, gdt, cr3), full_cmdline, (load, end), initrd_range, mode, notes)
-
-
-def _check_fits(memory, start: int, end: int, what: str) -> None:
-    if end > memory.size:
-        raise UserError(f"{what} needs memory up to {end >> 20} MiB; the guest has {memory.size >> 20} MiB",
-                        hint="give more with --memory")
-
-
-def place_initrd(mem_size: int, size: int, *, kernel_end: int, addr_max: int, name: str = "initrd") -> tuple[int, int]:
-    """As high as allowed (below initrd_addr_max and the top of RAM), page-aligned, above the kernel."""
-    top = min(mem_size, (addr_max or 0x37FFFFFF) + 1)
-    addr = (top - size) & ~0xFFF
-    if addr < kernel_end or size > mem_size:
-        raise UserError(f"initrd {name} ({size / (1 << 20):.1f} MiB) does not fit in guest memory "
-                        f"({mem_size >> 20} MiB) above the kernel (which ends at {kernel_end >> 20} MiB)",
-                        hint="give more memory with --memory, or a smaller initrd")
-    return addr, size

@@ -19,6 +19,7 @@ _IO = struct.Struct("<BBHIQ")          # direction, size, port, count, data_offs
 _MMIO = struct.Struct("<Q8sIB")        # phys_addr, data[8], len, is_write
 _U32x2 = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
+_DEBUG = struct.Struct("<IIQQQ")       # exception, pad, pc, dr6, dr7 (kvm_debug_exit_arch)
 U = ioctls.RUN_UNION
 
 
@@ -87,6 +88,17 @@ class InternalErrorExit:
 
 
 @dataclass(slots=True)
+class DebugExit:
+    """KVM_EXIT_DEBUG (a host debugger's breakpoint or single step: struct
+    kvm_debug_exit_arch): the exception (1 #DB, 3 #BP), the linear PC, DR6, DR7."""
+    exception: int
+    pc: int
+    dr6: int
+    dr7: int
+    reason = "KVM_EXIT_DEBUG"
+
+
+@dataclass(slots=True)
 class OtherExit:
     code: int
     detail: int = 0
@@ -109,6 +121,9 @@ def decode_exit(page, exit_reason: int):
         return MmioExit(addr, length, bool(is_write), data[:length] if is_write else b"")
     if exit_reason == ioctls.KVM_EXIT_HLT:
         return HltExit()
+    if exit_reason == ioctls.KVM_EXIT_DEBUG:
+        exception, _pad, pc, dr6, dr7 = _DEBUG.unpack_from(page, U)
+        return DebugExit(exception, pc, dr6, dr7)
     if exit_reason == ioctls.KVM_EXIT_INTR:
         return IntrExit()
     if exit_reason == ioctls.KVM_EXIT_IRQ_WINDOW_OPEN:
@@ -137,6 +152,7 @@ def decode_exit(page, exit_reason: int):
 CONTINUE = "continue"
 WAIT = "wait"       # HLT with no in-kernel irqchip: sleep until a timer or input
 STOP = "stop"
+DEBUG = "debug"     # a host debugger's breakpoint or step: the machine pauses for it
 
 
 @dataclass(slots=True)
@@ -183,6 +199,8 @@ def handle_exit(ex, io_bus, mmio_bus) -> Outcome:
         return _CONTINUE
     if type(ex) is HltExit:
         return Outcome(action=WAIT)
+    if type(ex) is DebugExit:
+        return Outcome(action=DEBUG)
     if type(ex) is ShutdownExit:
         return Outcome(STOP, stop_reason="guest shutdown (triple fault): KVM_EXIT_SHUTDOWN", problem=True)
     if type(ex) is SystemEventExit:

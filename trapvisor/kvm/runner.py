@@ -104,6 +104,10 @@ class KvmMachine:
         self.round = 0
         self._timer_wake = threading.Event()
         self.userspace_timer_signal = False      # SIGALRM to the BSP (vcpu_loop.py), set by run()
+        # A host debugger (trapvisor/debug/kvm_target.py): called on a vCPU's thread with its
+        # KVM_EXIT_DEBUG, or with a software KVM's failure to emulate an INT3 (True: it was the
+        # debugger's); None: such an exit stops the VM as unexpected.
+        self.on_debug = None
         try:
             self.system = KvmSystem()
             limit = self.system.check_extension(ioctls.KVM_CAP_MAX_VCPUS) or self.system.check_extension(
@@ -355,6 +359,8 @@ class KvmMachine:
                 or ex.suberror != ioctls.KVM_INTERNAL_ERROR_EMULATION):
             return False
         op = ex.insn_bytes[:1]
+        if op == b"\xcc" and self.on_debug is not None and self.on_debug(vcpu, ex):
+            return True          # a host debugger's INT3 (trapvisor/debug): the machine pauses for it
         if op == b"\xcc":
             self._advance(vcpu, 1)
             vcpu.inject_exception(BP_VECTOR)

@@ -195,6 +195,14 @@ class KvmVcpu:
         ev.flags = 0
         ioctls.ioctl(self.fd, ioctls.KVM_SET_VCPU_EVENTS, ev)
 
+    def set_guest_debug(self, control: int, debugreg=(0,) * 8) -> None:
+        """KVM_SET_GUEST_DEBUG (api.rst 4.61): a host debugger's breakpoints and single step;
+        control 0 turns them off."""
+        d = ioctls.kvm_guest_debug(control=control)
+        for i, v in enumerate(debugreg):
+            d.debugreg[i] = v
+        ioctls.ioctl(self.fd, ioctls.KVM_SET_GUEST_DEBUG, d)
+
     def translate(self, linear: int) -> int | None:
         """KVM_TRANSLATE: the guest-physical address of a linear address, or None."""
         t = ioctls.kvm_translation(linear_address=linear)

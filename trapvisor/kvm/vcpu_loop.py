@@ -32,7 +32,7 @@ import time
 
 from ..events import INJECT, Event
 from . import ioctls
-from .exits import CONTINUE, STOP, WAIT, IntrExit, IoExit, Outcome, decode_exit, handle_exit
+from .exits import CONTINUE, DEBUG, STOP, WAIT, IntrExit, IoExit, Outcome, decode_exit, handle_exit
 
 RFLAGS_IF = 0x200
 # Signals meant for the whole process go to the main thread, never to a vCPU thread.
@@ -113,6 +113,8 @@ class VcpuLoop:
             if outcome.action is not CONTINUE:
                 if outcome.action == WAIT:
                     self._wait_for_interrupt()
+                elif outcome.action == DEBUG and m.on_debug is not None:
+                    m.on_debug(vcpu, ex)      # trapvisor/debug: the machine pauses for gdb
                 elif not m.recover(vcpu, ex):
                     m.stop_on_fault(vcpu, ex, outcome)
             if timers is not None:

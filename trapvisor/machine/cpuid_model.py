@@ -3,7 +3,7 @@
 One model describes the virtual CPU: its vendor string, family, model and
 stepping, brand string, and the feature flags a guest may rely on.  The
 simulated CPU implements the ``pc`` profile (a Pentium II-class 32-bit core
-without x87); under KVM a 32-bit PC guest is given exactly that profile, and a
+with an x87 FPU, without MMX); under KVM a 32-bit PC guest is given exactly that profile, and a
 64-bit Linux guest the ``pc64`` profile: the same vendor, family and
 features plus what the x86-64 architecture requires of every processor.
 ``kvm/cpuid.py`` filters either by what the host's KVM supports
@@ -24,13 +24,24 @@ parameters), leaf 0BH (extended topology enumeration), leaves
 80000000H-80000004H (maximum extended leaf, extended features, brand string)
 and 80000008H (address sizes).
 
-The simulated CPU's CPUID instruction (``machine/cpu/ops_system.py``) still
-has its own constants; it can adopt :func:`leaves` for its leaves 0 and 1
-(``tests/machine/test_cpuid_model.py`` checks that the two agree today).
+The vendor is "GenuineIntel": the model is an Intel P6-family core (family 6,
+model 3, stepping 3: a Pentium II signature), so software takes its Intel
+paths (an unknown vendor sends Linux down generic ones, and "TrapvisorCPU"
+did so before).  The feature flags are exactly what the simulated CPU
+implements, no more.
+
+The simulated CPU's CPUID instruction (``machine/cpu/ops_msr.py``) answers
+from :func:`cpuid` over this model's :func:`leaves`, so the two cannot
+disagree.  A leaf above the maximum answers as Intel documents (SDM Vol. 2A,
+CPUID: "If a value entered for CPUID.EAX is higher than the maximum input
+value for basic or extended function for that processor then the data for
+the highest basic information leaf is returned"); a model without extended
+leaves treats every 8000xxxxH leaf so.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 EAX, EBX, ECX, EDX = range(4)
@@ -58,8 +69,9 @@ FEATURES: dict[str, tuple[int, int, str, int]] = {
 # The registers of each leaf that hold feature flags (the rest are fields).
 FEATURE_REGISTERS = {(1, 0): (ECX, EDX), (7, 0): (EBX, ECX, EDX), (0x8000_0001, 0): (ECX, EDX)}
 
-# What the simulated CPU implements (ops_system.py CPUID_EDX): VME DE PSE TSC MSR CX8 APIC SEP PGE CMOV.
-PC_FEATURES = frozenset({"vme", "de", "pse", "tsc", "msr", "cx8", "apic", "sep", "pge", "cmov"})
+# What the simulated CPU implements: FPU (machine/cpu/ops_x87.py) VME DE PSE TSC MSR CX8 APIC
+# SEP PGE CMOV.  Not MMX, FXSR, SSE, PAE, PAT, MTRR, MCE/MCA, CLFLUSH, PSE-36.
+PC_FEATURES = frozenset({"fpu", "vme", "de", "pse", "tsc", "msr", "cx8", "apic", "sep", "pge", "cmov"})
 # What every x86-64 processor has (AMD64 APM Vol. 3 Appendix D, "Instruction Subsets and CPUID
 # Feature Flags": the long-mode baseline), which a 64-bit kernel checks for before it runs
 # (Linux's verify_cpu: FPU PSE MSR PAE CX8 PGE CMOV FXSR SSE SSE2 and LM).
@@ -236,3 +248,28 @@ def leaves(model: CpuModel, topology: Topology = Topology(), apic_id: int = 0,
         for leaf in range(0x8000_0005, model.max_extended_leaf + 1):
             out[(leaf, 0)] = [0, 0, 0, 0]
     return out
+
+
+# Leaves whose answer depends on ECX (SDM Vol. 2A CPUID: 04H deterministic cache parameters,
+# 0BH extended topology); every other leaf ignores the subleaf.
+SUBLEAF_INDEXED = frozenset({4, 7, 0xB})
+
+
+@functools.lru_cache(maxsize=None)
+def _table(model: CpuModel) -> dict:
+    return leaves(model)
+
+
+def cpuid(model: CpuModel, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+    """What CPUID answers for ``leaf``/``subleaf`` (EAX, EBX, ECX, EDX) on a one-CPU ``model``.
+
+    Out-of-range leaves return the highest basic leaf's data (SDM Vol. 2A,
+    CPUID, the note on values above the maximum); leaves in range that the
+    model does not describe are all zero (reserved).
+    """
+    table = _table(model)
+    extended = leaf >= 0x8000_0000
+    if (not extended and leaf > model.max_leaf) or (extended and leaf > model.max_extended_leaf):
+        leaf, subleaf = model.max_leaf, 0
+    regs = table.get((leaf, subleaf if leaf in SUBLEAF_INDEXED else 0))
+    return tuple(regs) if regs else (0, 0, 0, 0)

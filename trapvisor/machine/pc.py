@@ -16,6 +16,7 @@ import time
 from .board import build_board
 from .clock import VirtualClock
 from .cpu import CPU, MachineStop
+from .cpu.exits import DebugExit
 from .loader.boot_state import apply_entry_state, entry_state
 from .memory import PhysicalMemory
 from .run_result import RunResult, is_guest_failure
@@ -59,9 +60,11 @@ class PC:
         self.cpu.stop = MachineStop("reset", "the guest asked for a system reset (keyboard controller 0xFE)")
 
     # ------------------------------------------------------------ loading
-    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None):
+    def load_kernel(self, path: str, cmdline: str = "", modules=(), raw_load: int | None = None,
+                    initrd: str | None = None, linux_entry: str = "vmlinux"):
         from .loader import load_any
-        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load)
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), raw_load=raw_load,
+                        initrd=initrd, linux_entry=linux_entry, rsdp=self.board.rsdp)
         self.apply_boot_state(boot)
         self.boot = boot
         return boot
@@ -80,17 +83,18 @@ class PC:
         first = cpu.steps()
         interrupted = False
         deadline = start + max_seconds if max_seconds else None
+        debug = None
         try:
             if deadline is None:
-                cpu.run(max_instructions)
+                debug = cpu.run(max_instructions)
             else:
                 end = cpu.steps() + max_instructions if max_instructions else None
                 while cpu.stop is None and cpu.exit_code is None and time.perf_counter() < deadline:
                     step = TIME_STEP if end is None else min(TIME_STEP, end - cpu.steps())
                     if step <= 0:
                         break
-                    cpu.run(step)
-                    if cpu.halted and cpu.stop is not None:
+                    debug = cpu.run(step)
+                    if debug.__class__ is DebugExit or cpu.halted and cpu.stop is not None:
                         break
         except KeyboardInterrupt:
             interrupted = True
@@ -101,6 +105,9 @@ class PC:
         seconds = time.perf_counter() - start
         stop = cpu.stop
         reason = stop.reason if stop is not None else None
+        debug = debug if debug.__class__ is DebugExit else None
+        if debug is not None and reason is None:
+            reason = "debug"
         if reason is None and cpu.exit_code is None and not interrupted:
             reason = "instruction limit" if max_instructions and cpu.steps() - first >= max_instructions \
                 else "time limit"
@@ -108,7 +115,7 @@ class PC:
         failed = is_guest_failure(reason) and cpu.exit_code is None
         result = RunResult(cpu.exit_code, reason, detail, problem=failed, instructions=cpu.icount,
                            seconds=seconds, interrupted=interrupted, exceptions=dict(cpu.exception_counts),
-                           dump=cpu.state_dump().splitlines() if failed else [])
+                           dump=cpu.state_dump().splitlines() if failed else [], debug=debug)
         what = "interrupted" if interrupted else (
             f"exit code {cpu.exit_code}" if cpu.exit_code is not None else reason)
         result.summary = [f"trapvisor: {what}; {cpu.icount:,} instructions in {seconds:.2f} s "

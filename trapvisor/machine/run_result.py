@@ -60,6 +60,7 @@ class RunResult:
     events: object = None                  # events.EventLog, where the backend keeps one
     output: bytes = b""                    # the console output, where the backend kept it
     backend: object = None                 # what ran it (e.g. the KVM host's description)
+    debug: object = None                   # the DebugExit that ended the run (a host debugger's)
 
     @property
     def mips(self) -> float:

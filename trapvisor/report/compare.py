@@ -85,7 +85,7 @@ def compare(kernel: str, *, cmdline: str = "", techniques=DEFAULT_TECHNIQUES, st
         results[name] = run_technique(name, kernel, cmdline=cmdline, memory_bytes=memory_bytes,
                                       max_instructions=max_instructions, costs=costs,
                                       strict=strict, keep_events=keep_events,
-                                      audit=name in ("native", "trap-emulate"), shadow_cache=shadow_cache)
+                                      audit=name in ("native", "trap-emulate", "vtx", "vtx-noept"), shadow_cache=shadow_cache)
     native = results["native"]
     rows = []
     for name in names:

@@ -68,6 +68,9 @@ class Allocator:
         self.partitions: list[Partition] = []
         self.pool_next = SHADOW_POOL
         self.pool_free: list[int] = []
+        # The shadow pool ends here; monitor structures reserved at the top of the
+        # region (a binary translator's translation cache) lie above it.
+        self.pool_limit = MONITOR_REGION
 
     @staticmethod
     def host_size_for(guest_sizes) -> int:
@@ -104,7 +107,7 @@ class Allocator:
         if self.pool_free:
             f = self.pool_free.pop()
         else:
-            if self.pool_next + PAGE_SIZE > MONITOR_REGION:
+            if self.pool_next + PAGE_SIZE > self.pool_limit:
                 raise MemoryError("monitor region exhausted")
             f = self.pool_next
             self.pool_next += PAGE_SIZE
@@ -112,7 +115,19 @@ class Allocator:
         return f
 
     def can_alloc_frame(self) -> bool:
-        return bool(self.pool_free) or self.pool_next + PAGE_SIZE <= MONITOR_REGION
+        return bool(self.pool_free) or self.pool_next + PAGE_SIZE <= self.pool_limit
+
+    def reserve_top(self, size: int) -> int:
+        """Take ``size`` bytes (whole pages) off the top of the monitor region's free
+        part, below whatever was reserved before, and return their host-physical
+        address.  Refused once the shadow pool has grown into them."""
+        size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        start = self.pool_limit - size
+        if start < max(self.pool_next, SHADOW_POOL + 64 * PAGE_SIZE):
+            raise UserError(f"no room for {size >> 10} KiB of monitor structures in the monitor region")
+        self.pool_limit = start
+        self.host.ram[start:start + size] = bytes(size)
+        return start
 
     def free_frame(self, f: int) -> None:
         self.pool_free.append(f)

@@ -29,6 +29,13 @@ class CostModel:
     inject_interrupt: int
     native_event: int
     vm_exit_entry: int
+    ept_walk: int
+    bt_translate_instruction: int
+    bt_callout: int
+    bt_chain: int
+    pv_hypercall: int
+    pv_bounce: int
+    pv_validated_update: int
 
     @classmethod
     def default(cls) -> "CostModel":

@@ -17,6 +17,17 @@ from __future__ import annotations
 from collections import Counter
 
 from ..machine.cpu import MachineStop
+from ..machine.cpu.exits import DebugExit
+
+
+class DebugStop(MachineStop):
+    """A host debugger's control fired (``DebugExit``): the technique's run loop ends
+    as for any stop, and the debugger (trapvisor/debug) takes it and resumes the
+    VM later.  Every technique with a dispatcher gets this without an arm of its own."""
+
+    def __init__(self, exit: DebugExit):
+        super().__init__("debug", exit.kind)
+        self.exit = exit
 
 
 class Dispatcher:
@@ -31,6 +42,8 @@ class Dispatcher:
         arm = self.arms.get(exit.__class__)
         self.counts[exit.reason] += 1
         if arm is None:
+            if exit.__class__ is DebugExit:
+                return DebugStop(exit)
             return MachineStop("monitor error", f"unhandled exit {exit!r}: the technique set an "
                                                 f"intercept control it has no arm for")
         return arm(exit)

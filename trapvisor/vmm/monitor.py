@@ -49,17 +49,20 @@ class RunOptions:
     audit: bool = False               # record sensitive-instruction executions (divergences)
     shadow_cache: int | None = None   # shadow address spaces kept across CR3 loads
     modules: tuple = ()               # Multiboot modules
+    initrd: str | None = None         # a Linux bzImage's initial ramdisk
+    serial_in: object = None          # callable() -> bytes typed into COM1 (non-blocking)
     disk: str | None = None           # ATA primary master image
     max_seconds: float | None = None  # host wall time limit
     name: str = "vm0"
 
     # Options a technique must say it honours before it is given them (None/empty: not set).
-    OPTIONAL = ("shadow_cache", "modules", "disk", "trace_file", "audit")
+    OPTIONAL = ("shadow_cache", "modules", "disk", "trace_file", "audit", "initrd", "serial_in")
 
 
 # The command-line flag of each optional run option, for error messages.
 FLAGS = {"shadow_cache": "--shadow-cache", "modules": "--module", "disk": "--disk",
-         "trace_file": "--trace", "audit": "auditing of sensitive instructions"}
+         "trace_file": "--trace", "audit": "auditing of sensitive instructions", "initrd": "--initrd",
+         "serial_in": "console input"}
 
 
 class Host:
@@ -67,10 +70,11 @@ class Host:
     (the monitor region, then one partition per VM) and one host CPU with no
     devices of its own (every port and interrupt line is the monitor's)."""
 
-    def __init__(self, guest_sizes, *, strict: bool = False):
+    def __init__(self, guest_sizes, *, strict: bool = False, vmx: str | None = None):
+        """``vmx``: the host CPU has VMX with that capability profile (machine/cpu/vmx)."""
         self.memory = PhysicalMemory(Allocator.host_size_for(list(guest_sizes)))
         self.allocator = Allocator(self.memory)
-        self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict)
+        self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict, vmx=vmx)
 
 
 class Monitor:
@@ -95,6 +99,12 @@ class Monitor:
     def build(cls, kernel: str, *, host: Host | None = None, **options) -> "Monitor":
         """``cls(RunOptions(kernel, **options), host)``: the short form tests use."""
         return cls(RunOptions(kernel, **options), host)
+
+    @classmethod
+    def guest_kernel(cls, kernel: str) -> str:
+        """The kernel this technique runs for ``kernel``: itself, except for a technique
+        that runs a ported build of it (``pv`` runs a guest's paravirtual build)."""
+        return kernel
 
     @classmethod
     def preflight(cls, options: RunOptions) -> None:

@@ -29,7 +29,7 @@ def run_technique(name: str, kernel: str, *, max_instructions: int = 2_000_000_0
     is an error naming it; otherwise (`compare`, one option set for several
     techniques) each technique is given only the options it honours."""
     cls = monitor.get(name)
-    opts = RunOptions(kernel, costs=costs or CostModel.default(), **options)
+    opts = RunOptions(cls.guest_kernel(str(kernel)), costs=costs or CostModel.default(), **options)
     bad = cls.unsupported(opts)
     if bad and strict_options:
         raise UserError(f"technique {name} does not support {', '.join(bad)}")

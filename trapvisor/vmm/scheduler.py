@@ -68,7 +68,8 @@ class Scheduler:
         costs = costs or CostModel.default()
         self.slice = slice_instructions
         # One host machine for every VM: host memory and one host CPU with no devices.
-        self.host_machine = Host([s.memory_bytes for s in specs], strict=strict)
+        self.host_machine = Host([s.memory_bytes for s in specs], strict=strict,
+                                 vmx=getattr(cls, "host_vmx", None))
         self.alloc, self.host = self.host_machine.allocator, self.host_machine.cpu
         self.vms: list[Monitor] = []
         for i, spec in enumerate(specs):

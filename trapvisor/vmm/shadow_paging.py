@@ -53,6 +53,9 @@ from .allocator import HOST_PHYSICAL_LIMIT, MONITOR_REGION, MONITOR_WINDOW
 FILLED, REFLECTED, EMULATE = "filled", "reflected", "emulate"
 DEFAULT_CACHE_SIZE = 8
 GDT_TAG = ("gdt",)
+# A guest frame holding code a binary translator has translated (techniques/bt): its
+# stores are the technique's to handle (the translations from it are dropped).
+CODE_TAG = ("code",)
 
 
 class ShadowSpace:
@@ -171,7 +174,7 @@ class ShadowPaging:
             tags = self.traced.get(frame)
             if tags is None:
                 continue
-            tags.difference_update([t for t in tags if t[0] != "gdt" and t[1] == sid])
+            tags.difference_update([t for t in tags if len(t) > 1 and t[1] == sid])
             if not tags:
                 # Other shadows may still map the frame read-only: harmless, their
                 # next write to it faults once and is mapped writable.
@@ -235,7 +238,7 @@ class ShadowPaging:
         if tag in tags:
             return
         tags.add(tag)
-        if tag != GDT_TAG:
+        if len(tag) > 1:              # ("pd", sid), ("pt", sid, j): on one space's behalf
             self._space_by_sid(tag[1]).traced.add(gframe)
         # Existing writable mappings of the frame, in every shadow, become read-only:
         # a page table may be written through any address space (the kernel half).
@@ -250,11 +253,23 @@ class ShadowPaging:
                     if space is self.space:
                         self.host.invlpg(page << 12)
 
+    def untrace(self, gframe: int, tag: tuple) -> None:
+        """Stop tracing a frame on one tag's behalf.  Its read-only mappings stay: the
+        next store through one faults once and is mapped writable (handle_fault)."""
+        tags = self.traced.get(gframe)
+        if tags is None:
+            return
+        tags.discard(tag)
+        if not tags:
+            del self.traced[gframe]
+
     def traced_write(self, gpa: int) -> None:
         """A guest store into a traced frame was performed: propagate it to every shadow."""
         gframe = gpa & ~0xFFF
         index = (gpa & 0xFFF) >> 2
         for tag in list(self.traced.get(gframe, ())):
+            if tag == CODE_TAG:
+                continue              # the translator's (it dropped what it translated from there)
             if tag == GDT_TAG:
                 self.vm_shadow_gdt_changed()
                 self.updates += 1

@@ -62,7 +62,7 @@ class VmClock(VirtualClock):
 
 class VM:
     def __init__(self, allocator: Allocator, memory_bytes: int, *, name: str = "vm0",
-                 serial_out=None, disk=None, strict: bool = False):
+                 serial_out=None, disk=None, strict: bool = False, serial_in=None):
         """``strict``: the machine the VM presents has the strict CPU (every sensitive
         instruction traps at CPL > 0), as the host it runs on (docs/vmm.md)."""
         self.name = name
@@ -73,7 +73,7 @@ class VM:
         self.instructions = lambda: 0
         self.clock = VmClock(NS_PER_INSTRUCTION, counter=lambda: self.instructions())
         out = self.console.write if serial_out is None else self._tee(serial_out)
-        self.board = b = build_board(self.memory, self.clock, serial_out=out, disk=disk,
+        self.board = b = build_board(self.memory, self.clock, serial_out=out, serial_in=serial_in, disk=disk,
                                      on_exit=self._on_exit, on_reset=self._on_reset)
         self.io_bus, self.mmio_bus, self.irq, self.devices = b.io_bus, b.mmio_bus, b.irq, b.devices
         self.vcpu = CPU(self.memory, self.io_bus, self.mmio_bus, self.devices.intc, self.clock,
@@ -96,11 +96,12 @@ class VM:
         self.stop = MachineStop("reset", "the guest asked for a system reset")
         self.vcpu.stop = self.stop
 
-    def load_kernel(self, path: str, cmdline: str = "", modules=()) -> BootState:
-        """Load a kernel (and its Multiboot modules) into guest memory and put the virtual
-        CPU in its entry state."""
+    def load_kernel(self, path: str, cmdline: str = "", modules=(), initrd: str | None = None) -> BootState:
+        """Load a kernel (and its Multiboot modules, or a bzImage's initrd) into guest memory
+        and put the virtual CPU in its entry state."""
         from ..machine.loader import load_any
-        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules))
+        boot = load_any(self.memory, path, cmdline=cmdline, modules=list(modules), initrd=initrd,
+                        rsdp=self.board.rsdp)
         apply_entry_state(self.vcpu, entry_state(boot))
         return boot
 

@@ -63,4 +63,24 @@ void cpu_switch_context(struct context **save, struct context *next);
 void cpu_trap_entry(void);               /* asm: vector stubs jump here; calls trap() */
 void cpu_trap_return(void);              /* asm label: pops a trapframe, IRET */
 
+#ifdef TVOS_PV
+/* Paravirtual only (cpuops_xen.c): a page becomes or stops being a page table
+ * (its kernel mapping turns read-only or writable again), pinning, the
+ * console ring, the virtual timer, shutdown, the first page after the
+ * hypervisor's boot area. */
+void cpu_pagetable_new(void *page);
+void cpu_pagetable_free(void *page);
+void cpu_pagetable_pin(pde_t *pgdir);
+void cpu_pagetable_unpin(pde_t *pgdir);
+pde_t *cpu_boot_pgdir(void);
+u32 cpu_boot_free_start(void);
+void cpu_console_write(const char *s, u32 len);
+void cpu_timer_start(u32 hz);
+void cpu_shutdown(u8 value) __attribute__((noreturn));
+/* The machine state the kernel set through this layer, as the probe reports
+ * it: descriptor-table registers, LDTR, TR. */
+struct cpu_virtual_state { u32 gdt_base, idt_base; u16 gdt_limit, idt_limit, ldtr, tr; };
+extern struct cpu_virtual_state cpu_virtual;
+#endif
+
 #endif

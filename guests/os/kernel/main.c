@@ -64,7 +64,11 @@ void kmain(u32 magic, struct mb_info *mbi)
     u32 iterations = cl.iterations_given ? cl.iterations : wl->default_iterations;
     kprintf("tvos: workload=%s iterations=%u\n", wl->name, iterations);
 
+#ifdef TVOS_PV
+    kalloc_init(cpu_boot_free_start(), top);   /* after the hypervisor's boot area */
+#else
     kalloc_init((u32)kernel_end, top);
+#endif
     vm_init(top);
     pic_init();
     pit_init();

@@ -10,6 +10,9 @@
 void machine_exit(u8 value)
 {
     cpu_irq_disable();
+#ifdef TVOS_PV
+    cpu_shutdown(value);     /* SCHEDOP_shutdown */
+#endif
     cpu_outb(DEBUG_EXIT_PORT, value);
     cpu_halt_forever();
 }

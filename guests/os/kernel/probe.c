@@ -42,6 +42,21 @@ static void line(const char *f, ...)
 
 static const char *yn(int b) { return b ? "yes" : "no"; }
 
+#ifdef TVOS_PV
+/* Paravirtual: the kernel has not executed the instructions it observes
+ * here since the port; what it observes is the virtual machine its
+ * hypervisor interface defines (probe_xen.h). */
+#include "probe_xen.h"
+#else
+#define SGDT(d) __asm__ volatile("sgdt %0" : "=m"(d))
+#define SIDT(d) __asm__ volatile("sidt %0" : "=m"(d))
+#define SLDT(s) __asm__ volatile("sldt %0" : "=r"(s))
+#define STR(s) __asm__ volatile("str %0" : "=r"(s))
+#define SMSW(s) __asm__ volatile("smsw %0" : "=r"(s))
+#define PUSHF(v) __asm__ volatile("pushfl; popl %0" : "=r"(v))
+#define POPF_PUSHF(v, f) __asm__ volatile("pushl %1; popfl; pushfl; popl %0" : "=r"(v) : "r"(f) : "cc")
+#define VSEL(s) (s)
+
 static u32 lar(u32 sel, int *ok)
 {
     u32 v = 0;
@@ -73,6 +88,7 @@ static int verw(u16 sel)
     __asm__ volatile("verw %1\n\tsetz %0" : "=q"(z) : "r"(sel) : "cc");
     return z;
 }
+#endif
 
 static void probe_once(void)
 {
@@ -82,30 +98,30 @@ static void probe_once(void)
     int ok, ok2;
 
     /* SGDT / SIDT: where the descriptor tables are, as the CPU says. */
-    __asm__ volatile("sgdt %0" : "=m"(d));
+    SGDT(d);
     line("probe sgdt base=0x%08x limit=0x%04x loaded=%s", d.base, d.limit,
          yn(d.base == (u32)gdt && d.limit == sizeof gdt - 1));
-    __asm__ volatile("sidt %0" : "=m"(d));
+    SIDT(d);
     line("probe sidt base=0x%08x limit=0x%04x loaded=%s", d.base, d.limit,
          yn(d.base == (u32)idt && d.limit == sizeof idt - 1));
 
     /* SLDT / STR: 16-bit register forms (the 32-bit forms leave the upper
      * half undefined on older CPUs). */
-    __asm__ volatile("sldt %0" : "=r"(sel));
+    SLDT(sel);
     line("probe sldt selector=0x%04x", sel);
-    __asm__ volatile("str %0" : "=r"(sel));
+    STR(sel);
     line("probe str selector=0x%04x rpl=%u", sel, sel & 3u);
 
     /* SMSW: the low 16 bits of CR0 (PE MP EM TS ET NE). */
-    __asm__ volatile("smsw %0" : "=r"(sel));
+    SMSW(sel);
     line("probe smsw msw=0x%04x pe=%u matches-cr0=%s", sel, sel & 1u,
          yn(sel == (cpu_read_cr0() & 0xffff)));
 
     /* PUSHF: IF and IOPL as pushed, after STI and after CLI. */
     cpu_irq_enable();
-    __asm__ volatile("pushfl; popl %0" : "=r"(v));
+    PUSHF(v);
     cpu_irq_disable();
-    __asm__ volatile("pushfl; popl %0" : "=r"(w));
+    PUSHF(w);
     line("probe pushf if-after-sti=%u if-after-cli=%u iopl=%u reserved1=%u",
          (v >> 9) & 1, (w >> 9) & 1, (w >> 12) & 3, (w >> 1) & 1);
 
@@ -113,9 +129,9 @@ static void probe_once(void)
      * does not).  Start with IF=1, pop a copy with IF clear, read back;
      * then pop IOPL=3, read back; then restore. */
     cpu_irq_enable();
-    __asm__ volatile("pushfl; popl %0" : "=r"(x));
-    __asm__ volatile("pushl %1; popfl; pushfl; popl %0" : "=r"(v) : "r"(x & ~FL_IF) : "cc");
-    __asm__ volatile("pushl %1; popfl; pushfl; popl %0" : "=r"(w) : "r"((x & ~FL_IF) | FL_IOPL) : "cc");
+    PUSHF(x);
+    POPF_PUSHF(v, x & ~FL_IF);
+    POPF_PUSHF(w, (x & ~FL_IF) | FL_IOPL);
     cpu_irq_restore(x & ~(FL_IF | FL_IOPL));
     line("probe popf if-cleared=%u iopl-set=%u", (v >> 9) & 1, (w >> 12) & 3);
 
@@ -144,7 +160,7 @@ static void probe_once(void)
      * the low 16 bits are defined (newer CPUs write just those). */
     __asm__ volatile("pushl %%cs; popl %0" : "=r"(v));
     __asm__ volatile("pushl %%ss; popl %0" : "=r"(w));
-    line("probe push cs=0x%04x ss=0x%04x cpl=%u", v & 0xffff, w & 0xffff, v & 3);
+    line("probe push cs=0x%04x ss=0x%04x cpl=%u", VSEL(v) & 0xffff, VSEL(w) & 0xffff, VSEL(v) & 3);
 
     /* POP DS / POP SS: load the user data selector into DS (allowed from
      * CPL 0) and our own into SS, read both back, restore DS. */
@@ -152,7 +168,7 @@ static void probe_once(void)
                      "pushl %3; popl %%ss; movl %%ss, %1\n\t"
                      "pushl %3; popl %%ds"
                      : "=r"(v), "=r"(w) : "i"(UDATA_SEL), "i"(KDATA_SEL));
-    line("probe pop ds=0x%04x ss=0x%04x", v & 0xffff, w & 0xffff);
+    line("probe pop ds=0x%04x ss=0x%04x", VSEL(v) & 0xffff, VSEL(w) & 0xffff);
 
     /* MOV from segment registers. */
     u32 cs, ss, ds, es;
@@ -161,7 +177,7 @@ static void probe_once(void)
     __asm__ volatile("movl %%ds, %0" : "=r"(ds));
     __asm__ volatile("movl %%es, %0" : "=r"(es));
     line("probe mov cs=0x%04x ss=0x%04x ds=0x%04x es=0x%04x",
-         cs & 0xffff, ss & 0xffff, ds & 0xffff, es & 0xffff);
+         VSEL(cs) & 0xffff, VSEL(ss) & 0xffff, VSEL(ds) & 0xffff, VSEL(es) & 0xffff);
 
     /* Far CALL: the callee sees the caller's CS on its stack, then a far
      * RET brings it back. */
@@ -172,22 +188,22 @@ static void probe_once(void)
                      "lret\n"
                      "2:"
                      : "+r"(v) : "i"(KCODE_SEL) : "memory");
-    line("probe call far pushed-cs=0x%04x returned=yes", v & 0xffff);
+    line("probe call far pushed-cs=0x%04x returned=yes", VSEL(v) & 0xffff);
 
     /* Far JMP: reload CS with our own selector. */
     __asm__ volatile("ljmp %1, $1f\n1:\tmovl %%cs, %0" : "=r"(v) : "i"(KCODE_SEL));
-    line("probe jmp far cs=0x%04x", v & 0xffff);
+    line("probe jmp far cs=0x%04x", VSEL(v) & 0xffff);
 
     /* Far RET to the same level: push CS:EIP and return to it. */
     __asm__ volatile("pushl %%cs; pushl $1f; lret\n1:\tmovl %%cs, %0" : "=r"(v) : : "memory");
-    line("probe ret far cs=0x%04x", v & 0xffff);
+    line("probe ret far cs=0x%04x", VSEL(v) & 0xffff);
 
     /* INT n: through a DPL-0 interrupt gate to trap(), which records the
      * CS in the frame, and back with IRET. */
     u32 before = probe_int_count;
     __asm__ volatile("int %0" : : "i"(T_PROBE) : "memory");
     line("probe int vector=0x%02x frame-cs=0x%04x returned=%s", T_PROBE,
-         probe_int_cs & 0xffff, yn(probe_int_count == before + 1));
+         VSEL(probe_int_cs) & 0xffff, yn(probe_int_count == before + 1));
 }
 
 u32 probe_run(u32 iterations)

@@ -11,6 +11,13 @@
 #define PIT_MODE 0x43
 #define PIT_HZ 1193182
 
+#ifdef TVOS_PV
+/* Paravirtual: no PIC, no PIT; the hypervisor's periodic VIRQ_TIMER event
+ * arrives as IRQ 0 (cpuops_xen.c). */
+void pic_init(void) {}
+void pic_eoi(int irq) { (void)irq; }
+void pit_init(void) { cpu_timer_start(TIMER_HZ); }
+#else
 void pic_init(void)
 {
     /* ICW1: edge triggered, cascade, ICW4 follows.  ICW2: IRQ 0-7 on
@@ -43,3 +50,4 @@ void pit_init(void)
     cpu_outb(PIT_CH0, (u8)divisor);
     cpu_outb(PIT_CH0, (u8)(divisor >> 8));
 }
+#endif

@@ -18,10 +18,24 @@ pde_t *kernel_pgdir;
 u32 mem_top;
 
 #define KERNEL_PDES PDX(USER_BASE)
+#ifdef TVOS_PV
+#define PDE_SCAN_END PDX(0xfc000000u)   /* the hypervisor's slots are not ours */
+#else
+#define PDE_SCAN_END NPDENTRIES
+#endif
 
 void vm_init(u32 top)
 {
     mem_top = top;
+#ifdef TVOS_PV
+    /* The hypervisor's bootstrap tables already map memory 1:1: adopt them,
+     * leaving virtual page 0 unmapped as below. */
+    kernel_pgdir = cpu_boot_pgdir();
+    cpu_set_pte(&((pte_t *)PTE_ADDR(kernel_pgdir[0]))[0], 0);
+    cpu_invlpg(0);
+    cpu_write_cr0(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG);
+    return;
+#endif
     kernel_pgdir = kalloc();
     if (!kernel_pgdir)
         panic("vm_init: no memory for the kernel page directory");
@@ -48,9 +62,17 @@ pde_t *vm_new_pgdir(void)
     pde_t *pgdir = kalloc();
     if (!pgdir)
         return NULL;
+#ifdef TVOS_PV
+    cpu_pagetable_new(pgdir);
+#endif
     for (u32 i = 0; i < KERNEL_PDES; i++)
         if (kernel_pgdir[i] & PG_P)
+#ifdef TVOS_PV   /* cpu_set_pte takes pseudo-physical entries */
+            cpu_set_pte(&pgdir[i], PTE_ADDR(kernel_pgdir[i]) | (kernel_pgdir[i] & 0xfff));
+    cpu_pagetable_pin(pgdir);
+#else
             cpu_set_pte(&pgdir[i], kernel_pgdir[i]);
+#endif
     return pgdir;
 }
 
@@ -72,6 +94,9 @@ int vm_map(pde_t *pgdir, u32 va, void *page, u32 flags)
         pte_t *pt = kalloc();
         if (!pt)
             return -1;
+#ifdef TVOS_PV
+        cpu_pagetable_new(pt);
+#endif
         cpu_set_pte(pde, (u32)pt | PG_P | PG_W | PG_U);
     }
     pte_t *pte = &((pte_t *)PTE_ADDR(*pde))[PTX(va)];
@@ -96,15 +121,24 @@ void *vm_unmap(pde_t *pgdir, u32 va)
 void vm_free_pgdir(pde_t *pgdir)
 {
     KASSERT(!is_current(pgdir));
-    for (u32 i = KERNEL_PDES; i < NPDENTRIES; i++) {
+#ifdef TVOS_PV
+    cpu_pagetable_unpin(pgdir);
+#endif
+    for (u32 i = KERNEL_PDES; i < PDE_SCAN_END; i++) {
         if (!(pgdir[i] & PG_P))
             continue;
         pte_t *pt = (pte_t *)PTE_ADDR(pgdir[i]);
         for (u32 j = 0; j < NPTENTRIES; j++)
             if (pt[j] & PG_P)
                 kfree((void *)PTE_ADDR(pt[j]));
+#ifdef TVOS_PV
+        cpu_pagetable_free(pt);
+#endif
         kfree(pt);
     }
+#ifdef TVOS_PV
+    cpu_pagetable_free(pgdir);
+#endif
     kfree(pgdir);
 }
 
@@ -112,7 +146,7 @@ void vm_free_pgdir(pde_t *pgdir)
  * deterministic; the workloads fork small processes). */
 int vm_copy_user(pde_t *dst, pde_t *src)
 {
-    for (u32 i = KERNEL_PDES; i < NPDENTRIES; i++) {
+    for (u32 i = KERNEL_PDES; i < PDE_SCAN_END; i++) {
         if (!(src[i] & PG_P))
             continue;
         pte_t *pt = (pte_t *)PTE_ADDR(src[i]);

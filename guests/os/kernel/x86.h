@@ -18,7 +18,14 @@
 #define PG_PS  0x080u   /* 4 MiB page (in a PDE, with CR4.PSE) */
 #define PDX(va)      (((u32)(va) >> 22) & 0x3ff)
 #define PTX(va)      (((u32)(va) >> 12) & 0x3ff)
+#ifdef TVOS_PV
+/* Paravirtual: entries hold machine frames; the hypervisor's read-only
+ * machine-to-physical table turns them back into pseudo-physical ones. */
+#define PTE_ADDR(e)  (((const u32 *)0xfc000000u)[(u32)(e) >> 12] << 12)
+#define PTE_ADDR_PHYS(e) ((u32)(e) & ~0xfffu)   /* a pseudo-physical entry's frame */
+#else
 #define PTE_ADDR(e)  ((u32)(e) & ~0xfffu)
+#endif
 #define PGROUNDUP(a)   (((u32)(a) + PGSIZE - 1) & ~(PGSIZE - 1))
 #define PGROUNDDOWN(a) ((u32)(a) & ~(PGSIZE - 1))
 typedef u32 pte_t;
@@ -43,8 +50,13 @@ typedef u32 pde_t;
 #define SEG_UDATA 4
 #define SEG_TSS   5
 #define NSEGS     6
-#define KCODE_SEL ((SEG_KCODE << 3) | 0)
-#define KDATA_SEL ((SEG_KDATA << 3) | 0)
+#ifdef TVOS_PV
+#define KERNEL_RPL 1   /* paravirtual: the kernel runs at ring 1 */
+#else
+#define KERNEL_RPL 0
+#endif
+#define KCODE_SEL ((SEG_KCODE << 3) | KERNEL_RPL)
+#define KDATA_SEL ((SEG_KDATA << 3) | KERNEL_RPL)
 #define UCODE_SEL ((SEG_UCODE << 3) | 3)
 #define UDATA_SEL ((SEG_UDATA << 3) | 3)
 #define TSS_SEL   ((SEG_TSS << 3) | 0)

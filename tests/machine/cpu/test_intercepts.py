@@ -148,3 +148,49 @@ def test_request_exit_preempts_a_cpu_without_a_clock():
     cpu.request_exit()
     assert isinstance(cpu.run(1000), Preempted)
     assert isinstance(cpu.run(1000), BudgetExhausted)
+
+
+# ------------------------------------------------------------- sensitive-instruction exiting
+def test_sensitive_exiting_stops_a_listed_class_before_it_executes_on_both_tiers():
+    """PUSHF, SGDT and MOV from a segment register exit when their class is listed; the
+    instruction is not executed (ESP unchanged), EIP stays at it, and unlisted sensitive
+    instructions run as on the bare CPU.  A loop runs both tiers (closures, then generated)."""
+    from trapvisor.machine.cpu.exits import SensitiveExit
+    # loop: mov eax, ds ; dec ecx ; jnz loop ; pushfd ; hlt
+    code = bytes.fromhex("8cd8 49 75fb 9c f4")
+    cpu, start = cpu_with(code), CODE
+    cpu.regs[1] = 200
+    cpu.set_sensitive_exiting({"PUSHF"})
+    esp = cpu.regs[4]
+    e = cpu.run(10_000)
+    assert isinstance(e, SensitiveExit) and e.name == "PUSHF" and e.mnemonic == "pushfd" and e.length == 1
+    assert cpu.eip == start + 5 and cpu.regs[4] == esp and cpu.regs[1] == 0
+    # Now the segment-register MOV exits too, on its first execution.
+    cpu.eip, cpu.regs[1] = start, 5
+    cpu.set_sensitive_exiting({"PUSHF", "MOV"})
+    e = cpu.run(10_000)
+    assert isinstance(e, SensitiveExit) and e.name == "MOV" and cpu.eip == start and cpu.regs[1] == 5
+    # Cleared: the bare machine again.
+    cpu.set_sensitive_exiting(())
+    cpu.run(10_000)
+    assert cpu.halted and cpu.regs[4] == esp - 4
+
+
+def test_mmio_exiting_gives_address_size_direction_and_value_and_executes_nothing():
+    """KVM_EXIT_MMIO's shape: a load or store beyond RAM exits unexecuted; clear, the load
+    reaches the bus (open bus here: all ones)."""
+    from trapvisor.machine.cpu.exits import MmioExit
+    # mov eax, [0xFEC00000] ; mov [0xFED00010], cx ; hlt
+    code = bytes.fromhex("a1 0000c0fe  66890d 1000d0fe f4")
+    cpu = cpu_with(code, eax=0x1234)
+    cpu.regs[1] = 0xBEEF
+    cpu.intercepts.mmio_exiting = True
+    e = cpu.run(100)
+    assert e == MmioExit(0xFEC00000, 4, False) and cpu.eip == CODE and cpu.regs[0] == 0x1234
+    cpu.eip += 5                       # the monitor completed the load
+    e = cpu.run(100)
+    assert e == MmioExit(0xFED00010, 2, True, 0xBEEF) and cpu.eip == CODE + 5
+    cpu.intercepts.mmio_exiting = False
+    cpu.eip = CODE
+    cpu.run(100)
+    assert cpu.regs[0] == 0xFFFFFFFF and cpu.halted

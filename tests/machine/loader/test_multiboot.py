@@ -278,7 +278,7 @@ def test_load_kernel_dispatch(mem, tmp_path):
     assert load_kernel(mem, mb).kind == "multiboot"
     assert load_kernel(mem, plain).kind == "elf"
     assert load_any(mem, plain, raw_load=0x1000).kind == "raw"
-    with pytest.raises(UserError, match="neither"):
+    with pytest.raises(UserError, match="not a Linux bzImage, a Multiboot kernel or an ELF"):
         load_kernel(mem, write(tmp_path, "junk", b"junk" * 100))
     with pytest.raises(UserError, match="modules"):
         load_kernel(mem, plain, modules=[str(plain)])

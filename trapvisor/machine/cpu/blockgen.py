@@ -184,8 +184,9 @@ def _generate(cpu, blk, dead, allow_loop: bool = True):
     n = blk.n
     g.loop = allow_loop and blk.fallthrough is None and _self_target(blk)
     term = None
-    # An auditor wraps the closures of sensitive instructions: those must run as closures.
-    audited = getattr(cpu, "auditor", None) is not None
+    # An auditor wraps the closures of sensitive instructions, and sensitive-instruction
+    # exiting replaces them: those must run as closures.
+    audited = getattr(cpu, "auditor", None) is not None or bool(cpu.intercepts.sensitive_exiting)
     for i, ins in enumerate(blk.ilist):
         g.i = i
         last = i == n - 1

@@ -42,7 +42,10 @@ from __future__ import annotations
 import os
 
 from . import flags as F
-from .exits import BudgetExhausted, CodeFenceExit, GuestExit, MachineStopped, Preempted
+from .exits import (
+    BudgetExhausted, CodeFenceExit, DebugExit, GuestExit, InterruptWindowExit, MachineStopped, Preempted,
+    PreemptionTimerExit,
+)
 from .constants import (
     AC, CR0_AM, CR0_ET, CS, EFLAGS_RESERVED_1, GP, IF, SS, TF, EXCEPTION_NAMES, SEG_NAMES,
     APIC_BASE_DEFAULT, APIC_BASE_BSP, APIC_BASE_ENABLE,
@@ -167,7 +170,8 @@ from .paging import Paging  # noqa: E402
 
 
 class CPU(MemoryAccess, Paging):
-    def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False):
+    def __init__(self, memory, io_bus, mmio_bus=None, intc=None, clock=None, *, strict=False,
+                 vmx=None):
         self.mem = memory
         self.ram = memory.ram
         self.ram_size = memory.size
@@ -218,6 +222,12 @@ class CPU(MemoryAccess, Paging):
         self.bp_data = ()             # enabled data breakpoints: (n, first, last, write only)
         self.bp_hits = 0              # data breakpoints hit by the current instruction
         self.rep_break = False        # single_step: a REP string instruction does one iteration
+        # The host debugger's watchpoints (intercepts.debug_watchpoints, mirrored by
+        # debug_controls_changed), the first one the current instruction hit, and
+        # "resume": the linear address of a breakpoint passed over once (as EFLAGS.RF does).
+        self.dbg_watch = ()
+        self.dbg_hit = None
+        self.dbg_resume = None
         self.cs32 = True
         self.ss32 = True
 
@@ -240,6 +250,7 @@ class CPU(MemoryAccess, Paging):
         self.tsc_offset = 0
 
         self.paging = False
+        self.ept = None               # vmx.ept.Ept in VMX non-root operation with EPT
         self._tlb = ({}, {}, {}, {})  # read-sup, write-sup, read-user, write-user
         self.tlb_r, self.tlb_w = self._tlb[0], self._tlb[1]
         self.tlb_global = set()
@@ -270,6 +281,13 @@ class CPU(MemoryAccess, Paging):
         self.auditor = None           # audit.Auditor: records sensitive instructions (set before running)
         self.delivering = None        # vector being delivered (double-fault detection)
         self.exception_counts = {}
+
+        # VMX (SDM Vol. 3C ch. 23-30, ``vmx/``): None -- the default -- is a CPU without
+        # it; "early" or "late" names a capability profile (vmx/capabilities.py).
+        self.vmx = None
+        if vmx not in (None, "off"):
+            from .vmx import Vmx
+            self.vmx = Vmx(self, vmx)
 
         from .translate import Translator
         self.translator = Translator(self)
@@ -326,7 +344,7 @@ class CPU(MemoryAccess, Paging):
         on = bool(self.cr0 & CR0_AM and self.eflags_rest & AC and self.cpl == 3)
         self.ac_on = on
         # Data breakpoints (ops_sysregs.debug_update) need the slow path too.
-        slow = on or bool(self.bp_data)
+        slow = on or bool(self.bp_data) or bool(self.dbg_watch)
         if slow != self.slow_data:
             self.slow_data = slow
             for s in range(6):
@@ -353,6 +371,14 @@ class CPU(MemoryAccess, Paging):
         hook = self.hooks.code_written
         if hook is not None:
             hook(page)
+
+    def set_sensitive_exiting(self, classes) -> None:
+        """Set ``intercepts.sensitive_exiting`` (names of audit.SENSITIVE classes).  It
+        takes effect when an instruction is translated, so the decoded blocks go."""
+        classes = frozenset(classes)
+        if classes != self.intercepts.sensitive_exiting:
+            self.intercepts.sensitive_exiting = classes
+            self.flush_code_cache()
 
     def flush_code_cache(self) -> None:
         for page in list(self.page_blocks):
@@ -387,9 +413,22 @@ class CPU(MemoryAccess, Paging):
 
         A machine stop stays in ``self.stop`` (the machine cannot go on: running
         again returns it again); any other exit is cleared as it is returned.
+
+        In VMX non-root operation an exit the VMCS asks for is a VM exit
+        (``vmx/exit.py``): the guest state is saved, the host state loaded, and
+        the VM exit returned (or, with host code to run, the run goes on there).
         """
+        if self.vmx is None:
+            return self._run(max_instructions)
+        return self.vmx.run(max_instructions)
+
+    def _run(self, max_instructions: int | None = None):
         limit = self.steps() + max_instructions if max_instructions is not None else 1 << 62
         clock = self.clock
+        ic = self.intercepts
+        timer = ic.preemption_deadline
+        if timer is not None and timer < limit:
+            limit = timer
         while self.stop is None and self.exit_code is None and self.icount + self.deliveries < limit:
             if self.halted:
                 if not self.idle():
@@ -400,10 +439,13 @@ class CPU(MemoryAccess, Paging):
                 if self.stop is not None:
                     break
             if self.intc is not None and self.eflags_rest & IF and not self.inhibit_irq \
-                    and self.intc.interrupt_pending():
+                    and not self.intercepts.debug_single_step and self.intc.interrupt_pending():
                 self.deliver_external_interrupt()
                 if self.stop is not None:
                     break
+            if ic.interrupt_window_exiting and self.eflags_rest & IF and not self.inhibit_irq:
+                self.stop = InterruptWindowExit()
+                break
             budget = limit - self.icount - self.deliveries
             if self.resched:
                 self.resched = False
@@ -416,6 +458,8 @@ class CPU(MemoryAccess, Paging):
             self.execute(budget)
             if clock is not None:
                 clock.run_due()
+        if timer is not None and self.stop is None and self.exit_code is None and self.steps() >= timer:
+            return PreemptionTimerExit()
         return self.take_exit()
 
     def steps(self) -> int:
@@ -459,9 +503,22 @@ class CPU(MemoryAccess, Paging):
         end = self.icount + budget
         # A block observer (--trace) must see every block: closures only then.
         observe = self.hooks.block_fetched
-        tier = self.block_tier and observe is None
+        ic = self.intercepts
+        debug = ic.debugging()
+        # Generated code runs several blocks in one go (chaining): not while a debugger
+        # must see each block's instructions.
+        tier = self.block_tier and observe is None and not debug
+        every = debug and ic.debug_single_step
+        watch = debug and bool(self.dbg_watch)
         quiet = False     # known: no interrupt pending with IF=1 (the check after a block passed)
         while self.icount < end:
+            if debug and (every or self.breakpoint_ahead()):
+                self.debug_step()
+                if self.stop is not None or self.halted or self.exit_code is not None or self.inhibit_irq:
+                    return
+                if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
+                    return
+                continue
             if self.eflags_rest & TF or self.bp_exec or self.bp_data:
                 self.single_step()
                 if self.stop is not None or self.halted or self.exit_code is not None:
@@ -477,8 +534,9 @@ class CPU(MemoryAccess, Paging):
             blk = ip = gen = None
             # Generated code may run several blocks in one go (self-loops, chaining); the
             # closure path would return after one block if an interrupt is deliverable.
-            lim = end if quiet or not (self.eflags_rest & IF and self.intc is not None
-                                       and self.intc.interrupt_pending()) else self.icount + 1
+            lim = end if quiet or not (self.eflags_rest & IF and (
+                ic.interrupt_window_exiting or self.intc is not None and self.intc.interrupt_pending())) \
+                else self.icount + 1
             try:
                 blk = self.fetch_block()
                 # The budget is exact: a block it ends inside runs only as far as it allows
@@ -514,7 +572,11 @@ class CPU(MemoryAccess, Paging):
                     # (self-modifying code, see invalidate_code_page).
                     self.running_page = blk.pages[0]
                     ops = blk.ops
-                    if blk.n <= room:
+                    if watch:
+                        if self.run_watched(blk, room):
+                            self.running_page = -1
+                            return
+                    elif blk.n <= room:
                         for k, (ip, fn) in enumerate(ops):
                             fn()
                             self.icount += 1
@@ -566,12 +628,88 @@ class CPU(MemoryAccess, Paging):
             if self.halted or self.exit_code is not None or self.stop is not None or self.inhibit_irq \
                     or self.resched:
                 return
-            if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
+            if self.eflags_rest & IF and (self.intc is not None and self.intc.interrupt_pending()
+                                          or ic.interrupt_window_exiting):
                 return
             quiet = True
 
     def deadline_moved(self) -> None:
         self.resched = True
+
+    # ----------------------------------------------------- the host debugger
+    def debug_controls_changed(self) -> None:
+        """Call after setting ``intercepts.debug_*`` (trapvisor/debug): data accesses take
+        the checked path (``seg_lin``) while watchpoints are set."""
+        self.dbg_watch = tuple(self.intercepts.debug_watchpoints)
+        self.update_ac()
+
+    def breakpoint_ahead(self) -> bool:
+        """Does the block at EIP hold a debugger breakpoint?  (Its instructions are
+        contiguous, so a range check does.)  A block that cannot be fetched is
+        stepped, so that its fault is taken there."""
+        try:
+            blk = self.fetch_block()
+        except CpuFault:
+            return True
+        base = self.base[CS]
+        first = (base + blk.ops[0][0]) & 0xFFFFFFFF
+        last = (base + blk.ops[-1][0]) & 0xFFFFFFFF
+        return any(first <= a <= last for a in self.intercepts.debug_breakpoints)
+
+    def run_watched(self, blk: Block, room: int) -> bool:
+        """Run a block's closures (at most ``room``) under the debugger's watchpoints;
+        True when one was hit (``self.stop`` is then its DebugExit, EIP after the
+        instruction that made the access).  A fault propagates as from the dispatch
+        loop, with ``self.eip`` at the faulting instruction."""
+        self.dbg_hit = None
+        ops = blk.ops
+        n = min(blk.n, room)
+        for i in range(n):
+            ip, fn = ops[i]
+            try:
+                fn()
+            except CpuFault:
+                self.eip = ip
+                raise
+            self.icount += 1
+            if self.dbg_hit is not None:
+                if i + 1 < blk.n:
+                    self.eip = ops[i + 1][0]
+                elif blk.fallthrough is not None:
+                    self.eip = blk.fallthrough
+                self.stop = DebugExit("watchpoint", self.dbg_hit[0], self.dbg_hit[1])
+                return True
+            if self.code_modified and i + 1 < blk.n:     # self-modifying code: decode afresh
+                self.code_modified = False
+                self.eip = ops[i + 1][0]
+                return False
+        if n < blk.n:
+            self.eip = ops[n][0]
+        elif blk.fallthrough is not None:
+            self.eip = blk.fallthrough
+        return False
+
+    def debug_step(self) -> None:
+        """One instruction under the host debugger's controls: a breakpoint at EIP exits
+        before it (unless ``dbg_resume`` names it: passed over once); a watchpoint it hit, or
+        single-stepping, exits after it (``self.stop`` = :class:`DebugExit`).  The
+        instruction itself runs as ``single_step`` runs it, with the guest's own TF
+        and DR0-DR7 semantics, so the guest sees no difference."""
+        ic = self.intercepts
+        lin = (self.base[CS] + self.eip) & 0xFFFFFFFF
+        if lin in ic.debug_breakpoints and lin != self.dbg_resume:
+            self.stop = DebugExit("breakpoint", lin)
+            return
+        self.dbg_resume = None
+        self.dbg_hit = None
+        self.inhibit_irq = False
+        self.single_step()
+        if self.stop is not None:
+            return
+        if self.dbg_hit is not None:
+            self.stop = DebugExit("watchpoint", self.dbg_hit[0], self.dbg_hit[1])
+        elif ic.debug_single_step:
+            self.stop = DebugExit("step", (self.base[CS] + self.eip) & 0xFFFFFFFF)
 
     def _compile_block(self, blk: Block):
         try:
@@ -730,6 +868,8 @@ class CPU(MemoryAccess, Paging):
         from .interrupts import deliver_event, raise_exception
         try:
             deliver_event(self, vector, None, kind="external")
+        except ExitFault as f:
+            self.stop = f.exit
         except CpuFault as f:
             raise_exception(self, f.vector, f.error_code)
 

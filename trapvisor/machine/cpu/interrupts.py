@@ -50,6 +50,8 @@ def raise_exception(cpu, vector: int, error_code) -> None:
     try:
         deliver_event(cpu, vector, error_code if vector in ERROR_CODE_VECTORS else None,
                       kind="exception", push_rf=vector in FAULT_VECTORS)
+    except ExitFault as f:
+        cpu.stop = f.exit        # a VM exit during delivery (an EPT violation on the IDT, say)
     except CpuFault as f:
         raise_exception(cpu, f.vector, f.error_code)
     finally:
@@ -65,13 +67,16 @@ def _name(vector, err):
     return n if err is None else f"{n}({err:#x})"
 
 
-def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False) -> None:
+def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False,
+                  injected: bool = False) -> None:
     """Transfer control through IDT entry ``vector`` (protected mode).
 
     ``cpu.eip`` must already be the return address: the faulting instruction
     for a fault, the next instruction for a trap, INT n or an interrupt.
+    ``injected``: a VMX event injection (SDM Vol. 3C §26.6), which the intercept
+    controls do not intercept (a fault while delivering it still may).
     """
-    if cpu.intercepts.exits_on_event(vector, kind):
+    if not injected and cpu.intercepts.exits_on_event(vector, kind):
         if kind == "software":
             # INT n exits instead of executing (SDM Vol. 3C §25.1): it unwinds like a
             # fault, so it is not retired and EIP is left at it.
@@ -100,6 +105,12 @@ def deliver_event(cpu, vector: int, error_code, kind: str, push_rf: bool = False
         # A task switch (tasks.py); the return address is the old task's EIP.
         from . import tasks
         tsel, td = tasks.via_gate(cpu, vector * 8, gate, ext)
+        if cpu.intercepts.task_switch_exiting:
+            # VMX non-root: the task switch exits (SDM Vol. 3C §25.1.2); the event is
+            # not delivered, and the monitor is told which one it was.
+            from .exits import TaskSwitchExit
+            cpu.deliveries -= 1
+            raise ExitFault(TaskSwitchExit(tsel, "int", vector, error_code, kind))
         tasks.switch(cpu, tsel, td, "int", cpu.eip, error_code, ext)
         cpu.halted = False
         if kind == "software":
@@ -208,6 +219,9 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         cpu.resched = True
     if cpu.eflags_rest & NT:
         from . import tasks
+        if cpu.intercepts.task_switch_exiting:
+            from .exits import TaskSwitchExit
+            raise ExitFault(TaskSwitchExit(cpu.sys_read(cpu.tr_base, 2), "iret"))
         tasks.task_return(cpu, next_eip)     # back to the task in the link field
         return
     regs = cpu.regs

@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 
 from .constants import AC_VEC, CR0_PE, CS, GP, SS, SS_VEC
-from .cpu import CpuFault
+from .cpu import CpuFault, ExitFault
+from .exits import MmioExit
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -58,6 +59,12 @@ class MemoryAccess:
             for n, lo, hi, write_only in self.bp_data:
                 if lin <= hi and last >= lo and (write or not write_only):
                     self.bp_hits |= 1 << n
+        if self.dbg_watch and self.dbg_hit is None:   # the host debugger's (CPU.debug_step)
+            last = lin + size - 1
+            for lo, hi, kind in self.dbg_watch:
+                if lin <= hi and last >= lo and (kind == "access" or (kind == "write") == write):
+                    self.dbg_hit = (max(lin, lo), kind)
+                    break
         return lin
 
     # ------------------------------------------------- physical memory access
@@ -77,6 +84,8 @@ class MemoryAccess:
     def phys_read(self, pa: int, size: int) -> int:
         if pa + size <= self.ram_size:
             return int.from_bytes(self.ram[pa:pa + size], "little")
+        if self.intercepts.mmio_exiting and pa >= self.ram_size:
+            raise ExitFault(MmioExit(pa, size, False))
         if self.mmio_bus is not None and pa >= self.ram_size:
             return self.mmio_bus.read(pa, size)
         return (1 << (8 * size)) - 1
@@ -87,6 +96,8 @@ class MemoryAccess:
                 if self.code_pages[p]:
                     self.invalidate_code_page(p)
             self.ram[pa:pa + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        elif self.intercepts.mmio_exiting and pa >= self.ram_size:
+            raise ExitFault(MmioExit(pa, size, True, v & ((1 << (8 * size)) - 1)))
         elif self.mmio_bus is not None and pa >= self.ram_size:
             self.mmio_bus.write(pa, size, v)
 

@@ -90,12 +90,15 @@ def c_bt(cpu, ins):
 _A16 = {iced.Register.BX, iced.Register.BP, iced.Register.SI, iced.Register.DI}
 
 
-@handles(M.BSF, M.BSR)
+# TZCNT and LZCNT are F3-prefixed BSF and BSR; this CPU has neither BMI1 nor LZCNT in CPUID,
+# and "on processors that do not support TZCNT [LZCNT], the instruction byte encoding is
+# executed as BSF [BSR]" (SDM Vol. 2B, TZCNT and LZCNT).  Linux's __ffs() uses "rep; bsf".
+@handles(M.BSF, M.BSR, M.TZCNT, M.LZCNT)
 def c_bsf(cpu, ins):
     size = op_size(ins, 0)
     src = reader(cpu, ins, 1, size)
     dst = reg_writer(cpu, ins.op0_register)
-    forward = ins.mnemonic == M.BSF
+    forward = ins.mnemonic in (M.BSF, M.TZCNT)
     sign = SIGN[size]
 
     def bsf():

@@ -24,7 +24,7 @@ from .constants import (
     BP, BR, CS, DS, ES, FS, GP, GS, NP, OF_VEC, SS, SS_VEC, SYS_CALL_GATE16, SYS_CALL_GATE32,
     UD,
 )
-from .cpu import CpuFault
+from .cpu import CpuFault, ExitFault
 from .interrupts import iret, software_interrupt
 from .operands import (
     K, SEGREG, Unsupported, ea_fn, mem_segment, op_size, reader, reg_reader, reg_writer, writer,
@@ -188,6 +188,9 @@ def far_transfer(cpu, sel: int, off: int, size: int, call: bool, ret_eip) -> Non
             raise CpuFault(GP, sel & 0xFFFC)
         else:
             tsel, td = sel, d
+        if cpu.intercepts.task_switch_exiting:
+            from .exits import TaskSwitchExit
+            raise ExitFault(TaskSwitchExit(tsel, "call" if call else "jmp"))
         tasks.switch(cpu, tsel, td, "call" if call else "jmp", ret_eip)
         return
     raise CpuFault(GP, sel & 0xFFFC)

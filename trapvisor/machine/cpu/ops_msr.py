@@ -6,20 +6,29 @@ RDMSR and WRMSR are privileged (SDM Vol. 2 RDMSR/WRMSR; the MSRs: SDM Vol.
 0 until written; any other MSR is #GP(0).  The TSC counts retired
 instructions (``cpu.icount`` plus an offset that a WRMSR to it sets), so
 guest time is deterministic; RDTSC is #GP(0) at CPL > 0 with CR4.TSD (SDM
-Vol. 2 RDTSC).  CPUID reports what this CPU implements (SDM Vol. 2 CPUID).
+Vol. 2 RDTSC).  CPUID reports what this CPU implements, from the one model
+of ``machine/cpuid_model.py`` (SDM Vol. 2A CPUID).
 SYSENTER and SYSEXIT load flat segments without reading descriptors (SDM
 Vol. 2 SYSENTER, SYSEXIT).
+
+With VMX (``cpu.vmx``, ``vmx/``): CPUID.1:ECX.VMX, IA32_FEATURE_CONTROL and
+the IA32_VMX_* capability MSRs (SDM Vol. 3C §23.6-23.7, Appendix A); RDTSC,
+CPUID, RDMSR and WRMSR honour their exiting controls and TSC offsetting
+(``intercepts.py``).  Without it, nothing here changes.
 """
 
 from __future__ import annotations
 
 import iced_x86 as iced
 
+from .. import cpuid_model
+
 from .constants import (
     CR0_PE, CR4_PCE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
     MSR_IA32_SYSENTER_EIP, MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, RF, SS, VM,
 )
-from .cpu import CpuFault
+from .cpu import CpuFault, ExitFault
+from .exits import InstructionExit
 from .privilege import require_cpl0, strict_trap
 from .registry import END, JUMP, NORMAL, handles
 
@@ -31,8 +40,12 @@ M = iced.Mnemonic
 def c_rdmsr(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def rdmsr():
         require_cpl0(cpu)
+        if ic.msr_exiting is not None and ic.exits_on_msr(regs[1], False):
+            raise ExitFault(InstructionExit("rdmsr", length, regs[1]))
         v = read_msr(cpu, regs[1])
         regs[0], regs[2] = v & 0xFFFFFFFF, v >> 32
     return rdmsr, NORMAL
@@ -42,14 +55,18 @@ def c_rdmsr(cpu, ins):
 def c_wrmsr(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def wrmsr():
         require_cpl0(cpu)
+        if ic.msr_exiting is not None and ic.exits_on_msr(regs[1], True):
+            raise ExitFault(InstructionExit("wrmsr", length, regs[1]))
         write_msr(cpu, regs[1], (regs[2] << 32) | regs[0])
     return wrmsr, END
 
 
 def read_tsc(cpu) -> int:
-    return (cpu.icount + cpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+    return (cpu.icount + cpu.tsc_offset + cpu.intercepts.tsc_offset) & 0xFFFFFFFFFFFFFFFF
 
 
 def read_msr(cpu, n: int) -> int:
@@ -65,6 +82,10 @@ def read_msr(cpu, n: int) -> int:
         return cpu.sysenter_eip
     if n in cpu.msr:
         return cpu.msr[n]
+    if cpu.vmx is not None:
+        v = cpu.vmx.read_msr(n)
+        if v is not None:
+            return v
     if n in (0x1A0, 0x277, 0x8B, 0x17, 0xFE, 0x2FF, 0x179, 0x17A):
         return cpu.msr.get(n, 0)
     raise CpuFault(GP, 0)
@@ -83,6 +104,8 @@ def write_msr(cpu, n: int, v: int) -> None:
         cpu.sysenter_eip = v & 0xFFFFFFFF
     elif n in (0x1A0, 0x277, 0x8B, 0x2FF, 0x179, 0x17A) or n in cpu.msr:
         cpu.msr[n] = v
+    elif cpu.vmx is not None and cpu.vmx.write_msr(n, v):
+        pass
     else:
         raise CpuFault(GP, 0)
 
@@ -91,9 +114,13 @@ def write_msr(cpu, n: int, v: int) -> None:
 def c_rdtsc(cpu, ins):
     regs = cpu.regs
 
+    ic, length = cpu.intercepts, ins.len
+
     def rdtsc():
         if cpu.cr4 & CR4_TSD and cpu.cpl > 0:
             raise CpuFault(GP, 0)
+        if ic.rdtsc_exiting:
+            raise ExitFault(InstructionExit("rdtsc", length))
         t = read_tsc(cpu)
         regs[0], regs[2] = t & 0xFFFFFFFF, t >> 32
     return rdtsc, NORMAL
@@ -112,31 +139,31 @@ def c_rdpmc(cpu, ins):
     return rdpmc, NORMAL
 
 
-# CPUID.1:EDX feature bits we implement (SDM Vol. 2 CPUID, Table 3-11).
-CPUID_EDX = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) \
-    | (1 << 11) | (1 << 13) | (1 << 15)   # VME DE PSE TSC MSR CX8 APIC SEP PGE CMOV
+APIC_FEATURE = 1 << 9              # CPUID.1:EDX.APIC (SDM Vol. 2A Table 3-11)
+APIC_GLOBAL_ENABLE = 1 << 11      # IA32_APIC_BASE bit 11 (SDM Vol. 3A 10.4.4)
+
+
+CPUID_ECX_VMX = 1 << 5      # CPUID.1:ECX.VMX (SDM Vol. 3C §23.6)
 
 
 @handles(M.CPUID)
 def c_cpuid(cpu, ins):
     regs = cpu.regs
+    model = cpuid_model.PC
+
+    ic, length = cpu.intercepts, ins.len
 
     def cpuid():
+        if ic.cpuid_exiting:
+            raise ExitFault(InstructionExit("cpuid", length))
         leaf = regs[0]
-        if leaf == 0:
-            # Vendor "GenuineIntel" in EBX, EDX, ECX (cpuid_model.INTEL_VENDOR).
-            v = b"GenuineIntel"
-            regs[0] = 1
-            regs[3] = int.from_bytes(v[0:4], "little")
-            regs[2] = int.from_bytes(v[4:8], "little")
-            regs[1] = int.from_bytes(v[8:12], "little")
-        elif leaf == 1:
-            regs[0] = 0x00000633      # family 6, model 3, stepping 3 (a Pentium II-class core)
-            regs[3] = 0x00010000      # APIC ID 0, 1 logical processor
-            regs[1] = 0
-            regs[2] = CPUID_EDX & ~(0 if cpu.apic_base & (1 << 11) else (1 << 9))
-        else:
-            regs[0] = regs[1] = regs[2] = regs[3] = 0
+        a, b, c, d = cpuid_model.cpuid(model, leaf, regs[1])
+        if leaf == 1:
+            if not cpu.apic_base & APIC_GLOBAL_ENABLE:
+                d &= ~APIC_FEATURE    # a globally disabled local APIC is absent from CPUID (SDM 10.4.3)
+            if cpu.vmx is not None:
+                c |= CPUID_ECX_VMX
+        regs[0], regs[3], regs[1], regs[2] = a, b, c, d
     return cpuid, NORMAL
 
 

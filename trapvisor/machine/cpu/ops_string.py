@@ -5,6 +5,12 @@ segment prefix overrides it; the destination is always ES:(E)DI.  Each
 iteration commits its register updates before the next one starts, so a
 fault in the middle of a REP leaves ECX/ESI/EDI pointing at the element that
 faulted and the instruction restarts from there (SDM Vol. 3A §6.5).
+
+A REP MOVS/STOS/LODS/CMPS/SCAS over RAM runs as bulk operations
+(``string_bulk.py``: one bytes operation per run of iterations within a
+page) with the element loop's exact result; the element loop below stays the
+reference and takes every element a run cannot (MMIO, page-crossing
+elements, segment faults, code pages, single-stepping).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from . import flags as F
+from . import string_bulk
 from .constants import DF, ES
 from .operands import MASK, SIGN, op_size
 from .registry import NORMAL, END, JUMP, handles
@@ -24,6 +31,9 @@ from .registry import NORMAL, END, JUMP, handles
 # instruction in ``cpu.icount``: the instruction count is the CPU's measure of
 # work and of guest time, and a million-iteration REP is not one unit of either.
 REP_CHUNK = 4096
+# Runs of iterations over RAM as one bytes operation (string_bulk.py); off: element by
+# element only (the reference the tests compare the bulk path with).
+BULK = True
 
 M = iced.Mnemonic
 K = iced.OpKind
@@ -33,6 +43,15 @@ _SIZE = {
     M.LODSB: 1, M.LODSW: 2, M.LODSD: 4, M.CMPSB: 1, M.CMPSW: 2, M.CMPSD: 4,
     M.SCASB: 1, M.SCASW: 2, M.SCASD: 4, M.INSB: 1, M.INSW: 2, M.INSD: 4,
     M.OUTSB: 1, M.OUTSW: 2, M.OUTSD: 4,
+}
+
+
+_BULK_KIND = {
+    M.MOVSB: string_bulk.MOVS, M.MOVSW: string_bulk.MOVS, M.MOVSD: string_bulk.MOVS,
+    M.STOSB: string_bulk.STOS, M.STOSW: string_bulk.STOS, M.STOSD: string_bulk.STOS,
+    M.LODSB: string_bulk.LODS, M.LODSW: string_bulk.LODS, M.LODSD: string_bulk.LODS,
+    M.CMPSB: string_bulk.CMPS, M.CMPSW: string_bulk.CMPS, M.CMPSD: string_bulk.CMPS,
+    M.SCASB: string_bulk.SCAS, M.SCASW: string_bulk.SCAS, M.SCASD: string_bulk.SCAS,
 }
 
 
@@ -115,11 +134,25 @@ def c_string(cpu, ins):
 
     ip = ins.ip
     nxt = ins.next_ip & (0xFFFFFFFF if cpu.cs32 else 0xFFFF)
+    kind = _BULK_KIND.get(op)
+    bulk = None if kind is None else string_bulk.make_bulk(
+        cpu, kind, size, amask, src_seg, bool(rep) and conditional, repne and conditional)
 
     def string_rep():
         left = REP_CHUNK
         try:
             while regs[1] & amask:
+                if bulk is not None and BULK and not cpu.rep_break:
+                    # A run of iterations at once (string_bulk.py); none possible: one element.
+                    done, ended = bulk(min(regs[1] & amask, left))
+                    if done:
+                        left -= done
+                        if ended:
+                            break
+                        if not left and regs[1] & amask:
+                            cpu.eip = ip
+                            return
+                        continue
                 go_on = one()
                 regs[1] = (regs[1] & ~amask & 0xFFFFFFFF) | ((regs[1] - 1) & amask)
                 left -= 1

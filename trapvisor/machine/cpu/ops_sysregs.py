@@ -17,8 +17,10 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from .constants import CR0_PE, CR0_PG, CR0_TS, CR4_SUPPORTED, GP, UD
+
+CR4_VMXE = 1 << 13    # VMX enable (SDM Vol. 3C §23.7); accepted only by a CPU with VMX
 from .cpu import CpuFault, ExitFault, MachineStop
-from .exits import ControlRegisterExit, HaltExit, InstructionExit
+from .exits import ControlRegisterExit, DebugRegisterExit, HaltExit, InstructionExit
 from .operands import (
     CREG, DREG, GPR, K, SEGREG, Unsupported, ea_fn, mem_segment, op_size, reader16, reg_reader,
     reg_writer, writer,
@@ -49,13 +51,17 @@ def compile_mov_to_special(cpu, ins):
             # CPL is checked before the intercept (SDM Vol. 3C §25.1.1).
             if ic.exits_on_cr_write(n, _cr(cpu, n), v):
                 raise ExitFault(ControlRegisterExit(n, True, v, gpr, "mov", length))
-            write_cr(cpu, n, v)
+            write_cr(cpu, n, ic.owned_bits_kept(n, _cr(cpu, n), v))
         return mov_cr, END
     if reg in DREG:
         n = DREG[reg]
+        ic, gpr, length = cpu.intercepts, GPR[ins.op1_register][0], ins.len
 
         def mov_dr():
             require_cpl0(cpu)
+            # MOV-DR exiting comes after the CPL check and before DR7.GD (SDM Vol. 3C §25.1.1).
+            if ic.mov_dr_exiting:
+                raise ExitFault(DebugRegisterExit(n, True, gpr, length))
             general_detect(cpu)
             v = src()
             if n in (4, 5):
@@ -124,8 +130,11 @@ def write_cr(cpu, n: int, v: int) -> None:
     elif n == 3:
         cpu.set_cr3(v)
     elif n == 4:
-        if v & ~CR4_SUPPORTED:
+        vmx = cpu.vmx
+        if v & ~(CR4_SUPPORTED if vmx is None else CR4_SUPPORTED | CR4_VMXE):
             raise CpuFault(GP, 0)
+        if vmx is not None and vmx.vmxon and not v & CR4_VMXE and not vmx.nonroot:
+            raise CpuFault(GP, 0)     # CR4.VMXE cannot be cleared in VMX operation (§23.8)
         cpu.set_cr4(v)
 
 
@@ -149,9 +158,12 @@ def compile_mov_from_special(cpu, ins):
         return mov_from_cr, NORMAL
     if reg in DREG:
         n = DREG[reg]
+        ic, gpr, length = cpu.intercepts, GPR[ins.op0_register][0], ins.len
 
         def mov_from_dr():
             require_cpl0(cpu)
+            if ic.mov_dr_exiting:
+                raise ExitFault(DebugRegisterExit(n, False, gpr, length))
             general_detect(cpu)
             n2 = n
             if n in (4, 5):
@@ -171,7 +183,7 @@ def c_clts(cpu, ins):
         require_cpl0(cpu)
         if ic.exits_on_cr_write(0, cpu.cr0, cpu.cr0 & ~CR0_TS):
             raise ExitFault(ControlRegisterExit(0, True, cpu.cr0 & ~CR0_TS, None, "clts", length))
-        cpu.cr0 &= ~CR0_TS
+        cpu.cr0 = ic.owned_bits_kept(0, cpu.cr0, cpu.cr0 & ~CR0_TS)
     return clts, END
 
 
@@ -187,8 +199,8 @@ def c_lmsw(cpu, ins):
         # LMSW loads PE, MP, EM, TS and cannot clear PE (SDM Vol. 2 LMSW).
         new = (cpu.cr0 & ~0xE) | (v & 0xF) | (cpu.cr0 & CR0_PE)
         if ic.exits_on_cr_write(0, cpu.cr0, new):
-            raise ExitFault(ControlRegisterExit(0, True, new, None, "lmsw", length))
-        cpu.set_cr0(new)
+            raise ExitFault(ControlRegisterExit(0, True, new, None, "lmsw", length, v & 0xFFFF))
+        cpu.set_cr0(ic.owned_bits_kept(0, cpu.cr0, new))
     return lmsw, END
 
 
@@ -245,8 +257,9 @@ def c_hlt(cpu, ins):
 
 
 # ------------------------------------------------------------- x87 and WAIT
-# This CPU has no x87 unit (CPUID.1:EDX.FPU = 0); what it implements is the
-# part of the x87 interface the system architecture defines: the #NM checks
+# The x87 FPU is ops_x87.py, which registers later and takes over the mnemonics it
+# implements.  What stays here is the fallback for the rest, the x87 interface the
+# system architecture defines: the #NM checks
 # (SDM Vol. 3A §2.5, Table 2-2).  An x87 instruction raises #NM when CR0.EM
 # or CR0.TS is set; WAIT/FWAIT raises #NM when CR0.MP and CR0.TS are both
 # set and is otherwise a no-op (there is never an unmasked x87 exception

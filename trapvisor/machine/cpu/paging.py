@@ -1,6 +1,7 @@
 """Paging and the TLB: 32-bit paging (SDM Vol. 3A §4.3), and the control-register
 writes that switch it or drop translations (CR0.PG/WP/PE, CR3, CR4.PSE/PGE;
-SDM Vol. 3A §2.5 and §4.10.4).
+SDM Vol. 3A §2.5 and §4.10.4).  In VMX non-root operation with EPT, the walk
+is the EPT one of ``vmx/ept.py`` (``cpu.ept``).
 
 ``Paging`` is a mixin of :class:`~.cpu.CPU`: its methods work on the CPU's
 state (``cr0``/``cr3``/``cr4``, ``paging``, the four TLB dicts in ``_tlb``,
@@ -32,6 +33,8 @@ class Paging:
         gets accessed/dirty only when the access is allowed.  Reserved bits
         21:13 of a 4 MiB PDE (no PSE-36 here) give #PF with RSVD (§4.7).
         """
+        if self.ept is not None:      # VMX non-root with EPT (vmx/ept.py)
+            return self.ept.page_walk(lin, write, user)
         pde_addr = (self.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
         pde = self.phys_read32(pde_addr)
         err = (PF_W if write else 0) | (PF_U if user else 0)
@@ -122,7 +125,8 @@ class Paging:
         old = self.cr0
         self.cr0 = value | CR0_ET
         if (old ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
-            self.paging = bool(self.cr0 & CR0_PG)
+            # With EPT every access is translated, guest paging on or off (vmx/ept.py).
+            self.paging = bool(self.cr0 & CR0_PG) or self.ept is not None
             self.flush_tlb(keep_global=False)
         self.update_ac()
 

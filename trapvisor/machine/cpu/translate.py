@@ -16,15 +16,20 @@ from __future__ import annotations
 import iced_x86 as iced
 
 from .constants import UD
-from .cpu import MAX_BLOCK, Block, CpuFault, MachineStop
+from .audit import SENSITIVE, is_sensitive_form
+from .cpu import MAX_BLOCK, Block, CpuFault, ExitFault, MachineStop
+from .exits import SensitiveExit
 from .operands import Unsupported
 from .registry import END, HANDLERS, JUMP
 # Importing the ops_* modules registers their handlers.  The order matters where two
-# register one mnemonic: the later wins (FNOP: ops_sysregs's x87 #NM check, not ops_move's NOP).
+# register one mnemonic: the later wins (FNOP, WAIT and the x87 set: ops_x87's FPU over
+# ops_sysregs's #NM-only fallback, which is left for the x87 forms ops_x87 does not handle).
 from . import (  # noqa: F401
     ops_move, ops_stack, ops_alu, ops_shift, ops_bits, ops_eflags, ops_control, ops_string,
-    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr,
+    ops_io, ops_sysregs, ops_tables, ops_far, ops_msr, ops_x87,
 )
+# The VMX instructions compile only on a CPU with VMX (cpu.vmx; vmx/instructions.py).
+from .vmx import instructions as _vmx_instructions  # noqa: F401,E402
 
 _FORMATTER = iced.Formatter(iced.FormatterSyntax.INTEL)
 
@@ -128,10 +133,15 @@ class Translator:
         try:
             fn, kind = handler(self.cpu, ins)
         except Unsupported:
+            if absent_extension(ins):     # e.g. VMCALL on a CPU without VMX (vmx/instructions.py)
+                return _raise_ud, JUMP
             return _unimplemented(self.cpu, ins), JUMP
         auditor = self.cpu.auditor
         if auditor is not None:
             fn = auditor.wrap(self.cpu, ins, fn)
+        if self.cpu.intercepts.sensitive_exiting and is_sensitive_form(ins) \
+                and SENSITIVE[ins.mnemonic] in self.cpu.intercepts.sensitive_exiting:
+            return _sensitive_exit(ins), kind
         return fn, kind
 
 
@@ -139,8 +149,9 @@ class Translator:
 # flag the model has no name for, never advertised).  On a processor whose CPUID leaves the
 # flag clear the instructions do not exist and raise #UD (SDM Vol. 2, each instruction's
 # exceptions: "#UD If CPUID.01H:EDX.SSE2[bit 26] = 0", and so on; VMCALL and the other VMX
-# instructions outside VMX operation, Vol. 3C §30.3).  Only an instruction without a handler
-# is checked, so an extension someone implements (and advertises) takes over at once.
+# instructions outside VMX operation, Vol. 3C §30.3).  Only an instruction without a handler,
+# or whose handler declines it (Unsupported: VMX instructions on a CPU without VMX), is
+# checked, so an extension someone implements (and advertises) takes over at once.
 _F = iced.CpuidFeature
 EXTENSIONS = {
     _F.MMX: "mmx", _F.FXSR: "fxsr", _F.SSE: "sse", _F.SSE2: "sse2", _F.SSE3: "sse3",
@@ -158,6 +169,15 @@ def absent_extension(ins) -> bool:
     """True when ``ins`` belongs to an extension the modelled CPU does not advertise."""
     from ..cpuid_model import PC
     return any(f in EXTENSIONS and EXTENSIONS[f] not in PC.features for f in ins.cpuid_features())
+
+def _sensitive_exit(ins):
+    """The closure of a sensitive instruction whose class exits (CPU.set_sensitive_exiting
+    flushes the decoded blocks, so the control is seen at translation)."""
+    exit_ = SensitiveExit(_FORMATTER.format_mnemonic(ins), ins.len, SENSITIVE[ins.mnemonic])
+
+    def sensitive():
+        raise ExitFault(exit_)
+    return sensitive
 
 
 def _raise_ud():

@@ -13,8 +13,9 @@ import time
 
 from ...events import EventLog
 from ...machine.cpu import MachineStop
-from ...machine.cpu.exits import MachineStopped
+from ...machine.cpu.exits import DebugExit, MachineStopped
 from ...machine.pc import TIME_STEP
+from ..dispatcher import DebugStop
 from ..monitor import Host, Monitor, RunOptions, register
 from ..vm import VM
 from .base import TechniqueResult
@@ -24,7 +25,7 @@ from .base import TechniqueResult
 class Emulate(Monitor):
     name = "emulate"
     summary = "full-system emulation: the virtual CPU interprets every guest instruction (Bochs, QEMU TCG)"
-    honours = frozenset({"disk", "modules"})
+    honours = frozenset({"disk", "modules", "initrd", "serial_in"})
 
     def __init__(self, options: RunOptions, host: Host | None = None):
         super().__init__(options, host)
@@ -32,8 +33,9 @@ class Emulate(Monitor):
             host = Host([options.memory_bytes])
         self.allocator = host.allocator
         self.vm = vm = VM(host.allocator, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+                          serial_out=options.serial_out, disk=options.disk, strict=options.strict,
+                          serial_in=options.serial_in)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules, initrd=options.initrd)
         vm.instructions = self.instructions
         self.stop: MachineStop | None = None
 
@@ -59,6 +61,8 @@ class Emulate(Monitor):
                               else end - vcpu.steps())
                 if isinstance(ex, MachineStopped):
                     self.stop = ex.stop
+                elif isinstance(ex, DebugExit):      # trapvisor/debug takes it (and clears it)
+                    self.stop = DebugStop(ex)
         except MachineStop as stop:
             self.stop = vcpu.stop = stop
         finally:

@@ -23,7 +23,7 @@ from .base import TechniqueResult, native_cycles
 class Native(Monitor):
     name = "native"
     summary = "the bare simulated PC, no monitor: the reference every technique is held to"
-    honours = frozenset({"audit", "modules", "disk"})
+    honours = frozenset({"audit", "modules", "disk", "initrd", "serial_in"})
 
     def __init__(self, options: RunOptions, host=None):
         super().__init__(options, host)
@@ -34,11 +34,12 @@ class Native(Monitor):
             self.console.write(data)
             if serial_out is not None:
                 serial_out(data)
-        self.pc = pc = PC(options.memory_bytes, serial_out=out, strict=options.strict, disk=options.disk)
+        self.pc = pc = PC(options.memory_bytes, serial_out=out, strict=options.strict, disk=options.disk,
+                               serial_in=options.serial_in)
         if options.audit:
             from ...machine.cpu.audit import Auditor
             pc.cpu.auditor = Auditor()
-        pc.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+        pc.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules, initrd=options.initrd)
         self.last = None
 
     def instructions(self) -> int:

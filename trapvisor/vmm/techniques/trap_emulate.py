@@ -36,7 +36,7 @@ from ...machine.cpu.constants import (
 )
 from ...machine.cpu.cpu import CpuFault
 from ...machine.cpu.exits import (
-    BudgetExhausted, ExceptionExit, GuestExit, MachineStopped, Preempted,
+    BudgetExhausted, ExceptionExit, GuestExit, InstructionExit, MachineStopped, Preempted,
 )
 from ..dispatcher import Dispatcher
 from ..interpreter import SystemState, interpret, pull, push
@@ -60,7 +60,7 @@ class TrapEmulate(Monitor):
     name = "trap-emulate"
     summary = ("the guest kernel runs directly at ring 1 on shadow page and descriptor tables; "
                "what traps is emulated (Popek and Goldberg's monitor)")
-    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules"})
+    honours = frozenset({"shadow_cache", "trace_file", "audit", "disk", "modules", "initrd", "serial_in"})
     uses_host = True
 
     def __init__(self, options: RunOptions, host: Host | None = None):
@@ -73,8 +73,9 @@ class TrapEmulate(Monitor):
         self.alloc, self.host = host.allocator, host.cpu
         host_mem = self.alloc.host
         self.vm = vm = VM(self.alloc, options.memory_bytes, name=options.name,
-                          serial_out=options.serial_out, disk=options.disk, strict=options.strict)
-        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules)
+                          serial_out=options.serial_out, disk=options.disk, strict=options.strict,
+                          serial_in=options.serial_in)
+        vm.load_kernel(options.kernel, cmdline=options.cmdline, modules=options.modules, initrd=options.initrd)
         vcpu = vm.vcpu
         host = self.host
         self.auditor = None
@@ -98,7 +99,7 @@ class TrapEmulate(Monitor):
         self.shadow.vm_shadow_gdt_changed = self.descriptors.rebuild
         vcpu.hooks.tlb_invalidated = self._guest_invlpg
         self.dispatcher = Dispatcher({
-            ExceptionExit: self.on_exception,
+            ExceptionExit: self.on_exception, InstructionExit: self.on_instruction,
             BudgetExhausted: self._resume, Preempted: self._resume,
             GuestExit: self._resume, MachineStopped: self._machine_stopped,
         })
@@ -126,6 +127,10 @@ class TrapEmulate(Monitor):
         ic.exception_bitmap = ALL_EXCEPTIONS
         ic.software_interrupt_exiting = True
         ic.external_interrupt_exiting = True
+        # The guest's time-stamp counter counts the guest's own instructions, direct and
+        # interpreted (the bare PC's counts retired instructions, ops_msr.read_tsc); the
+        # host's counts every VM's, so RDTSC is read on the virtual CPU (on_instruction).
+        ic.rdtsc_exiting = True
 
     def _guest_invlpg(self, lin) -> None:
         """The guest's INVLPG, interpreted on the virtual CPU: drop the shadow's entry too."""
@@ -260,13 +265,44 @@ class TrapEmulate(Monitor):
             self.shadow_at = host.icount
         return None
 
+    def on_instruction(self, exit: InstructionExit) -> None:
+        """RDTSC (the one instruction exit set_intercepts enables): interpreted, so that
+        it reads the guest's counter."""
+        vcpu = self.vm.vcpu
+        pull(self.host, vcpu)
+        self.interpret(exit.mnemonic)
+        self.inject_pending()
+        push(vcpu, self.host)
+        return None
+
+    # -- what a technique built on this loop adds (techniques/bt) ----------------------
+    def pull_guest(self) -> None:
+        """Host CPU -> virtual CPU, the guest's state as the guest sees it."""
+        pull(self.host, self.vm.vcpu)
+
+    def before_host_run(self) -> bool:
+        """Right before the host CPU runs the guest: False to go round the loop again."""
+        return True
+
+    def in_cache(self) -> bool:
+        return False
+
+    def after_host_run(self, ran: int, was_in_cache: bool) -> None:
+        """Right after the host CPU ran ``ran`` instructions."""
+
     def interpret(self, why: str) -> None:
         """Run one interpreter routine: the instruction at the virtual EIP, on the virtual CPU."""
         vcpu = self.vm.vcpu
         before = SystemState(vcpu)
         eip = vcpu.eip
         icount = vcpu.icount
+        # The virtual CPU's TSC reads its own count plus the instructions that ran
+        # directly: the guest's instructions in all (TSC offsetting, as VT-x does it).
+        direct = vcpu.intercepts.tsc_offset = self.direct()
+        offset = vcpu.tsc_offset
         ins, mnemonic = interpret(vcpu)
+        if vcpu.tsc_offset != offset:       # WRMSR IA32_TSC: the written value is the guest's
+            vcpu.tsc_offset -= direct
         self.interpreted_count += vcpu.icount - icount
         self.charge(TRAP, f"{why}: {mnemonic}", self.costs.trap_roundtrip + self.costs.interpreter_routine,
                     eip, ins)
@@ -341,7 +377,7 @@ class TrapEmulate(Monitor):
                     # else the pending interrupt is never injected and this loop never ends.
                     vcpu.inhibit_irq = False
                     if vm.devices.intc.interrupt_pending():
-                        pull(host, vcpu)
+                        self.pull_guest()
                         self.inject_pending()
                         push(vcpu, host)
                         continue
@@ -355,7 +391,7 @@ class TrapEmulate(Monitor):
                     if vcpu.inhibit_irq:
                         shadow = True       # one instruction first, then the interrupt (as the bare CPU)
                     else:
-                        pull(host, vcpu)
+                        self.pull_guest()
                         self.inject_pending()
                         push(vcpu, host)
                         if vcpu.stop is not None:
@@ -375,9 +411,14 @@ class TrapEmulate(Monitor):
                     budget = min(budget, clock.instructions_until(due))
                 if shadow:
                     budget = 1
+                if not self.before_host_run():
+                    continue
+                was = self.in_cache()
+                ran = host.icount
                 self.in_run = True
                 exit = host.run(budget)
                 self.in_run = False
+                self.after_host_run(host.icount - ran, was)
                 if vcpu.inhibit_irq and host.icount > self.shadow_at:
                     vcpu.inhibit_irq = False    # the shadowed instruction ran directly
                 stop = dispatch(exit)

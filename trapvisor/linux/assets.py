@@ -20,6 +20,10 @@ from ..errors import UserError
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
+# The simulated PC's guest:linux: Debian's i386 kernel for 686-class CPUs (no PAE: the
+# simulated CPU has none) and the i386 busybox; needs `dpkg --add-architecture i386`.
+I386_KERNEL_METAPACKAGE = "linux-image-686:i386"
+I386_BUSYBOX_PACKAGE = "busybox-static:i386"
 
 
 @dataclass
@@ -47,7 +51,9 @@ def _run(cmd: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess:
 
 def apt_download(package: str, dest: pathlib.Path) -> pathlib.Path:
     """``apt-get download PACKAGE`` into ``dest`` (once); returns the .deb path."""
-    found = sorted(glob.glob(str(dest / f"{package}_*.deb")))
+    name, _, arch = package.partition(":")
+    pattern = str(dest / f"{name}_*{'_' + arch if arch else ''}.deb")
+    found = sorted(glob.glob(pattern))
     if found:
         return pathlib.Path(found[-1])
     r = _run(["apt-get", "download", package], dest)
@@ -55,7 +61,7 @@ def apt_download(package: str, dest: pathlib.Path) -> pathlib.Path:
         # An empty or stale package list: refresh it once, as a fresh machine needs.
         _run(["apt-get", "update", "-qq"], dest)
         r = _run(["apt-get", "download", package], dest)
-    found = sorted(glob.glob(str(dest / f"{package}_*.deb")))
+    found = sorted(glob.glob(pattern))
     if r.returncode != 0 or not found:
         last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"apt-get download {package} failed: {last[0]}",
@@ -79,14 +85,15 @@ def unpack_deb(deb: pathlib.Path, into: pathlib.Path) -> None:
     stamp.touch()
 
 
-def debian_kernel(cache: pathlib.Path) -> tuple[pathlib.Path, str]:
-    """The bzImage of the current linux-image-cloud-amd64 (via its versioned dependency)."""
-    meta = apt_download(KERNEL_METAPACKAGE, cache)
-    m = re.search(r"(linux-image-[0-9][^ ,(]*)", deb_depends(meta))
+def debian_kernel(cache: pathlib.Path, metapackage: str = KERNEL_METAPACKAGE) -> tuple[pathlib.Path, str]:
+    """The bzImage of the current kernel metapackage (via its versioned dependency)."""
+    meta = apt_download(metapackage, cache)
+    m = re.search(r"(linux-image-[0-9][^ ,(:]*)", deb_depends(meta))
     if not m:
         raise UserError(f"cannot tell which kernel {meta.name} depends on")
     package = m.group(1)
-    deb = apt_download(package, cache)
+    arch = metapackage.partition(":")[2]
+    deb = apt_download(package + (f":{arch}" if arch else ""), cache)
     unpack_deb(deb, cache / "root")
     images = sorted(glob.glob(str(cache / "root" / "boot" / f"vmlinuz-{package.removeprefix('linux-image-')}")))
     if not images:
@@ -94,8 +101,8 @@ def debian_kernel(cache: pathlib.Path) -> tuple[pathlib.Path, str]:
     return pathlib.Path(images[-1]), package
 
 
-def debian_busybox(cache: pathlib.Path) -> pathlib.Path:
-    deb = apt_download(BUSYBOX_PACKAGE, cache)
+def debian_busybox(cache: pathlib.Path, package: str = BUSYBOX_PACKAGE) -> pathlib.Path:
+    deb = apt_download(package, cache)
     unpack_deb(deb, cache / "root")
     path = cache / "root" / "bin" / "busybox"
     if not path.exists():
@@ -118,5 +125,16 @@ def prepare_linux(cache: pathlib.Path | None = None) -> LinuxAssets:
     cache = cache or linux_cache_dir()
     kernel, package = debian_kernel(cache)
     busybox = debian_busybox(cache)
+    initrd = write_initramfs(busybox, cache / "initramfs.cpio")
+    return LinuxAssets(kernel, initrd, package, busybox)
+
+
+def prepare_linux_i386(cache: pathlib.Path | None = None) -> LinuxAssets:
+    """The same for the simulated PC: Debian's i386 686 kernel and i386 busybox, kept apart
+    (``build/linux/i386``) from the 64-bit ones."""
+    cache = cache or linux_cache_dir() / "i386"
+    cache.mkdir(parents=True, exist_ok=True)
+    kernel, package = debian_kernel(cache, I386_KERNEL_METAPACKAGE)
+    busybox = debian_busybox(cache, I386_BUSYBOX_PACKAGE)
     initrd = write_initramfs(busybox, cache / "initramfs.cpio")
     return LinuxAssets(kernel, initrd, package, busybox)
