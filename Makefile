@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # which program or file comes from which; tests/test_hosttools.py checks this list against it.
 APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios gdb apt dpkg
 
-.PHONY: demo demo-linux test fuzz setup apt guests linux-guest clean bench
+.PHONY: demo demo-linux test fuzz setup apt guests linux-guest clean bench kut
 
 # Checked on every run (dpkg -s is quick), so a package removed since the last run is reinstalled.
 setup: apt $(STAMP)
@@ -68,3 +68,8 @@ bench: guests
 
 clean:
 	rm -rf build $(VENV)
+
+# The bundled kvm-unit-tests on trapvisor and QEMU, slow ones included (sieve: minutes);
+# make test runs all but the slow ones (docs/kvm-unit-tests.md).
+kut: guests
+	TRAPVISOR_KUT_SLOW=1 $(PY) -m pytest -q tests/kut

@@ -14,6 +14,7 @@ done by the layers below):
   demo                    the main job on the bundled default guest (``demo.py``)
   demo-linux, fetch-linux Debian's kernel under /dev/kvm (``demo_linux.py``)
   bt show KERNEL --at A   a unit of guest code and its binary translation (``bt.py``)
+  kut [TEST...]           kvm-unit-tests on trapvisor and QEMU, one table (``kut.py``)
   theory ...              the Popek-Goldberg theory as executable code
                           (``theory.py``, ``theory_run.py``, ``theory_docs.py``)
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import bt, compare, demo, demo_linux, host, run, vmcs, vms
+from . import bt, compare, demo, demo_linux, host, kut, run, vmcs, vms
 from .options import Parser
 
 
@@ -45,6 +46,7 @@ def build_parser() -> Parser:
     host.add_parsers(sub)
     demo.add_parser(sub)
     demo_linux.add_parsers(sub)
+    kut.add_parser(sub)
     try:
         from .theory import add_theory_parser
         add_theory_parser(sub)

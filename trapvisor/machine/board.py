@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from . import bios
 from .bus import IoBus, MmioBus
 from .devices.acpi_pm import PM_SIZE, AcpiPm
+from .devices.fw_cfg import FW_CFG_PORT_SEL, FW_CFG_PORTS, FwCfg
 from .irq import IrqRouter
 from .platform import PcDevices, build_devices
 
@@ -39,6 +40,7 @@ class Board:
     firmware: bios.Firmware = bios.Firmware()
     rsdp: int = 0                       # where the ACPI RSDP is (boot_params.acpi_rsdp_addr)
     acpi_pm: AcpiPm | None = None
+    fw_cfg: FwCfg | None = None
 
     def close(self) -> None:
         """Release the devices' host resources (the disk image, the serial poll timer)."""
@@ -62,5 +64,8 @@ def build_board(memory, clock, *, serial_out, serial_in=None, disk: str | None =
     fw = firmware or bios.Firmware()
     pm = AcpiPm(fw.pm_base)
     io_bus.register(fw.pm_base, PM_SIZE, pm)
+    # QEMU's fw_cfg: what firmware and test kernels ask the machine (its RAM, its CPUs)
+    fw_cfg = FwCfg(ram_size=memory.size, cpus=len(fw.apic_ids))
+    io_bus.register(FW_CFG_PORT_SEL, FW_CFG_PORTS, fw_cfg)
     rsdp = bios.install(memory, hard_disks=1 if disk else 0, firmware=fw)
-    return Board(memory, clock, io_bus, mmio_bus, irq, devices, fw, rsdp, pm)
+    return Board(memory, clock, io_bus, mmio_bus, irq, devices, fw, rsdp, pm, fw_cfg)

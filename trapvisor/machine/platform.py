@@ -21,6 +21,8 @@ ATA primary        0x1F0-0x1F7, 14      devices/ata_pio.py
                    0x3F6
 16550A COM1        0x3F8-0x3FF  4       devices/uart16550.py
 I/O APIC           0xFEC00000   -       devices/ioapic.py
+HPET               0xFED00000   0, 8,   devices/hpet.py
+                                5,10,11
 local APIC         0xFEE00000   -       devices/lapic.py
 =================  ===========  ======  ==============================
 
@@ -43,6 +45,7 @@ from . import bios
 from .devices.ata_pio import PRIMARY_BASE, PRIMARY_CTRL, PRIMARY_IRQ, AtaPio
 from .devices.cmos_rtc import RTC_IRQ, CmosRtc
 from .devices.debug_exit import DEBUG_EXIT_BASE, DEBUG_EXIT_SIZE, IsaDebugExit
+from .devices.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .devices.intc import PcInterruptSource
 from .devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from .devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
@@ -72,6 +75,7 @@ class PcDevices:
     port92: SystemControlPortA
     debug_exit: IsaDebugExit
     post: PostCodePort
+    hpet: Hpet | None = None
 
     @property
     def intc(self) -> PcInterruptSource | None:
@@ -131,6 +135,7 @@ def build_devices(memory, clock, io_bus, mmio_bus, irq_router, *, serial_out, se
     port92 = SystemControlPortA(on_reset=on_reset)
     debug_exit = IsaDebugExit(on_exit)
     post = PostCodePort()
+    hpet = Hpet(clock, irq_router.line)
     if disk is not None:
         rtc.ram[0x12] = 0xF0                 # hard disk 0: type 15 = "see extended type"
         rtc.ram[0x19] = 47                   # extended type 47: user-defined geometry
@@ -145,10 +150,11 @@ def build_devices(memory, clock, io_bus, mmio_bus, irq_router, *, serial_out, se
     io_bus.register(PRIMARY_BASE, 8, ata)
     io_bus.register(PRIMARY_CTRL, 1, ata)
     io_bus.register(COM1_BASE, 8, uart)
+    mmio_bus.register(HPET_BASE, HPET_SIZE, hpet)
 
     devices = PcDevices(pic=pic, pit=pit, port61=port61, lapic=lapic, ioapic=ioapic,
                         interrupts=intc, uart=uart, rtc=rtc, ata=ata, ps2=ps2, port92=port92,
-                        debug_exit=debug_exit, post=post)
+                        debug_exit=debug_exit, post=post, hpet=hpet)
     if bios_state:
         bios.program_devices(devices)
     return devices

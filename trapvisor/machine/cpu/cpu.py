@@ -184,6 +184,10 @@ class CPU(MemoryAccess, Paging):
         self.mmio_bus = mmio_bus
         self.intc = intc
         self.clock = clock
+        if intc is not None and getattr(intc, "on_pending", False) is None:
+            # A request raised inside a block (an NMI to self through the ICR) ends the budget
+            # at the block's end, so it is taken at the next instruction boundary.
+            intc.on_pending = self.deadline_moved
         # A device armed a timer earlier than the deadline the current budget runs to
         # (a PIT reprogrammed, a LAPIC one-shot): end the budget at the next block
         # boundary, so the interrupt comes when it is due, not when the budget ends.
@@ -257,6 +261,7 @@ class CPU(MemoryAccess, Paging):
         self.icount = 0               # instructions retired
         self.halted = False
         self.inhibit_irq = False      # one-instruction shadow after STI / MOV SS
+        self.nmi_blocked = False      # an NMI handler runs: NMIs wait for the next IRET (SDM 3A §6.7.1)
         self.ss_shadow = False        # set by MOV SS / POP SS: #DB waits one instruction
         self.sw_int_delivered = False  # set when INT n/INT3/INTO entered a handler
         # Why the run loop must end: a MachineStop (the machine cannot go on), or an
@@ -429,6 +434,10 @@ class CPU(MemoryAccess, Paging):
                 if not self.idle():
                     break
                 continue
+            if self.intc is not None and not self.nmi_blocked and self._nmi_latched():
+                self.deliver_nmi()
+                if self.stop is not None:
+                    break
             if self.intc is not None and self.eflags_rest & IF and not self.inhibit_irq \
                     and not self.intercepts.debug_single_step and self.intc.interrupt_pending():
                 self.deliver_external_interrupt()
@@ -519,7 +528,12 @@ class CPU(MemoryAccess, Paging):
                     return
                 quiet = False
                 continue
-            self.inhibit_irq = False
+            if self.inhibit_irq:
+                self.inhibit_irq = False
+                if self.eflags_rest & IF and self.intc is not None and self.intc.interrupt_pending():
+                    # The instruction in the STI/MOV SS shadow runs alone: the pending interrupt
+                    # is taken right after it (SDM Vol. 2 STI), before a CLI that may follow.
+                    end = min(end, self.icount + 1)
             blk = ip = gen = None
             # Generated code may run several blocks in one go (self-loops, chaining); the
             # closure path would return after one block if an interrupt is deliverable.
@@ -835,6 +849,10 @@ class CPU(MemoryAccess, Paging):
         (SDM Vol. 2 HLT); none of those is modelled, so the machine stops.
         """
         clock = self.clock
+        if self.intc is not None and not self.nmi_blocked and self._nmi_latched():
+            self.halted = False           # an NMI wakes a halted processor whatever IF says
+            self.deliver_nmi()
+            return True
         if not self.eflags_rest & IF:
             self.stop = MachineStop("halted forever", "HLT with interrupts disabled (IF=0)")
             return False
@@ -863,6 +881,22 @@ class CPU(MemoryAccess, Paging):
             deliver_event(self, vector, None, kind="external")
         except ExitFault as f:
             self.stop = f.exit
+        except CpuFault as f:
+            raise_exception(self, f.vector, f.error_code)
+
+    def _nmi_latched(self) -> bool:
+        pending = getattr(self.intc, "nmi_pending", None)
+        return pending is not None and pending()
+
+    def deliver_nmi(self) -> None:
+        """Take the latched NMI: through IDT vector 2 whatever EFLAGS.IF is, then block NMIs
+        until the next IRET (SDM Vol. 3A §6.7.1, "Handling Multiple NMIs")."""
+        self.intc.acknowledge_nmi()
+        self.nmi_blocked = True
+        from .constants import NMI
+        from .interrupts import deliver_event, raise_exception
+        try:
+            deliver_event(self, NMI, None, kind="exception")
         except CpuFault as f:
             raise_exception(self, f.vector, f.error_code)
 

@@ -219,6 +219,10 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
     """IRET/IRETD in protected mode (SDM Vol. 2 IRET, PROTECTED-MODE and RETURN-TO-OUTER-PRIVILEGE-LEVEL)."""
     if not cpu.cr0 & CR0_PE:
         raise MachineStop("real mode", "IRET in real mode is not supported")
+    if cpu.nmi_blocked:
+        # IRET ends NMI blocking (SDM Vol. 3A §6.7.1); a latched NMI is taken after it.
+        cpu.nmi_blocked = False
+        cpu.resched = True
     if cpu.eflags_rest & NT:
         from . import tasks
         if cpu.intercepts.task_switch_exiting:

@@ -24,7 +24,7 @@ import iced_x86 as iced
 from .. import cpuid_model
 
 from .constants import (
-    CR0_PE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
+    CR0_PE, CR4_PCE, CR4_TSD, CS, GP, IF, MSR_IA32_APIC_BASE, MSR_IA32_SYSENTER_CS,
     MSR_IA32_SYSENTER_EIP, MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, RF, SS, VM,
 )
 from .cpu import CpuFault, ExitFault
@@ -124,6 +124,19 @@ def c_rdtsc(cpu, ins):
         t = read_tsc(cpu)
         regs[0], regs[2] = t & 0xFFFFFFFF, t >> 32
     return rdtsc, NORMAL
+
+
+@handles(M.RDPMC)
+def c_rdpmc(cpu, ins):
+    """RDPMC (SDM Vol. 2B RDPMC): #GP(0) at CPL > 0 unless CR4.PCE is set, and #GP(0) for an
+    ECX that names no counter.  The model has no performance counters (CPUID leaf 0AH, the
+    architectural PMU, is beyond its maximum leaf, and the P6 PerfCtr MSRs are #GP), so every
+    index is invalid and RDPMC always faults once the privilege check passes."""
+    def rdpmc():
+        if cpu.cpl > 0 and not cpu.cr4 & CR4_PCE:
+            raise CpuFault(GP, 0)
+        raise CpuFault(GP, 0)          # no counter: ECX is never a valid index
+    return rdpmc, NORMAL
 
 
 APIC_FEATURE = 1 << 9              # CPUID.1:EDX.APIC (SDM Vol. 2A Table 3-11)

@@ -127,10 +127,14 @@ class Translator:
     def compile(self, ins):
         handler = HANDLERS.get(ins.mnemonic)
         if handler is None:
+            if absent_extension(ins):
+                return _raise_ud, JUMP
             return _unimplemented(self.cpu, ins), JUMP
         try:
             fn, kind = handler(self.cpu, ins)
         except Unsupported:
+            if absent_extension(ins):     # e.g. VMCALL on a CPU without VMX (vmx/instructions.py)
+                return _raise_ud, JUMP
             return _unimplemented(self.cpu, ins), JUMP
         auditor = self.cpu.auditor
         if auditor is not None:
@@ -140,6 +144,31 @@ class Translator:
             return _sensitive_exit(ins), kind
         return fn, kind
 
+
+# Instruction-set extensions, each with its CPUID feature flag (cpuid_model.FEATURES; None: a
+# flag the model has no name for, never advertised).  On a processor whose CPUID leaves the
+# flag clear the instructions do not exist and raise #UD (SDM Vol. 2, each instruction's
+# exceptions: "#UD If CPUID.01H:EDX.SSE2[bit 26] = 0", and so on; VMCALL and the other VMX
+# instructions outside VMX operation, Vol. 3C §30.3).  Only an instruction without a handler,
+# or whose handler declines it (Unsupported: VMX instructions on a CPU without VMX), is
+# checked, so an extension someone implements (and advertises) takes over at once.
+_F = iced.CpuidFeature
+EXTENSIONS = {
+    _F.MMX: "mmx", _F.FXSR: "fxsr", _F.SSE: "sse", _F.SSE2: "sse2", _F.SSE3: "sse3",
+    _F.SSSE3: "ssse3", _F.SSE4_1: None, _F.SSE4_2: None, _F.SSE4A: None, _F.POPCNT: "popcnt",
+    _F.CLFSH: "clflush", _F.XSAVE: "xsave", _F.XSAVEOPT: None, _F.XSAVEC: None, _F.XSAVES: None,
+    _F.MONITOR: None, _F.MOVBE: None, _F.RDRAND: None, _F.RDSEED: None, _F.RDTSCP: None,
+    _F.RDPID: None, _F.AES: None, _F.PCLMULQDQ: None, _F.SHA: None, _F.AVX: None, _F.AVX2: None,
+    _F.FMA: None, _F.F16C: None, _F.AVX512F: None, _F.VMX: None, _F.SVM: None, _F.SMX: None,
+    _F.INVEPT: None, _F.INVVPID: None, _F.INVPCID: None, _F.SMAP: None, _F.ADX: None,
+    _F.CLFLUSHOPT: None, _F.CLWB: None, _F.D3NOW: None, _F.XOP: None, _F.FMA4: None,
+}
+
+
+def absent_extension(ins) -> bool:
+    """True when ``ins`` belongs to an extension the modelled CPU does not advertise."""
+    from ..cpuid_model import PC
+    return any(f in EXTENSIONS and EXTENSIONS[f] not in PC.features for f in ins.cpuid_features())
 
 def _sensitive_exit(ins):
     """The closure of a sensitive instruction whose class exits (CPU.set_sensitive_exiting

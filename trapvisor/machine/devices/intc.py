@@ -47,6 +47,15 @@ class PcInterruptSource:
             return True
         return self.pic.output and self._pic_passes()
 
+    def nmi_pending(self) -> bool:
+        """An NMI is latched (delivered through the local APIC: an ICR or I/O APIC message)."""
+        lapic = self.lapic
+        return lapic is not None and lapic.nmi_pending
+
+    def acknowledge_nmi(self) -> None:
+        """The CPU takes the latched NMI (it goes through IDT vector 2, SDM Vol. 3A §6.7)."""
+        self.lapic.nmi_pending = False
+
     def acknowledge(self) -> int:
         """INTA: the vector to deliver (the caller delivers it through the IDT)."""
         lapic = self.lapic

@@ -212,7 +212,9 @@ class LocalApic:
         if mode in (DM_FIXED, DM_LOWEST):
             self.accept(vector, level_triggered)
         elif mode == DM_NMI:
-            self.nmi_pending = True
+            self.nmi_pending = True       # one NMI is latched; more before it is taken are lost
+            if self.on_change is not None:
+                self.on_change()
         # SMI, INIT, SIPI and ExtINT messages are not modelled (one processor, no SMM).
 
     def matches_destination(self, dest: int, logical: bool) -> bool:
