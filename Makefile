@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # which program or file comes from which; tests/test_hosttools.py checks this list against it.
 APT_PACKAGES := gcc binutils qemu-system-x86 qemu-system-data seabios bochs bochsbios vgabios gdb apt dpkg
 
-.PHONY: demo demo-linux test fuzz setup apt guests linux-guest clean bench kut
+.PHONY: demo demo-linux test test-linux fuzz setup apt guests linux-guest clean bench kut
 
 # Checked on every run (dpkg -s is quick), so a package removed since the last run is reinstalled.
 setup: apt $(STAMP)
@@ -56,6 +56,10 @@ linux-guest: setup
 
 test: guests linux-guest
 	$(PY) -m pytest -n 2 --dist loadfile tests
+
+# The Linux boots that take an hour or more (the strict PC, trap-emulate): not in make test.
+test-linux: guests linux-guest
+	TRAPVISOR_LINUX_FULL=1 $(PY) -m pytest tests/guests/test_linux.py
 
 # The property tests with fresh random examples (make test replays fixed ones),
 # four times as many for the unicorn oracle; failures are kept in .hypothesis/.
