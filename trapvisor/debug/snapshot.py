@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import mmap
 import os
 import pickle
 import struct
@@ -129,11 +130,11 @@ class _Saver:
             if t is dict:
                 return ("D", n, [(self.save(k), self.save(x)) for k, x in v.items()])
             return ("S", n, [self.save(x) for x in _ordered(v)])
-        if t is bytearray:
+        if t is bytearray or t is mmap.mmap:       # guest RAM is an anonymous mmap
             if id(v) in self.memo:
                 return ("R", self.memo[id(v)])
             n = self._memo(v)
-            if len(v) < SPARSE_MIN:
+            if len(v) < SPARSE_MIN and t is bytearray:
                 return ("A", n, bytes(v))
             return ("P", n, len(v), _nonzero_pages(v))
         if t is itertools.count:
@@ -241,9 +242,14 @@ class _Loader:
             return out
         if tag == "P":
             _, n, size, pages = node
-            out = self._take(fresh, bytearray) if type(fresh) is bytearray and len(fresh) == size else None
-            out = out if out is not None else bytearray(size)
-            out[:] = bytes(size)                 # in place: views of it (a VM's partition) stay valid
+            kind = type(fresh)
+            out = self._take(fresh, kind) if kind in (bytearray, mmap.mmap) and len(fresh) == size else None
+            if out is None:
+                out = bytearray(size)
+            elif kind is mmap.mmap:
+                out.madvise(mmap.MADV_DONTNEED)  # private anonymous pages read as zero again
+            else:
+                out[:] = bytes(size)             # in place: views of it (a VM's partition) stay valid
             for i, data in pages.items():
                 out[i * PAGE:i * PAGE + len(data)] = data
             self.memo[n] = out
