@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.system.harness import runner
 from tests.system.harness.runner import Case
+from tests.hosttools_gate import need
+from trapvisor import hosttools
 
 EXAMPLES = int(os.environ.get("TVSYS_EXAMPLES", "0") or 0)
 DETERMINISTIC = EXAMPLES == 0 and os.environ.get("TRAPVISOR_FUZZ", "") in ("", "0")
@@ -116,4 +118,12 @@ def test_random_sequences(system_machines, body, cpl, iopl, intf):
     case = Case(f"hyp-cpl{cpl}-iopl{iopl}", text, cpl=cpl, iopl=iopl,
                 eflags=runner.IF if intf else 0, extra=CGT0 + TASK2, setup=TASK2_SETUP,
                 topic="hypothesis")
-    runner.check(case)
+    try:
+        runner.check(case)
+    except runner.Mismatch:
+        # Where QEMU and trapvisor disagree, Bochs decides, as for the hand-written cases
+        # marked qemu_differs (tests/system/common.py).  Seen: QEMU 7.2 TCG saves an
+        # impossible EFLAGS (bits 31..29 set) into the old TSS on a CALL through a task
+        # gate right after ADD; Bochs saves what trapvisor saves.
+        need(*hosttools.BOCHS)
+        runner.check(case, bochs=True)
