@@ -172,3 +172,12 @@ def test_modules_and_disk_reach_the_guest_under_every_technique_that_honours_the
     start, end = struct.unpack_from("<II", mem, mods_addr)
     assert bytes(mem[start:end]) == module.read_bytes()
     assert any(getattr(d, "path", None) == str(disk) for _, d in vm.devices), "the disk is not attached"
+
+
+def test_the_livelock_watchdog_trips_only_after_max_idle_exits_without_a_step():
+    from trapvisor.vmm.monitor import MAX_IDLE_EXITS, LivelockWatchdog
+    w = LivelockWatchdog()
+    assert not w.stuck(5)                                   # a first step
+    assert not any(w.stuck(5) for _ in range(MAX_IDLE_EXITS))
+    assert w.stuck(5)                                       # one exit more without a step
+    assert not w.stuck(6) and not w.stuck(6)                # a step resets the count

@@ -39,7 +39,7 @@ LIMIT = 20_000
 MEMORY = 8 << 20
 EXAMPLES = 25 * (4 if os.environ.get("TRAPVISOR_FUZZ", "") not in ("", "0") else 1)
 TECHNIQUES = [n for n, c in registered().items()
-              if (c.time_sliced or n == "bt") and n != "native" and not c.paravirtual]
+              if c.time_sliced and n != "native" and not c.paravirtual]
 
 # Instructions whose behaviour depends on privilege, descriptors or the monitor.
 SNIPPETS = [bytes.fromhex(h) for h in (

@@ -90,6 +90,30 @@ class Host:
         self.cpu = CPU(self.memory, IoBus(), MmioBus(), None, None, strict=strict, vmx=vmx)
 
 
+# Exits in a row that retire nothing and deliver nothing before a VM is stopped.
+MAX_IDLE_EXITS = 10_000
+
+
+class LivelockWatchdog:
+    """Bounds the exits that make no step of the guest's (a hidden shadow fill, an
+    EPT fill, a hypercall that fails): a monitor that loops on one would otherwise
+    spin outside every limit.  Every technique's run loop asks it after each exit."""
+
+    __slots__ = ("progress_at", "idle")
+
+    def __init__(self):
+        self.progress_at, self.idle = -1, 0
+
+    def stuck(self, steps: int) -> bool:
+        """After an exit, with the guest's step count: more than MAX_IDLE_EXITS in a row
+        without a step?"""
+        if steps != self.progress_at:
+            self.progress_at, self.idle = steps, 0
+            return False
+        self.idle += 1
+        return self.idle > MAX_IDLE_EXITS
+
+
 class Monitor:
     """Base of every technique.  Subclasses set the class attributes and implement
     ``run_slice`` and ``result`` (and ``enter``/``leave`` if they share a host CPU)."""

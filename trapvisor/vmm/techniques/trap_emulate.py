@@ -40,7 +40,7 @@ from ...machine.cpu.exits import (
 )
 from ..dispatcher import Dispatcher
 from ..interpreter import SystemState, interpret, pull, push
-from ..monitor import Host, Monitor, RunOptions, register
+from ..monitor import MAX_IDLE_EXITS, Host, LivelockWatchdog, Monitor, RunOptions, register
 from ..shadow_descriptors import ShadowDescriptors, guest_cpl
 from ..shadow_paging import DEFAULT_CACHE_SIZE, FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
@@ -51,8 +51,6 @@ from .base import TechniqueResult
 REEXECUTE = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 16, 17})
 HOST_CR0 = CR0_PE | CR0_PG | CR0_WP | CR0_ET | CR0_NE
 ALL_EXCEPTIONS = (1 << 32) - 1
-# Exits in a row that retire nothing and deliver nothing before the VM is stopped.
-MAX_IDLE_EXITS = 10_000
 
 
 @register
@@ -356,7 +354,7 @@ class TrapEmulate(Monitor):
         slice_end = min(until, max_instructions)
         deadline = self.deadline
         reason = None
-        progress_at, idle_exits = -1, 0
+        watchdog = LivelockWatchdog()
         try:
             while True:
                 if vm.exit_code is not None:
@@ -429,17 +427,10 @@ class TrapEmulate(Monitor):
                 if stop is not None:
                     reason = stop
                     break
-                # Exits that make no step of the guest's (hidden shadow fills) are bounded
-                # too: a monitor that loops on one would otherwise spin outside every limit.
-                now = self.steps()
-                if now != progress_at:
-                    progress_at, idle_exits = now, 0
-                else:
-                    idle_exits += 1
-                    if idle_exits > MAX_IDLE_EXITS:
-                        reason = MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} exits in a row "
-                                                                 f"without a guest step, at EIP {host.eip:#x}")
-                        break
+                if watchdog.stuck(self.steps()):
+                    reason = MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} exits in a row "
+                                                             f"without a guest step, at EIP {host.eip:#x}")
+                    break
                 clock.run_due()
         except MachineStop as stop:
             reason = stop

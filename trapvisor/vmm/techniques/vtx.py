@@ -57,14 +57,13 @@ from ...machine.cpu.vmx.exit import EXIT_REASONS
 from ...machine.cpu.vmx.state import load_guest, save_guest
 from ..dispatcher import Dispatcher
 from ..interpreter import SystemState, interpret
-from ..monitor import Host, Monitor, RunOptions, register
+from ..monitor import MAX_IDLE_EXITS, Host, LivelockWatchdog, Monitor, RunOptions, register
 from ..shadow_paging import DEFAULT_CACHE_SIZE, FILLED, REFLECTED, ShadowPaging
 from ..vm import VM
 from .base import TechniqueResult
 
 CR0_PE, CR0_WP, CR0_NE, CR0_PG = 1 << 0, 1 << 16, 1 << 5, 1 << 31
 CR4_PSE, CR4_PGE = 1 << 4, 1 << 7
-MAX_IDLE_EXITS = 10_000
 EPT_RWX, EPT_WB, EPT_LARGE = 7, 6 << 3, 1 << 7
 VPID = 1
 # Exit reasons that the monitor handles by executing the guest's instruction on the
@@ -511,7 +510,7 @@ class Vtx(Monitor):
         dispatch = self.dispatcher.dispatch
         slice_end = min(until, max_instructions)
         reason = None
-        progress_at, idle_exits = -1, 0
+        watchdog = LivelockWatchdog()
         while True:
             if vm.exit_code is not None:
                 break
@@ -564,15 +563,10 @@ class Vtx(Monitor):
             if stop is not None:
                 reason = stop
                 break
-            now = self.steps()
-            if now != progress_at:
-                progress_at, idle_exits = now, 0
-            else:
-                idle_exits += 1
-                if idle_exits > MAX_IDLE_EXITS:
-                    reason = MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} VM exits in a row "
-                                                             f"without a guest step, at EIP {self.vmcs['GUEST_RIP']:#x}")
-                    break
+            if watchdog.stuck(self.steps()):
+                reason = MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} VM exits in a row "
+                                                         f"without a guest step, at EIP {self.vmcs['GUEST_RIP']:#x}")
+                break
             clock.run_due()
         return reason
 

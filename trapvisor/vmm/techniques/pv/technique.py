@@ -37,7 +37,7 @@ from ....machine.cpu.exits import (
     BudgetExhausted, ExceptionExit, GuestExit, IoExit, MachineStopped, Preempted,
 )
 from ...dispatcher import Dispatcher
-from ...monitor import Host, Monitor, RunOptions, register
+from ...monitor import MAX_IDLE_EXITS, Host, LivelockWatchdog, Monitor, RunOptions, register
 from ...vm import VM
 from ..base import TechniqueResult
 from .abi import (
@@ -63,7 +63,6 @@ IRET_FLAGS = 0x0CD5 | TF | (1 << 18) | (1 << 21)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 FAST_TRAP_VECTOR = 0x80
 ALL_BUT_FAST_TRAP = frozenset(range(256)) - {FAST_TRAP_VECTOR}
-MAX_IDLE_EXITS = 10_000
 TIME_CHECK_EVERY = 200_000     # instructions per host run when a wall-time limit is set
 
 
@@ -565,7 +564,7 @@ class Pv(Monitor):
         host, vm, clock = self.host, self.vm, self.vm.clock
         dispatch = self.dispatcher.dispatch
         end = min(until, max_instructions)
-        progress_at, idle = -1, 0
+        watchdog = LivelockWatchdog()
         try:
             while True:
                 if vm.exit_code is not None:
@@ -595,13 +594,8 @@ class Pv(Monitor):
                 stop = dispatch(exit)
                 if stop is not None:
                     return stop
-                now = self.steps()
-                if now != progress_at:
-                    progress_at, idle = now, 0
-                else:
-                    idle += 1
-                    if idle > MAX_IDLE_EXITS:
-                        return MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} exits without a guest step")
+                if watchdog.stuck(self.steps()):
+                    return MachineStop("monitor livelock", f"{MAX_IDLE_EXITS} exits without a guest step")
         except DomainCrash as e:
             return MachineStop("domain crashed", str(e))
         except CpuFault as e:
